@@ -1,0 +1,493 @@
+//! Real devices through cpal. The only module that names cpal.
+//!
+//! Capture and playback callbacks run on the host's real-time thread: they only move samples
+//! through a preallocated rtrb ring and bump atomic counters. cpal streams may not be `Send`, so
+//! each one lives on a small thread of its own that parks until the stream is dropped.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use cpal::{FromSample, Sample, SampleFormat, SizedSample, StreamConfig};
+
+use super::{AudioError, Capture, DeviceKind, DeviceSpec, Sink, Source, StreamFormat};
+
+/// What `--list-devices` prints about a device.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    /// Position in the host's device list: what `-d N` selects.
+    pub index: usize,
+    /// The host's id, e.g. `alsa:micA`.
+    pub id: String,
+    /// A readable name.
+    pub name: String,
+    /// Can capture.
+    pub input: bool,
+    /// Can play.
+    pub output: bool,
+    /// The host's default input.
+    pub default_input: bool,
+    /// The host's default output.
+    pub default_output: bool,
+    /// Most channels of any supported configuration.
+    pub max_channels: u16,
+    /// Lowest and highest supported rates.
+    pub rates: (u32, u32),
+}
+
+struct Found {
+    info: DeviceInfo,
+    device: cpal::Device,
+}
+
+fn backend(device: &str, e: impl std::fmt::Display) -> AudioError {
+    AudioError::Backend { device: device.to_owned(), message: e.to_string() }
+}
+
+/// Enumerates devices, skipping any the host fails to describe (ALSA plugin PCMs often do).
+fn enumerate() -> Result<Vec<Found>, AudioError> {
+    let host = cpal::default_host();
+    let default_in = host.default_input_device().and_then(|d| d.id().ok()).map(|i| i.to_string());
+    let default_out = host.default_output_device().and_then(|d| d.id().ok()).map(|i| i.to_string());
+    let devices = host.devices().map_err(|e| backend("host", e))?;
+    let mut found = Vec::new();
+    for (index, device) in devices.enumerate() {
+        let Ok(id) = device.id().map(|i| i.to_string()) else { continue };
+        let name = device.description().map(|d| d.name().to_owned()).unwrap_or_else(|_| id.clone());
+        let mut max_channels = 0;
+        let mut rates = (u32::MAX, 0);
+        let mut input = false;
+        let mut output = false;
+        if let Ok(cfgs) = device.supported_input_configs() {
+            for c in cfgs {
+                input = true;
+                max_channels = max_channels.max(c.channels());
+                rates = (rates.0.min(c.min_sample_rate()), rates.1.max(c.max_sample_rate()));
+            }
+        }
+        if let Ok(cfgs) = device.supported_output_configs() {
+            for c in cfgs {
+                output = true;
+                max_channels = max_channels.max(c.channels());
+                rates = (rates.0.min(c.min_sample_rate()), rates.1.max(c.max_sample_rate()));
+            }
+        }
+        if !input && !output {
+            continue;
+        }
+        let info = DeviceInfo {
+            index,
+            default_input: default_in.as_deref() == Some(id.as_str()),
+            default_output: default_out.as_deref() == Some(id.as_str()),
+            id,
+            name,
+            input,
+            output,
+            max_channels,
+            rates: if rates.1 == 0 { (0, 0) } else { rates },
+        };
+        found.push(Found { info, device });
+    }
+    Ok(found)
+}
+
+/// Lists the devices the host offers.
+///
+/// # Errors
+/// [`AudioError::Backend`] when the host cannot enumerate at all.
+pub fn list_devices() -> Result<Vec<DeviceInfo>, AudioError> {
+    Ok(enumerate()?.into_iter().map(|f| f.info).collect())
+}
+
+/// Picks one device by spec among `candidates`: index, exact id or name, else a unique part.
+fn pick(mut candidates: Vec<Found>, spec: &DeviceSpec, kind: &'static str) -> Result<Found, AudioError> {
+    let spec_text = match spec {
+        DeviceSpec::Index(i) => i.to_string(),
+        DeviceSpec::Name(n) => n.clone(),
+        _ => "default".to_owned(),
+    };
+    let none = || AudioError::NoDevice { kind, spec: spec_text.clone() };
+    match spec {
+        DeviceSpec::Index(i) => candidates.into_iter().find(|f| f.info.index == *i).ok_or_else(none),
+        DeviceSpec::Name(n) => {
+            let lower = n.to_lowercase();
+            if let Some(pos) = candidates.iter().position(|f| f.info.id == *n || f.info.name == *n) {
+                return Ok(candidates.swap_remove(pos));
+            }
+            let matching: Vec<usize> = candidates
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.info.id.to_lowercase().contains(&lower) || f.info.name.to_lowercase().contains(&lower))
+                .map(|(i, _)| i)
+                .collect();
+            match matching.as_slice() {
+                [] => Err(none()),
+                [one] => Ok(candidates.swap_remove(*one)),
+                many => Err(AudioError::Ambiguous {
+                    kind,
+                    spec: n.clone(),
+                    candidates: many.iter().map(|&i| candidates[i].info.id.clone()).collect::<Vec<_>>().join(", "),
+                }),
+            }
+        }
+        _ => Err(none()),
+    }
+}
+
+fn find_device(spec: &DeviceSpec, kind: DeviceKind) -> Result<Found, AudioError> {
+    let all = enumerate()?;
+    let host = cpal::default_host();
+    let is_kind = |f: &Found| match kind {
+        DeviceKind::Input => f.info.input,
+        DeviceKind::Output => f.info.output,
+    };
+    if matches!(spec, DeviceSpec::Default) {
+        let default = match kind {
+            DeviceKind::Input => host.default_input_device(),
+            DeviceKind::Output => host.default_output_device(),
+        };
+        let device = default.ok_or(AudioError::NoDevice { kind: kind.name(), spec: "default".into() })?;
+        let id = device.id().map(|i| i.to_string()).unwrap_or_else(|_| "default".into());
+        if let Some(f) = all.into_iter().find(|f| f.info.id == id) {
+            return Ok(f);
+        }
+        let info = DeviceInfo {
+            index: usize::MAX,
+            name: id.clone(),
+            id,
+            input: kind == DeviceKind::Input,
+            output: kind == DeviceKind::Output,
+            default_input: kind == DeviceKind::Input,
+            default_output: kind == DeviceKind::Output,
+            max_channels: 0,
+            rates: (0, 0),
+        };
+        return Ok(Found { info, device });
+    }
+    pick(all.into_iter().filter(is_kind).collect(), spec, kind.name())
+}
+
+/// For `-o` on a server: the input that carries what an output device plays. PulseAudio and
+/// PipeWire expose it as a monitor source, which ALSA and cpal show as an input device whose id or
+/// name mentions "monitor"; WASAPI captures an output device directly in loopback mode.
+fn find_loopback(spec: &DeviceSpec) -> Result<Found, AudioError> {
+    if cfg!(windows) {
+        return find_device(spec, DeviceKind::Output);
+    }
+    let all = enumerate()?;
+    let monitors: Vec<Found> = all
+        .into_iter()
+        .filter(|f| f.info.input && (f.info.id.to_lowercase().contains("monitor") || f.info.name.to_lowercase().contains("monitor")))
+        .collect();
+    let wanted = match spec {
+        DeviceSpec::Default => None,
+        DeviceSpec::Index(_) => {
+            let out = find_device(spec, DeviceKind::Output)?;
+            Some(out.info.name)
+        }
+        DeviceSpec::Name(n) => Some(n.clone()),
+        _ => None,
+    };
+    let label = wanted.clone().unwrap_or_else(|| "default".to_owned());
+    let hint = "no monitor source is visible to ALSA; on PulseAudio/PipeWire add an ALSA PCM \
+                `pcm.NAME { type pulse device \"<sink>.monitor\" }` to ~/.asoundrc and pick it with -d";
+    match wanted {
+        None if monitors.len() == 1 => monitors.into_iter().next().ok_or_else(|| AudioError::NoLoopback(label, hint.into())),
+        None => {
+            let default_monitor = monitors.into_iter().find(|f| f.info.name.to_lowercase().contains("default") || f.info.id.to_lowercase().contains("default"));
+            default_monitor.ok_or_else(|| AudioError::NoLoopback(label, hint.into()))
+        }
+        Some(name) => {
+            let lower = name.to_lowercase();
+            let exact = monitors.iter().position(|f| f.info.id.to_lowercase().contains(&lower) || f.info.name.to_lowercase().contains(&lower));
+            match exact {
+                Some(i) => Ok(monitors.into_iter().nth(i).ok_or_else(|| AudioError::NoLoopback(label.clone(), hint.into()))?),
+                None => Err(AudioError::NoLoopback(label, hint.into())),
+            }
+        }
+    }
+}
+
+/// Chooses a stream configuration: `want` if supported, else the same rate, else the default.
+fn choose_config(
+    device: &cpal::Device,
+    input: bool,
+    want: Option<StreamFormat>,
+    name: &str,
+) -> Result<(StreamConfig, SampleFormat), AudioError> {
+    let ranges: Vec<cpal::SupportedStreamConfigRange> = if input {
+        device.supported_input_configs().map_err(|e| backend(name, e))?.collect()
+    } else {
+        device.supported_output_configs().map_err(|e| backend(name, e))?.collect()
+    };
+    let usable = |f: SampleFormat| matches!(f, SampleFormat::F32 | SampleFormat::I16 | SampleFormat::I32);
+    if let Some(w) = want {
+        let mut best: Option<cpal::SupportedStreamConfig> = None;
+        for r in &ranges {
+            if !usable(r.sample_format()) || !r.contains_rate(w.sample_rate) {
+                continue;
+            }
+            let exact_ch = r.channels() == w.channels;
+            let better = match &best {
+                None => true,
+                Some(b) => exact_ch && b.channels() != w.channels,
+            };
+            if better {
+                best = Some(r.clone().with_sample_rate(w.sample_rate));
+            }
+        }
+        if let Some(b) = best {
+            return Ok((b.config(), b.sample_format()));
+        }
+    }
+    let d = if input { device.default_input_config() } else { device.default_output_config() }
+        .map_err(|e| backend(name, e))?;
+    if !usable(d.sample_format()) {
+        return Err(AudioError::Format(format!("{name}: sample format {:?}", d.sample_format())));
+    }
+    Ok((d.config(), d.sample_format()))
+}
+
+/// Holds a cpal stream on its own thread until dropped.
+struct StreamThread {
+    stop: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for StreamThread {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Builds a stream with `build` on a dedicated thread and keeps it playing until the guard drops.
+fn run_stream<F>(name: String, build: F) -> Result<StreamThread, AudioError>
+where
+    F: FnOnce() -> Result<cpal::Stream, AudioError> + Send + 'static,
+{
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), AudioError>>(1);
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let thread_name = format!("device {name}");
+    let thread = thread::Builder::new()
+        .name(thread_name)
+        .spawn(move || {
+            let stream = match build().and_then(|s| s.play().map(|()| s).map_err(|e| backend(&name, e))) {
+                Ok(s) => {
+                    let _ = ready_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            // Blocks until the guard drops its sender.
+            let _ = stop_rx.recv();
+            drop(stream);
+        })
+        .map_err(|e| backend("thread", e))?;
+    let guard = StreamThread { stop: Some(stop_tx), thread: Some(thread) };
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(guard),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(backend("device thread", "exited before the stream started")),
+    }
+}
+
+/// Captures from a cpal input device (or, for `-o`, the monitor of an output).
+pub struct CpalSource {
+    found: Found,
+    config: StreamConfig,
+    sample_format: SampleFormat,
+    loopback: bool,
+}
+
+impl std::fmt::Debug for CpalSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CpalSource {{ id: {:?} }}", self.found.info.id)
+    }
+}
+
+/// Opens a capture device by spec.
+///
+/// # Errors
+/// [`AudioError`] when no device matches or it offers no usable configuration.
+pub fn open_source(spec: &DeviceSpec, kind: DeviceKind) -> Result<Box<dyn Source>, AudioError> {
+    let loopback = kind == DeviceKind::Output;
+    let found = if loopback { find_loopback(spec)? } else { find_device(spec, DeviceKind::Input)? };
+    // WASAPI loopback: an output device opened for input.
+    let as_input = !(loopback && cfg!(windows));
+    let want = Some(StreamFormat { sample_rate: 48_000, channels: 2 });
+    let (config, sample_format) = if as_input {
+        choose_config(&found.device, true, want, &found.info.id)?
+    } else {
+        choose_config(&found.device, false, want, &found.info.id)?
+    };
+    Ok(Box::new(CpalSource { found, config, sample_format, loopback }))
+}
+
+fn input_callback<T>(
+    mut producer: rtrb::Producer<i16>,
+    device_channels: usize,
+    overruns: Arc<AtomicU64>,
+) -> impl FnMut(&[T], &cpal::InputCallbackInfo) + Send + 'static
+where
+    T: SizedSample,
+    i16: FromSample<T>,
+{
+    let keep = device_channels.min(2);
+    move |data: &[T], _| {
+        for frame in data.chunks_exact(device_channels) {
+            for &s in &frame[..keep] {
+                if producer.push(<i16 as Sample>::from_sample(s)).is_err() {
+                    overruns.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+impl Source for CpalSource {
+    fn format(&self) -> StreamFormat {
+        StreamFormat { sample_rate: self.config.sample_rate, channels: self.config.channels.min(2) }
+    }
+
+    fn describe(&self) -> String {
+        let what = if self.loopback { "loopback of " } else { "" };
+        format!("{what}{} ({})", self.found.info.id, self.found.info.name)
+    }
+
+    fn start(self: Box<Self>) -> Result<Capture, AudioError> {
+        let format = self.format();
+        let cap = (format.sample_rate as usize / 2).max(4096) * usize::from(format.channels);
+        let (producer, consumer) = rtrb::RingBuffer::<i16>::new(cap);
+        let overruns = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicBool::new(false));
+        let (over, name) = (overruns.clone(), self.found.info.id.clone());
+        let CpalSource { found, config, sample_format, .. } = *self;
+        let dev_ch = usize::from(config.channels);
+        let guard = run_stream(name.clone(), move || {
+            let device = found.device;
+            let fail = failed.clone();
+            let on_err = move |e: cpal::Error| {
+                fail.store(true, Ordering::Relaxed);
+                eprintln!("audio device error: {e}");
+            };
+            let stream = match sample_format {
+                SampleFormat::F32 => device.build_input_stream(config, input_callback::<f32>(producer, dev_ch, over), on_err, None),
+                SampleFormat::I16 => device.build_input_stream(config, input_callback::<i16>(producer, dev_ch, over), on_err, None),
+                SampleFormat::I32 => device.build_input_stream(config, input_callback::<i32>(producer, dev_ch, over), on_err, None),
+                other => return Err(AudioError::Format(format!("{other:?}"))),
+            };
+            stream.map_err(|e| backend(&name, e))
+        })?;
+        Ok(Capture { ring: consumer, format, ended: Arc::new(AtomicBool::new(false)), overruns, guard: Box::new(guard) })
+    }
+}
+
+/// Plays on a cpal output device, fed through an SPSC ring.
+pub struct CpalSink {
+    id: String,
+    format: StreamFormat,
+    producer: rtrb::Producer<f32>,
+    capacity: usize,
+    /// Samples the callback had to make up with silence.
+    pub underruns: Arc<AtomicU64>,
+    _guard: StreamThread,
+}
+
+impl std::fmt::Debug for CpalSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CpalSink {{ id: {:?}, format: {:?} }}", self.id, self.format)
+    }
+}
+
+fn output_callback<T>(
+    mut consumer: rtrb::Consumer<f32>,
+    underruns: Arc<AtomicU64>,
+) -> impl FnMut(&mut [T], &cpal::OutputCallbackInfo) + Send + 'static
+where
+    T: SizedSample + FromSample<f32>,
+{
+    move |data: &mut [T], _| {
+        for out in data.iter_mut() {
+            *out = match consumer.pop() {
+                Ok(s) => <T as Sample>::from_sample(s),
+                Err(_) => {
+                    underruns.fetch_add(1, Ordering::Relaxed);
+                    T::EQUILIBRIUM
+                }
+            };
+        }
+    }
+}
+
+/// Opens a playback device by spec at the configuration nearest to `stream`.
+///
+/// # Errors
+/// [`AudioError`] when no device matches or the stream cannot start.
+pub fn open_sink(spec: &DeviceSpec, stream: StreamFormat) -> Result<Box<dyn Sink>, AudioError> {
+    let found = find_device(spec, DeviceKind::Output)?;
+    let id = found.info.id.clone();
+    let (config, sample_format) = choose_config(&found.device, false, Some(stream), &id)?;
+    let format = StreamFormat { sample_rate: config.sample_rate, channels: config.channels };
+    // Half a second of room; the client keeps only a few milliseconds queued.
+    let capacity = (format.sample_rate as usize / 2) * usize::from(format.channels);
+    let (producer, consumer) = rtrb::RingBuffer::<f32>::new(capacity);
+    let underruns = Arc::new(AtomicU64::new(0));
+    let under = underruns.clone();
+    let name = id.clone();
+    let guard = run_stream(id.clone(), move || {
+        let device = found.device;
+        let on_err = |e: cpal::Error| eprintln!("audio device error: {e}");
+        let s = match sample_format {
+            SampleFormat::F32 => device.build_output_stream(config, output_callback::<f32>(consumer, under), on_err, None),
+            SampleFormat::I16 => device.build_output_stream(config, output_callback::<i16>(consumer, under), on_err, None),
+            SampleFormat::I32 => device.build_output_stream(config, output_callback::<i32>(consumer, under), on_err, None),
+            other => return Err(AudioError::Format(format!("{other:?}"))),
+        };
+        s.map_err(|e| backend(&name, e))
+    })?;
+    Ok(Box::new(CpalSink { id, format, producer, capacity, underruns, _guard: guard }))
+}
+
+impl Sink for CpalSink {
+    fn format(&self) -> StreamFormat {
+        self.format
+    }
+    fn describe(&self) -> String {
+        self.id.clone()
+    }
+    fn clocked(&self) -> bool {
+        true
+    }
+    fn queued_frames(&self) -> usize {
+        (self.capacity - self.producer.slots()) / usize::from(self.format.channels)
+    }
+    fn low_water_frames(&self) -> usize {
+        // 10 ms: enough to ride over one late wake-up of the feeding thread.
+        self.format.sample_rate as usize / 100
+    }
+    fn write(&mut self, samples: &[f32]) -> Result<usize, AudioError> {
+        let ch = usize::from(self.format.channels);
+        let room = self.producer.slots() / ch * ch;
+        let n = samples.len().min(room);
+        for &s in &samples[..n] {
+            // Cannot fail: `n` is at most the free slots counted above.
+            let _ = self.producer.push(s);
+        }
+        Ok(n / ch)
+    }
+    fn finish(&mut self) -> Result<(), AudioError> {
+        // Let what is queued play out (bounded: the ring holds at most half a second).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(600);
+        while self.queued_frames() > 0 && std::time::Instant::now() < deadline {
+            thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Ok(())
+    }
+}

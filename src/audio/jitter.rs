@@ -1,0 +1,285 @@
+//! A jitter buffer for fixed-size packets: reorders, drops duplicates and late packets, and
+//! conceals gaps. Sans-IO: every call takes `now`, so tests drive it with simulated time.
+//!
+//! Playout starts once the first packet has waited `target`; after that a missing packet is
+//! declared lost either when the device needs audio now (`must_play`) or when a later packet has
+//! itself waited `target` (the missing one had its chance). Storage is preallocated.
+
+use std::time::{Duration, Instant};
+
+/// Packets the buffer can hold ahead of the playout point.
+pub const CAPACITY: usize = 128;
+
+/// What `push` did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Stored for playout.
+    Accepted,
+    /// Already held or already played.
+    Duplicate,
+    /// Arrived after its playout time.
+    Late,
+    /// Too far ahead of the playout point: the buffer restarted at this packet.
+    Resync,
+}
+
+/// What `pop` wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Popped {
+    /// A received packet (sequence number).
+    Played(u64),
+    /// A concealment for a lost packet (sequence number).
+    Concealed(u64),
+}
+
+/// Counters, for the status line and the heartbeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JitterStats {
+    /// Packets accepted.
+    pub received: u64,
+    /// Duplicates dropped.
+    pub duplicates: u64,
+    /// Late packets dropped.
+    pub late: u64,
+    /// Packets concealed.
+    pub lost: u64,
+    /// Times the buffer restarted.
+    pub resyncs: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    seq: Option<u64>,
+    arrival: Instant,
+    samples: Vec<i16>,
+}
+
+/// The jitter buffer.
+#[derive(Debug)]
+pub struct JitterBuffer {
+    frame_samples: usize,
+    target: Duration,
+    slots: Vec<Slot>,
+    /// Next sequence number to play; `None` until the first packet.
+    next: Option<u64>,
+    started: bool,
+    /// When the first packet since the last reset arrived: playout starts `target` later.
+    first_arrival: Option<Instant>,
+    last: Vec<i16>,
+    concealed_run: u32,
+    stats: JitterStats,
+}
+
+impl JitterBuffer {
+    /// A buffer for packets of `frame_samples` interleaved samples, holding `target` of delay.
+    pub fn new(frame_samples: usize, target: Duration, now: Instant) -> Self {
+        Self {
+            frame_samples,
+            target,
+            slots: vec![Slot { seq: None, arrival: now, samples: vec![0; frame_samples] }; CAPACITY],
+            next: None,
+            started: false,
+            first_arrival: None,
+            last: vec![0; frame_samples],
+            concealed_run: 0,
+            stats: JitterStats::default(),
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> JitterStats {
+        self.stats
+    }
+
+    /// Packets held.
+    pub fn depth(&self) -> usize {
+        self.slots.iter().filter(|s| s.seq.is_some()).count()
+    }
+
+    /// The next sequence number to be played, once known.
+    pub fn next_seq(&self) -> Option<u64> {
+        self.next
+    }
+
+    fn reset(&mut self) {
+        for s in &mut self.slots {
+            s.seq = None;
+        }
+        self.next = None;
+        self.started = false;
+        self.first_arrival = None;
+    }
+
+    /// Stores packet `seq` with its s16le `payload` (shorter payloads are zero-padded).
+    pub fn push(&mut self, seq: u64, payload: &[u8], now: Instant) -> Pushed {
+        let mut outcome = Pushed::Accepted;
+        match self.next {
+            Some(n) if self.started && seq < n => {
+                self.stats.late += 1;
+                return Pushed::Late;
+            }
+            Some(n) if seq.saturating_sub(n) >= CAPACITY as u64 => {
+                self.stats.resyncs += 1;
+                self.reset();
+                outcome = Pushed::Resync;
+            }
+            _ => {}
+        }
+        if !self.started {
+            // Before playout the earliest packet seen sets the start; older slots are dropped.
+            let start = self.next.map_or(seq, |n| n.min(seq));
+            for s in &mut self.slots {
+                if s.seq.is_some_and(|q| q >= start + CAPACITY as u64) {
+                    s.seq = None;
+                }
+            }
+            self.next = Some(start);
+            self.first_arrival.get_or_insert(now);
+        }
+        let slot = &mut self.slots[(seq % CAPACITY as u64) as usize];
+        if slot.seq == Some(seq) {
+            self.stats.duplicates += 1;
+            return Pushed::Duplicate;
+        }
+        slot.seq = Some(seq);
+        slot.arrival = now;
+        let n = payload.len().min(self.frame_samples * 2) / 2;
+        for (dst, b) in slot.samples.iter_mut().zip(payload.chunks_exact(2)) {
+            *dst = i16::from_le_bytes([b[0], b[1]]);
+        }
+        slot.samples[n..].fill(0);
+        self.stats.received += 1;
+        outcome
+    }
+
+    /// Writes the next packet's samples into `out` (resized to one packet), or a concealment.
+    ///
+    /// `must_play`: the device needs audio now, so a missing packet is concealed at once.
+    /// Returns `None` while waiting: before playout starts, or while a gap may still fill.
+    pub fn pop(&mut self, now: Instant, must_play: bool, out: &mut Vec<i16>) -> Option<Popped> {
+        let next = self.next?;
+        if !self.started {
+            let first = self.first_arrival?;
+            if now.duration_since(first) < self.target {
+                return None;
+            }
+            self.started = true;
+        }
+        out.clear();
+        let idx = (next % CAPACITY as u64) as usize;
+        if self.slots[idx].seq == Some(next) {
+            let slot = &mut self.slots[idx];
+            slot.seq = None;
+            out.extend_from_slice(&slot.samples);
+            self.last.copy_from_slice(&slot.samples);
+            self.concealed_run = 0;
+            self.next = Some(next + 1);
+            return Some(Popped::Played(next));
+        }
+        let later_waited = self
+            .slots
+            .iter()
+            .filter(|s| s.seq.is_some_and(|q| q > next))
+            .any(|s| now.duration_since(s.arrival) >= self.target);
+        if !must_play && !later_waited {
+            return None;
+        }
+        self.conceal(out);
+        self.stats.lost += 1;
+        self.next = Some(next + 1);
+        Some(Popped::Concealed(next))
+    }
+
+    /// Repeat the last packet fading to silence over one packet, then silence: no click, no buzz.
+    fn conceal(&mut self, out: &mut Vec<i16>) {
+        let n = self.last.len().max(1) as f32;
+        if self.concealed_run == 0 {
+            out.extend(self.last.iter().enumerate().map(|(i, &s)| (f32::from(s) * (1.0 - i as f32 / n)) as i16));
+        } else {
+            out.resize(self.frame_samples, 0);
+        }
+        self.concealed_run += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn payload(seq: u64) -> Vec<u8> {
+        (0..4).flat_map(|i| ((seq * 10 + i) as i16).to_le_bytes()).collect()
+    }
+
+    fn drain(jb: &mut JitterBuffer, now: Instant) -> Vec<Popped> {
+        let mut out = Vec::new();
+        let mut got = Vec::new();
+        while let Some(p) = jb.pop(now, false, &mut out) {
+            if let Popped::Played(seq) = p {
+                assert_eq!(out, (0..4).map(|i| (seq * 10 + i) as i16).collect::<Vec<_>>());
+            }
+            got.push(p);
+        }
+        got
+    }
+
+    #[test]
+    fn waits_for_target_then_plays_in_order_despite_reordering() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(4, 10 * MS, t0);
+        for (i, seq) in [3u64, 1, 2, 5, 4].into_iter().enumerate() {
+            assert_eq!(jb.push(seq, &payload(seq), t0 + i as u32 * MS), Pushed::Accepted);
+        }
+        assert_eq!(jb.pop(t0 + 5 * MS, false, &mut Vec::new()), None, "target not reached");
+        let got = drain(&mut jb, t0 + 20 * MS);
+        assert_eq!(got, (1..=5).map(Popped::Played).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn drops_duplicates_and_late_packets() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(4, 0 * MS, t0);
+        assert_eq!(jb.push(0, &payload(0), t0), Pushed::Accepted);
+        assert_eq!(jb.push(0, &payload(0), t0), Pushed::Duplicate);
+        assert_eq!(drain(&mut jb, t0), vec![Popped::Played(0)]);
+        assert_eq!(jb.push(0, &payload(0), t0), Pushed::Late);
+        let s = jb.stats();
+        assert_eq!((s.received, s.duplicates, s.late), (1, 1, 1));
+    }
+
+    #[test]
+    fn conceals_a_gap_once_later_packets_have_waited() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(4, 10 * MS, t0);
+        jb.push(0, &payload(0), t0);
+        jb.push(2, &payload(2), t0 + 5 * MS);
+        assert_eq!(drain(&mut jb, t0 + 10 * MS), vec![Popped::Played(0)], "1 may still come");
+        let got = drain(&mut jb, t0 + 15 * MS);
+        assert_eq!(got, vec![Popped::Concealed(1), Popped::Played(2)]);
+        assert_eq!(jb.stats().lost, 1);
+    }
+
+    #[test]
+    fn must_play_conceals_at_once_with_a_fade() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(4, 0 * MS, t0);
+        jb.push(0, &[0x00, 0x40, 0x00, 0x40, 0x00, 0x40, 0x00, 0x40], t0);
+        let mut out = Vec::new();
+        assert_eq!(jb.pop(t0, true, &mut out), Some(Popped::Played(0)));
+        assert_eq!(jb.pop(t0, true, &mut out), Some(Popped::Concealed(1)));
+        assert_eq!(out, [16384, 12288, 8192, 4096], "fades out, no step to silence");
+        assert_eq!(jb.pop(t0, true, &mut out), Some(Popped::Concealed(2)));
+        assert_eq!(out, [0; 4]);
+    }
+
+    #[test]
+    fn far_future_packet_resyncs() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(4, 0 * MS, t0);
+        jb.push(0, &payload(0), t0);
+        drain(&mut jb, t0);
+        assert_eq!(jb.push(10_000, &payload(10_000), t0), Pushed::Resync);
+        assert_eq!(drain(&mut jb, t0), vec![Popped::Played(10_000)]);
+    }
+}

@@ -1,0 +1,243 @@
+//! Audio behind two small traits: a [`Source`] captures, a [`Sink`] plays.
+//!
+//! Backends are chosen by the device spec of `-d` (DESIGN.md §3.1): `wav:PATH`, `tone:HZ`, `null`,
+//! or a cpal device (`default`, an index, or text matched against ids and names). Only
+//! `cpal_backend` names cpal. Device callbacks never lock, allocate or log: they move samples
+//! through preallocated SPSC rings (rtrb) and count under- and overruns in atomics.
+
+pub mod convert;
+pub mod cpal_backend;
+pub mod jitter;
+pub mod paced;
+pub mod resample;
+pub mod wav;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+
+/// Errors from audio devices and files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AudioError {
+    /// No device matched the spec.
+    #[error("no {kind} device matches {spec:?} (see --list-devices)")]
+    NoDevice {
+        /// `input` or `output`.
+        kind: &'static str,
+        /// What was asked for.
+        spec: String,
+    },
+    /// More than one device matched the spec.
+    #[error("{spec:?} matches several {kind} devices: {candidates}; give more of the name or the index")]
+    Ambiguous {
+        /// `input` or `output`.
+        kind: &'static str,
+        /// What was asked for.
+        spec: String,
+        /// The matching ids.
+        candidates: String,
+    },
+    /// The device spec itself is malformed.
+    #[error("bad device {0:?}: expected an index, a name, default, wav:PATH, tone:HZ or null")]
+    BadSpec(String),
+    /// Capturing what an output device plays is not possible here.
+    #[error("cannot capture what output device {0:?} plays on this system: {1}")]
+    NoLoopback(String, String),
+    /// A format the backend cannot handle.
+    #[error("unsupported audio format: {0}")]
+    Format(String),
+    /// A WAV file could not be read or written.
+    #[error("WAV file {path}: {source}")]
+    Wav {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: hound::Error,
+    },
+    /// The audio host reported an error.
+    #[error("audio device {device:?}: {message}")]
+    Backend {
+        /// The device.
+        device: String,
+        /// The host's words.
+        message: String,
+    },
+}
+
+/// Sample rate and channel count of interleaved audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamFormat {
+    /// Frames per second.
+    pub sample_rate: u32,
+    /// Interleaved channels.
+    pub channels: u16,
+}
+
+/// Whether a device spec names an input (capture) or an output (playback) device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// A microphone or line in.
+    #[default]
+    Input,
+    /// Speakers or headphones (for a server: capture what it plays).
+    Output,
+}
+
+impl DeviceKind {
+    /// `input` or `output`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Input => "input",
+            DeviceKind::Output => "output",
+        }
+    }
+}
+
+/// A parsed `-d` value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceSpec {
+    /// The host's default device.
+    Default,
+    /// A file: streamed by a server, recorded by a client.
+    Wav(PathBuf),
+    /// A sine at this frequency (server only).
+    Tone(f32),
+    /// Silence in, nothing out.
+    Null,
+    /// A device by index from `--list-devices`.
+    Index(usize),
+    /// A device by id or name (exact, else a unique part).
+    Name(String),
+}
+
+impl DeviceSpec {
+    /// Parses the text of `-d`.
+    ///
+    /// # Errors
+    /// [`AudioError::BadSpec`] for an empty path, a non-positive tone or an empty name.
+    pub fn parse(text: &str) -> Result<Self, AudioError> {
+        let t = text.trim();
+        let bad = || AudioError::BadSpec(text.to_owned());
+        if t.is_empty() || t.eq_ignore_ascii_case("default") {
+            return Ok(Self::Default);
+        }
+        if t.eq_ignore_ascii_case("null") {
+            return Ok(Self::Null);
+        }
+        if let Some(p) = t.strip_prefix("wav:") {
+            return if p.is_empty() { Err(bad()) } else { Ok(Self::Wav(PathBuf::from(p))) };
+        }
+        if let Some(hz) = t.strip_prefix("tone:") {
+            let hz: f32 = hz.parse().map_err(|_| bad())?;
+            return if hz.is_finite() && hz > 0.0 && hz < 96_000.0 { Ok(Self::Tone(hz)) } else { Err(bad()) };
+        }
+        if let Ok(i) = t.parse::<usize>() {
+            return Ok(Self::Index(i));
+        }
+        Ok(Self::Name(t.to_owned()))
+    }
+}
+
+/// A running capture: samples arrive in `ring` until it is dropped.
+pub struct Capture {
+    /// Interleaved s16 samples at `format`.
+    pub ring: rtrb::Consumer<i16>,
+    /// The format of what arrives.
+    pub format: StreamFormat,
+    /// Set once a finite source (a file) has pushed its last sample.
+    pub ended: Arc<AtomicBool>,
+    /// Samples the source could not push because the ring was full.
+    pub overruns: Arc<AtomicU64>,
+    /// Stops the capture when dropped.
+    pub guard: Box<dyn Send>,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Capture {{ format: {:?} }}", self.format)
+    }
+}
+
+/// Something that captures audio.
+pub trait Source: Send {
+    /// What the capture will deliver.
+    fn format(&self) -> StreamFormat;
+    /// A description for logs and the status line.
+    fn describe(&self) -> String;
+    /// Starts capturing.
+    ///
+    /// # Errors
+    /// [`AudioError`] when the device cannot be opened.
+    fn start(self: Box<Self>) -> Result<Capture, AudioError>;
+}
+
+/// Something that plays (or records) audio, fed with interleaved f32 samples in `format()`.
+pub trait Sink: Send {
+    /// The format `write` takes (for a device: what it was opened with).
+    fn format(&self) -> StreamFormat;
+    /// A description for logs and the status line.
+    fn describe(&self) -> String;
+    /// True for a device that consumes in real time; false for a file, which takes data as fast
+    /// as it comes and so needs no pacing.
+    fn clocked(&self) -> bool;
+    /// Frames written but not yet played (clocked sinks); 0 for files.
+    fn queued_frames(&self) -> usize;
+    /// Frames a clocked sink should hold ahead of its callback for steady playback.
+    fn low_water_frames(&self) -> usize;
+    /// Writes interleaved samples; returns the frames taken (a full device ring takes fewer).
+    ///
+    /// # Errors
+    /// [`AudioError`] on a write failure.
+    fn write(&mut self, samples: &[f32]) -> Result<usize, AudioError>;
+    /// Flushes and closes (a WAV's header is finalised here).
+    ///
+    /// # Errors
+    /// [`AudioError`] on a write failure.
+    fn finish(&mut self) -> Result<(), AudioError>;
+}
+
+/// Opens the source a server captures from.
+///
+/// # Errors
+/// [`AudioError`] when the device or file cannot be found or opened.
+pub fn open_source(spec: &DeviceSpec, kind: DeviceKind) -> Result<Box<dyn Source>, AudioError> {
+    match spec {
+        DeviceSpec::Wav(path) => Ok(Box::new(wav::WavSource::open(path)?)),
+        DeviceSpec::Tone(hz) => Ok(Box::new(paced::ToneSource::new(*hz))),
+        DeviceSpec::Null => Ok(Box::new(paced::NullSource)),
+        _ => cpal_backend::open_source(spec, kind),
+    }
+}
+
+/// Opens the sink a client plays on, as near to `stream` as the device allows.
+///
+/// # Errors
+/// [`AudioError`] when the device or file cannot be found or opened.
+pub fn open_sink(spec: &DeviceSpec, stream: StreamFormat) -> Result<Box<dyn Sink>, AudioError> {
+    match spec {
+        DeviceSpec::Wav(path) => Ok(Box::new(wav::WavSink::create(path, stream)?)),
+        DeviceSpec::Null => Ok(Box::new(paced::NullSink { format: stream })),
+        DeviceSpec::Tone(_) => Err(AudioError::BadSpec("tone: is a source; a client plays on a device or wav:PATH".into())),
+        _ => cpal_backend::open_sink(spec, stream),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_specs_parse() {
+        assert_eq!(DeviceSpec::parse("default").ok(), Some(DeviceSpec::Default));
+        assert_eq!(DeviceSpec::parse("wav:a b.wav").ok(), Some(DeviceSpec::Wav("a b.wav".into())));
+        assert_eq!(DeviceSpec::parse("tone:440").ok(), Some(DeviceSpec::Tone(440.0)));
+        assert_eq!(DeviceSpec::parse("3").ok(), Some(DeviceSpec::Index(3)));
+        assert_eq!(DeviceSpec::parse("alsa:micA").ok(), Some(DeviceSpec::Name("alsa:micA".into())));
+        for bad in ["wav:", "tone:x", "tone:-5", "tone:inf"] {
+            assert!(DeviceSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
