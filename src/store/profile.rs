@@ -1,0 +1,329 @@
+//! The TOML profile (DESIGN.md §3.2): typed, defaulted, versioned, written atomically with
+//! comments, mode 0600. A profile that fails to parse or validate is an error naming its line and
+//! key; it is never silently replaced.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::atomic::write_atomic;
+use super::StoreError;
+use crate::audio::DeviceKind;
+
+/// The profile format version this build writes.
+pub const PROFILE_VERSION: u32 = 1;
+/// The default port for TCP control and UDP audio.
+pub const DEFAULT_PORT: u16 = 4415;
+
+/// Server or client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Captures and sends.
+    #[default]
+    Server,
+    /// Receives and plays.
+    Client,
+}
+
+/// Audio codec on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CodecName {
+    /// 16-bit PCM.
+    #[default]
+    Pcm,
+    /// Opus (libopus).
+    Opus,
+}
+
+/// The `[audio]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AudioSettings {
+    /// 0: the device's own rate.
+    pub sample_rate: u32,
+    /// 0: the device's own, at most 2.
+    pub channels: u16,
+    /// Codec on the wire.
+    pub codec: CodecName,
+    /// Audio per packet, in milliseconds.
+    pub frame_ms: u32,
+    /// Jitter buffer depth, in milliseconds.
+    pub target_latency_ms: u32,
+}
+
+impl Default for AudioSettings {
+    fn default() -> Self {
+        Self { sample_rate: 0, channels: 0, codec: CodecName::Pcm, frame_ms: 5, target_latency_ms: 10 }
+    }
+}
+
+/// Every setting, as the profile file holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Profile {
+    /// Format version.
+    pub version: u32,
+    /// Server or client.
+    pub role: Role,
+    /// TCP and UDP port.
+    pub port: u16,
+    /// Client: the server's host name or IP.
+    pub server_address: String,
+    /// Device spec, as `-d`.
+    pub device: String,
+    /// Input or output device.
+    pub device_kind: DeviceKind,
+    /// Shared password ("" for none).
+    pub password: String,
+    /// Server: encrypt audio.
+    pub encryption: bool,
+    /// Server, encryption off: tag every packet.
+    pub integrity: bool,
+    /// Client: attempts before giving up; server: failures before a ban (0: unlimited / never).
+    pub reconnect_attempts: u32,
+    /// Server: clients served at once.
+    pub max_clients: u32,
+    /// UDP socket buffer in bytes (0: the OS default).
+    pub socket_buffer_size: u32,
+    /// Write warnings and errors to the log file too.
+    pub error_log: bool,
+    /// Start the tray at login.
+    pub autostart: bool,
+    /// The tray streams as soon as it starts.
+    pub start_streaming: bool,
+    /// Audio format and buffering.
+    pub audio: AudioSettings,
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Self {
+            version: PROFILE_VERSION,
+            role: Role::Server,
+            port: DEFAULT_PORT,
+            server_address: String::new(),
+            device: "default".to_owned(),
+            device_kind: DeviceKind::Input,
+            password: String::new(),
+            encryption: true,
+            integrity: false,
+            reconnect_attempts: 5,
+            max_clients: 1,
+            socket_buffer_size: 0,
+            error_log: false,
+            autostart: false,
+            start_streaming: true,
+            audio: AudioSettings::default(),
+        }
+    }
+}
+
+/// The 1-based line on which `key` is assigned (first match), for error messages.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines().position(|l| {
+        let l = l.trim_start();
+        l.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
+    }).map(|i| i + 1)
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The key assigned on a line, if the line is `key = value`.
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let l = text.lines().nth(line.checked_sub(1)?)?;
+    let (k, _) = l.split_once('=')?;
+    let k = k.trim().trim_matches('"');
+    (!k.is_empty() && !k.starts_with('[')).then(|| k.to_owned())
+}
+
+impl Profile {
+    /// Parses and validates profile text.
+    ///
+    /// # Errors
+    /// [`StoreError::Profile`] naming the line and key of the first problem.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, StoreError> {
+        let profile: Profile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(1, |s| line_of_offset(text, s.start));
+            let mut message = e.message().to_owned();
+            let key = key_on_line(text, line).or_else(|| {
+                // "unknown field `x`" errors name the key in the message.
+                message.split('`').nth(1).map(str::to_owned)
+            });
+            if let Some(k) = &key {
+                message = message.replace(&format!("unknown field `{k}`"), &format!("unknown key `{k}`"));
+            }
+            StoreError::Profile { path: path.to_owned(), line, key, message }
+        })?;
+        profile.validate().map_err(|(key, message)| StoreError::Profile {
+            path: path.to_owned(),
+            line: line_of_key(text, key).unwrap_or(1),
+            key: Some(key.to_owned()),
+            message,
+        })?;
+        Ok(profile)
+    }
+
+    /// Checks ranges that the types alone do not.
+    ///
+    /// # Errors
+    /// The key at fault and what is wrong with it.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.version > PROFILE_VERSION {
+            return Err(("version", format!("profile version {} is newer than this EchoWarp understands ({PROFILE_VERSION})", self.version)));
+        }
+        if self.port == 0 {
+            return Err(("port", "port must be between 1 and 65535".into()));
+        }
+        if self.max_clients == 0 {
+            return Err(("max_clients", "at least one client must be allowed".into()));
+        }
+        if self.audio.channels > 2 {
+            return Err(("channels", "channels must be 0 (the device's own), 1 or 2".into()));
+        }
+        if self.audio.sample_rate != 0 && !(8_000..=192_000).contains(&self.audio.sample_rate) {
+            return Err(("sample_rate", "sample_rate must be 0 or between 8000 and 192000".into()));
+        }
+        if !(1..=20).contains(&self.audio.frame_ms) {
+            return Err(("frame_ms", "frame_ms must be between 1 and 20".into()));
+        }
+        if self.audio.target_latency_ms > 2_000 {
+            return Err(("target_latency_ms", "target_latency_ms must be at most 2000".into()));
+        }
+        if self.audio.codec == CodecName::Opus {
+            return Err(("codec", "codec \"opus\" is not available in this build yet; use \"pcm\"".into()));
+        }
+        crate::audio::DeviceSpec::parse(&self.device).map_err(|e| ("device", e.to_string()))?;
+        Ok(())
+    }
+
+    /// Reads a profile file: TOML, or an EchoWarp 0.4 INI `.conf` (recognised by its section).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when unreadable, [`StoreError::Profile`] when invalid.
+    pub fn load(path: &Path) -> Result<Self, StoreError> {
+        let text = std::fs::read_to_string(path).map_err(StoreError::io(path))?;
+        if super::ini::looks_like_ini(&text) {
+            return super::ini::import(&text, path);
+        }
+        Self::parse(&text, path)
+    }
+
+    /// Reads the profile if it exists; `Ok(None)` when there is none.
+    ///
+    /// # Errors
+    /// As [`Profile::load`].
+    pub fn load_if_exists(path: &Path) -> Result<Option<Self>, StoreError> {
+        match std::fs::metadata(path) {
+            Ok(_) => Self::load(path).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(path)(e)),
+        }
+    }
+
+    /// Writes the profile atomically with explanatory comments, mode 0600.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when it cannot be written.
+    pub fn save(&self, path: &Path) -> Result<(), StoreError> {
+        write_atomic(path, self.to_toml().as_bytes(), true)
+    }
+
+    /// The profile as commented TOML.
+    pub fn to_toml(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        let role = match self.role {
+            Role::Server => "server",
+            Role::Client => "client",
+        };
+        let codec = match self.audio.codec {
+            CodecName::Pcm => "pcm",
+            CodecName::Opus => "opus",
+        };
+        format!(
+            "# EchoWarp profile. Edit freely: the running program picks up changes.\n\
+             # Keys left out take their defaults; see `echowarp --help`.\n\
+             version = {version}\n\
+             role = {role}              # \"server\" captures and sends; \"client\" receives and plays\n\
+             port = {port}                 # TCP control and UDP audio\n\
+             server_address = {addr}    # client: the server's host name or IP\n\
+             device = {device}           # index from --list-devices, a name, default, wav:PATH, tone:HZ or null\n\
+             device_kind = {kind}        # \"input\", or \"output\" (server: capture what it plays)\n\
+             password = {password}          # shared password; never sent over the network\n\
+             encryption = {encryption}           # server: encrypt audio (ChaCha20-Poly1305)\n\
+             integrity = {integrity}           # server, encryption off: tag every packet (keyed BLAKE3)\n\
+             reconnect_attempts = {reconnect}     # client: attempts before giving up; server: failed logins before a ban; 0 = unlimited / never\n\
+             max_clients = {max_clients}            # server: clients served at once\n\
+             socket_buffer_size = {sockbuf}     # UDP socket buffer in bytes; 0 = the OS default\n\
+             error_log = {error_log}           # also write warnings and errors to the log file\n\
+             autostart = {autostart}           # start the tray at login\n\
+             start_streaming = {start_streaming}      # the tray streams as soon as it starts\n\
+             \n\
+             [audio]\n\
+             sample_rate = {rate}              # 0 = the device's own rate\n\
+             channels = {channels}                 # 0 = the device's own, at most 2\n\
+             codec = {codec}               # \"pcm\"\n\
+             frame_ms = {frame_ms}                 # audio per packet\n\
+             target_latency_ms = {target}       # jitter buffer depth\n",
+            version = self.version,
+            role = q(role),
+            port = self.port,
+            addr = q(&self.server_address),
+            device = q(&self.device),
+            kind = q(self.device_kind.name()),
+            password = q(&self.password),
+            encryption = self.encryption,
+            integrity = self.integrity,
+            reconnect = self.reconnect_attempts,
+            max_clients = self.max_clients,
+            sockbuf = self.socket_buffer_size,
+            error_log = self.error_log,
+            autostart = self.autostart,
+            start_streaming = self.start_streaming,
+            rate = self.audio.sample_rate,
+            channels = self.audio.channels,
+            codec = q(codec),
+            frame_ms = self.audio.frame_ms,
+            target = self.audio.target_latency_ms,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_profile_reads_back_identically() {
+        let mut p = Profile::default();
+        p.role = Role::Client;
+        p.server_address = "host \"quoted\"".into();
+        p.password = "p@ss=word#1".into();
+        p.device = "wav:/tmp/a b.wav".into();
+        p.audio.target_latency_ms = 40;
+        let text = p.to_toml();
+        assert_eq!(Profile::parse(&text, Path::new("p.toml")).expect("parses"), p);
+        assert_eq!(Profile::parse("", Path::new("p.toml")).expect("empty is defaults"), Profile::default());
+    }
+
+    #[test]
+    fn bad_values_name_line_and_key() {
+        let text = "version = 1\nrole = \"server\"\nport = \"abc\"\n";
+        let e = Profile::parse(text, Path::new("p.toml")).expect_err("bad port type");
+        match e {
+            StoreError::Profile { line, key, .. } => assert_eq!((line, key.as_deref()), (3, Some("port"))),
+            other => panic!("unexpected {other:?}"),
+        }
+        let e = Profile::parse("\n\nport = 0\n", Path::new("p.toml")).expect_err("port 0");
+        assert!(e.to_string().contains("line 3, key `port`"), "{e}");
+        let e = Profile::parse("[audio]\nframe_ms = 99\n", Path::new("p.toml")).expect_err("range");
+        assert!(e.to_string().contains("line 2, key `frame_ms`"), "{e}");
+        let e = Profile::parse("prot = 5\n", Path::new("p.toml")).expect_err("typo");
+        assert!(e.to_string().contains("line 1, key `prot`"), "{e}");
+        let e = Profile::parse("role = \"boss\"\n", Path::new("p.toml")).expect_err("enum");
+        assert!(e.to_string().contains("key `role`"), "{e}");
+    }
+}
