@@ -9,3 +9,5 @@
 pub mod protocol;
 pub mod audio;
 pub mod store;
+pub mod engine;
+pub mod ui;

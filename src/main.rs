@@ -1,1 +1,102 @@
-fn main() {}
+//! `echowarp`: parse the command line, pick the front end, map errors to exit codes.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use echowarp::engine::Outcome;
+use echowarp::store::paths;
+use echowarp::ui::cli::{self, Args, CliError};
+use echowarp::ui::interactive;
+
+fn init_logging(args: &Args, error_log: bool) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{fmt, EnvFilter};
+    let level = if args.quiet {
+        "warn"
+    } else if args.verbose {
+        "debug"
+    } else {
+        "info"
+    };
+    let filter = EnvFilter::try_from_env("ECHOWARP_LOG").unwrap_or_else(|_| EnvFilter::new(format!("warn,echowarp={level}")));
+    let console = fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false).without_time().with_filter(filter);
+    let (file, guard) = match (error_log, paths::log_dir()) {
+        (true, Ok(dir)) => {
+            let appender = tracing_appender::rolling::daily(dir, "echowarp.log");
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let layer = fmt::layer().with_writer(writer).with_ansi(false).with_filter(tracing_subscriber::filter::LevelFilter::WARN);
+            (Some(layer), Some(guard))
+        }
+        _ => (None, None),
+    };
+    let _ = tracing_subscriber::registry().with(console).with(file).try_init();
+    guard
+}
+
+fn device_lines() -> Vec<String> {
+    echowarp::audio::cpal_backend::list_devices()
+        .map(|ds| ds.into_iter().map(|d| format!("{:>3}  {}  {}", d.index, d.id, d.name)).collect())
+        .unwrap_or_default()
+}
+
+fn run(args: Args, no_args: bool) -> Result<Outcome, CliError> {
+    if args.device_encoding_names.is_some() || args.ignore_device_encoding_names {
+        eprintln!("note: device names are Unicode in this EchoWarp; -e and --ignore-device-encoding-names have no effect");
+    }
+    if cli::run_admin(&args)? {
+        return Ok(Outcome::Stopped);
+    }
+    if args.tray {
+        return Err(CliError {
+            code: cli::EXIT_USAGE,
+            message: "this build has no tray; run headless (see --help)".into(),
+            hints: Vec::new(),
+        });
+    }
+    let mut profile = cli::effective_profile(&args)?;
+    let interactive = args.interactive || (no_args && std::io::stdin().is_terminal());
+    let mut save_to = args.save_config.clone();
+    if interactive {
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        let mut out = std::io::stdout();
+        match interactive::setup(profile, &mut input, &mut out, &device_lines()) {
+            Ok(Some(choice)) => {
+                profile = choice.profile;
+                if choice.save && save_to.is_none() {
+                    save_to = Some(String::new());
+                }
+            }
+            Ok(None) => {
+                eprintln!("setup ended (end of input); nothing was saved or started");
+                return Ok(Outcome::Stopped);
+            }
+            Err(e) => return Err(CliError { code: 1, message: format!("terminal: {e}"), hints: Vec::new() }),
+        }
+    }
+    if let Some(target) = &save_to {
+        let path = cli::save_profile(&profile, target)?;
+        eprintln!("settings saved to {}", path.display());
+    }
+    let role = cli::engine_role(&profile, &args)?;
+    cli::run_engine(role, args.quiet)
+}
+
+fn main() -> ExitCode {
+    let no_args = std::env::args_os().len() == 1;
+    let args = Args::parse();
+    let error_log = args.error_log;
+    let _guard = init_logging(&args, error_log);
+    match run(args, no_args) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            for h in &e.hints {
+                eprintln!("  - {h}");
+            }
+            ExitCode::from(u8::try_from(e.code).unwrap_or(1))
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Blocking I/O for the control channel: identification lines and (sealed) frames over a
+//! `TcpStream`, every read bounded by a deadline.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::protocol::frame::{encode_frame, FrameDecoder, Message, WireError};
+use crate::protocol::keys::{ControlCipher, OpenError};
+
+/// How long one read may block, so that loops notice stop requests.
+pub(crate) const POLL: Duration = Duration::from_millis(100);
+
+/// Why a control connection failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError {
+    #[error("connection closed by peer")]
+    Closed,
+    #[error("timed out")]
+    TimedOut,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("malformed control frame: {0}")]
+    Wire(#[from] WireError),
+    #[error("control frame failed authentication")]
+    Forged(#[from] OpenError),
+    #[error("line too long")]
+    LineTooLong,
+}
+
+/// One control connection.
+pub(crate) struct Conn {
+    pub(crate) stream: TcpStream,
+    decoder: FrameDecoder,
+    seal: Option<ControlCipher>,
+    open: Option<ControlCipher>,
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream) -> Self {
+        let _ = stream.set_nodelay(true);
+        Self { stream, decoder: FrameDecoder::new(), seal: None, open: None }
+    }
+
+    /// From now on, frames are sealed with `seal` and opened with `open`.
+    pub(crate) fn secure(&mut self, seal: ControlCipher, open: ControlCipher) {
+        self.seal = Some(seal);
+        self.open = Some(open);
+    }
+
+    pub(crate) fn write_all(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        self.stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+        self.stream.write_all(bytes)?;
+        Ok(())
+    }
+
+    /// Reads one line (newline included) of at most `max` bytes, byte by byte so that nothing
+    /// after it is consumed.
+    pub(crate) fn read_line(&mut self, max: usize, deadline: Instant) -> Result<Vec<u8>, ConnError> {
+        let mut line = Vec::with_capacity(max);
+        let mut byte = [0u8; 1];
+        loop {
+            let left = deadline.checked_duration_since(Instant::now()).ok_or(ConnError::TimedOut)?;
+            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+            match self.stream.read(&mut byte) {
+                Ok(0) if line.is_empty() => return Err(ConnError::Closed),
+                Ok(0) => return Ok(line),
+                Ok(_) => {
+                    line.push(byte[0]);
+                    if byte[0] == b'\n' {
+                        return Ok(line);
+                    }
+                    if line.len() >= max {
+                        return Err(ConnError::LineTooLong);
+                    }
+                }
+                Err(e) if is_timeout(&e) => return Err(ConnError::TimedOut),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    pub(crate) fn send(&mut self, msg: &Message) -> Result<(), ConnError> {
+        let mut body = Vec::with_capacity(64);
+        msg.encode(&mut body);
+        if let Some(c) = self.seal.as_mut() {
+            c.seal(&mut body);
+        }
+        let mut framed = Vec::with_capacity(body.len() + 2);
+        encode_frame(&body, &mut framed)?;
+        self.write_all(&framed)
+    }
+
+    /// The next message, waiting at most until `deadline`; `Ok(None)` when it passes.
+    pub(crate) fn recv_until(&mut self, deadline: Instant) -> Result<Option<Message>, ConnError> {
+        loop {
+            if let Some(mut body) = self.decoder.next_frame()? {
+                if let Some(c) = self.open.as_mut() {
+                    c.open(&mut body)?;
+                }
+                return Ok(Some(Message::decode(&body)?));
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else { return Ok(None) };
+            self.stream.set_read_timeout(Some(left.clamp(Duration::from_millis(1), POLL)))?;
+            let mut buf = [0u8; 2048];
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err(ConnError::Closed),
+                Ok(n) => self.decoder.push(&buf[..n]),
+                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The next message within `timeout`, or [`ConnError::TimedOut`].
+    pub(crate) fn expect(&mut self, deadline: Instant) -> Result<Message, ConnError> {
+        self.recv_until(deadline)?.ok_or(ConnError::TimedOut)
+    }
+}

@@ -1,0 +1,186 @@
+//! The server's media thread: owns the UDP socket and the capture, learns each client's UDP
+//! address from its authenticated hello, and fans every captured frame out to the clients whose
+//! address is proven. It never sends to any other address.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::server::Shared;
+use super::EngineError;
+use crate::audio::{Capture, Source};
+use crate::protocol::datagram::{write_audio_body, Header, Kind, Opener, Sealer, MAX_DATAGRAM};
+use crate::protocol::frame::SessionParams;
+use crate::protocol::keys::SessionKeys;
+use crate::store::bans::canonical;
+
+/// Sentinel in `Shared::end_position`: the stream has not ended.
+pub(crate) const NOT_ENDED: u64 = u64::MAX;
+
+/// Sessions come and go through these.
+pub(crate) enum MediaCommand {
+    /// An authenticated session; `ready` is told once its hello arrives.
+    Add { params: SessionParams, ip: IpAddr, keys: Box<SessionKeys>, ready: Sender<()> },
+    /// The session ended.
+    Remove { session_id: u32 },
+}
+
+struct Session {
+    ip: IpAddr,
+    sealer: Sealer,
+    opener: Opener,
+    addr: Option<SocketAddr>,
+    ready: Option<Sender<()>>,
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted)
+}
+
+pub(crate) fn run(
+    udp: UdpSocket,
+    source: Box<dyn Source>,
+    frame_frames: usize,
+    commands: Receiver<MediaCommand>,
+    shared: Arc<Shared>,
+) -> Result<(), EngineError> {
+    let format = source.format();
+    let ch = usize::from(format.channels);
+    let frame_samples = frame_frames * ch;
+    let frame_period = Duration::from_secs_f64(frame_frames as f64 / f64::from(format.sample_rate));
+    let mut source = Some(source);
+    let mut capture: Option<Capture> = None;
+    let mut sessions: HashMap<u32, Session> = HashMap::new();
+    let mut position: u64 = 0;
+    let mut ended = false;
+    let mut frame = vec![0i16; frame_samples];
+    let mut body = Vec::with_capacity(MAX_DATAGRAM);
+    let mut out = [0u8; MAX_DATAGRAM];
+    let mut rx = [0u8; 2048];
+
+    while !shared.stop.load(Ordering::Relaxed) {
+        while let Ok(cmd) = commands.try_recv() {
+            match cmd {
+                MediaCommand::Add { params, ip, keys, ready } => {
+                    let session = Session {
+                        ip,
+                        sealer: Sealer::new(params.mode, params.session_id, &keys.server_to_client),
+                        opener: Opener::new(params.mode, params.session_id, &keys.client_to_server),
+                        addr: None,
+                        ready: Some(ready),
+                    };
+                    sessions.insert(params.session_id, session);
+                }
+                MediaCommand::Remove { session_id } => {
+                    sessions.remove(&session_id);
+                }
+            }
+        }
+
+        // Wait for a datagram at most until the next frame is due.
+        let wait = match &capture {
+            Some(c) => {
+                let missing = frame_samples.saturating_sub(c.ring.slots());
+                frame_period.mul_f64(missing as f64 / frame_samples as f64)
+            }
+            None => Duration::from_millis(50),
+        };
+        udp.set_read_timeout(Some(wait.clamp(Duration::from_micros(500), Duration::from_millis(50))))
+            .map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
+        match udp.recv_from(&mut rx) {
+            Ok((n, from)) => handle_datagram(&mut sessions, &mut rx[..n], from, &shared),
+            Err(e) if is_timeout(&e) => {}
+            // ICMP errors from earlier sends surface here on some systems; they are not fatal.
+            Err(e) => tracing::debug!("UDP receive: {e}"),
+        }
+
+        if capture.is_none() && sessions.values().any(|s| s.addr.is_some()) {
+            if let Some(src) = source.take() {
+                tracing::info!("capture started: {}", src.describe());
+                capture = Some(src.start()?);
+            }
+        }
+        let Some(cap) = capture.as_mut() else { continue };
+        while cap.ring.slots() >= frame_samples {
+            if let Ok(chunk) = cap.ring.read_chunk(frame_samples) {
+                let (a, b) = chunk.as_slices();
+                frame[..a.len()].copy_from_slice(a);
+                frame[a.len()..].copy_from_slice(b);
+                chunk.commit_all();
+            }
+            send_frame(&udp, &mut sessions, position, &frame, &mut body, &mut out, &shared);
+            position += frame_frames as u64;
+        }
+        if !ended && cap.ended.load(Ordering::Acquire) && cap.ring.slots() < frame_samples {
+            // The last, partial frame: zero-padded; clients stop at `end`.
+            let left = cap.ring.slots();
+            frame.fill(0);
+            for s in frame.iter_mut().take(left) {
+                *s = cap.ring.pop().unwrap_or(0);
+            }
+            let end = position + (left / ch) as u64;
+            if left > 0 {
+                send_frame(&udp, &mut sessions, position, &frame, &mut body, &mut out, &shared);
+            }
+            ended = true;
+            tracing::info!("end of stream at frame {end}");
+            shared.end_position.store(end, Ordering::Release);
+        }
+    }
+    Ok(())
+}
+
+fn handle_datagram(sessions: &mut HashMap<u32, Session>, dg: &mut [u8], from: SocketAddr, shared: &Shared) {
+    let drop = || {
+        shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+    };
+    // Cheap checks first: header, kind, a known session, the address its TCP connection came from.
+    let Ok(header) = Header::parse(dg) else { return drop() };
+    if header.kind != Kind::Hello {
+        return drop();
+    }
+    let Some(session) = sessions.get_mut(&header.session_id) else { return drop() };
+    if canonical(from.ip()) != session.ip {
+        return drop();
+    }
+    match session.opener.open(dg) {
+        Ok((Kind::Hello, _)) => {
+            if session.addr != Some(from) {
+                tracing::debug!("session {:08x}: audio goes to {from}", header.session_id);
+                session.addr = Some(from);
+            }
+            if let Some(ready) = session.ready.take() {
+                let _ = ready.send(());
+            }
+        }
+        _ => drop(),
+    }
+}
+
+fn send_frame(
+    udp: &UdpSocket,
+    sessions: &mut HashMap<u32, Session>,
+    position: u64,
+    frame: &[i16],
+    body: &mut Vec<u8>,
+    out: &mut [u8],
+    shared: &Shared,
+) {
+    write_audio_body(position, frame, body);
+    for s in sessions.values_mut() {
+        let Some(addr) = s.addr else { continue };
+        let n = s.sealer.seal(Kind::Audio, body, out);
+        match udp.send_to(&out[..n], addr) {
+            Ok(_) => {
+                shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+                shared.counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!("UDP send to {addr}: {e}"),
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Threads and sockets: the server and the client, driven through an [`EngineHandle`].
+//!
+//! Front ends (the CLI today, the tray later, tests always) send [`Command`]s in and read
+//! [`Event`]s out; nothing else crosses the boundary. Dropping the handle stops the engine and
+//! joins its thread.
+
+mod client;
+mod conn;
+mod media;
+mod playout;
+mod server;
+mod sock;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::audio::{AudioError, DeviceKind, DeviceSpec};
+use crate::protocol::frame::SecurityMode;
+use crate::store::StoreError;
+
+/// Heartbeat period on the control channel (DESIGN.md §3.5).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// A peer silent this long is gone.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Identification and handshake must complete within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// First reconnection delay; doubles up to [`BACKOFF_MAX`].
+pub const BACKOFF_START: Duration = Duration::from_millis(500);
+/// Longest reconnection delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Handshakes in progress at once; more connections are closed at once.
+pub const MAX_PENDING_HANDSHAKES: usize = 16;
+
+/// What a server needs to run.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen only here; `None`: every interface, IPv4 and IPv6.
+    pub bind: Option<IpAddr>,
+    /// TCP and UDP port (0: any free port, reported in [`Event::Listening`]).
+    pub port: u16,
+    /// What to capture.
+    pub device: DeviceSpec,
+    /// Capture an input, or what an output plays.
+    pub device_kind: DeviceKind,
+    /// Shared password ("" for none).
+    pub password: String,
+    /// Datagram protection.
+    pub mode: SecurityMode,
+    /// Clients served at once.
+    pub max_clients: usize,
+    /// Failed logins from one IP before a ban (0: never ban).
+    pub ban_threshold: u32,
+    /// The ban list file.
+    pub ban_list: PathBuf,
+    /// Audio per datagram.
+    pub frame_ms: u32,
+    /// SO_SNDBUF/SO_RCVBUF in bytes (0: OS default).
+    pub socket_buffer_size: usize,
+    /// Claim another protocol major (testing 409).
+    pub protocol_major: Option<u16>,
+}
+
+/// What a client needs to run.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Server host name or IP.
+    pub server: String,
+    /// Server port.
+    pub port: u16,
+    /// Where to play.
+    pub device: DeviceSpec,
+    /// Shared password ("" for none).
+    pub password: String,
+    /// Connection attempts before giving up (0: forever).
+    pub reconnect_attempts: u32,
+    /// Jitter buffer depth.
+    pub target_latency: Duration,
+    /// SO_RCVBUF in bytes (0: OS default).
+    pub socket_buffer_size: usize,
+    /// Claim another protocol major (testing 409).
+    pub protocol_major: Option<u16>,
+}
+
+/// What the engine is asked to run.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// Capture and send.
+    Server(ServerConfig),
+    /// Receive and play.
+    Client(ClientConfig),
+}
+
+/// Commands into a running engine.
+#[derive(Debug)]
+pub enum Command {
+    /// Stop: a client finalises its recording, a server says goodbye to its clients.
+    Stop,
+}
+
+/// Live counters for the status line.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    /// The peer (client: the server; server: clients' addresses).
+    pub peer: String,
+    /// `48000 Hz 2 ch pcm encrypted`.
+    pub format: String,
+    /// Audio datagrams sent (server) or accepted (client).
+    pub packets: u64,
+    /// Datagrams concealed as lost (client).
+    pub lost: u64,
+    /// Datagrams dropped as forged, replayed or foreign.
+    pub dropped: u64,
+    /// Packets in the jitter buffer (client).
+    pub depth: usize,
+    /// Clients connected (server).
+    pub clients: usize,
+}
+
+/// How a run ended well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stopped on request.
+    Stopped,
+    /// A file source reached its end and was played out.
+    StreamEnded,
+}
+
+/// Events out of a running engine.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The server listens here.
+    Listening(SocketAddr),
+    /// A client authenticated.
+    ClientJoined(SocketAddr),
+    /// A client left or was dropped.
+    ClientLeft {
+        /// Who.
+        peer: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A login failed.
+    AuthFailed {
+        /// From where.
+        ip: IpAddr,
+        /// Failures so far from this IP.
+        count: u32,
+        /// Failures that bring a ban (0: never).
+        threshold: u32,
+    },
+    /// An address was banned.
+    Banned(IpAddr),
+    /// A peer speaks another protocol major.
+    VersionMismatch {
+        /// The other side's address.
+        peer: IpAddr,
+        /// The words of the 409 line.
+        detail: String,
+    },
+    /// The client is connecting (attempt n of N, N = 0: unlimited).
+    Connecting {
+        /// This attempt.
+        attempt: u32,
+        /// Attempts allowed.
+        of: u32,
+    },
+    /// The client's session is up.
+    Connected {
+        /// The server.
+        peer: SocketAddr,
+        /// The stream, in words.
+        format: String,
+    },
+    /// The client lost its session and will reconnect.
+    ConnectionLost(String),
+    /// Once a second while streaming.
+    Stats(Stats),
+    /// The engine thread ended.
+    Stopped(Result<Outcome, EngineError>),
+}
+
+/// Why the engine stopped with an error. Each maps to an exit code (DESIGN.md §3.1).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The server rejected the password.
+    #[error("401 Unauthorized (Invalid password)")]
+    Unauthorized,
+    /// The server has banned this address.
+    #[error("403 Forbidden (Client is banned)")]
+    Banned,
+    /// The server speaks another protocol major.
+    #[error("409 Conflict (Client version mismatch: server {server}, client {client})")]
+    VersionMismatch {
+        /// The server's version.
+        server: String,
+        /// Ours.
+        client: String,
+    },
+    /// No session after every attempt.
+    #[error("could not connect to {addr}: {last} (after {attempts} attempt{s})", s = if *attempts == 1 { "" } else { "s" })]
+    ConnectFailed {
+        /// Where.
+        addr: String,
+        /// How many tries.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// The audio device or file failed.
+    #[error("audio: {0}")]
+    Audio(String),
+    /// A socket or file failed.
+    #[error("{0}")]
+    Io(String),
+    /// The peer broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl From<AudioError> for EngineError {
+    fn from(e: AudioError) -> Self {
+        EngineError::Audio(crate::ui::display_chain(&e))
+    }
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        EngineError::Io(crate::ui::display_chain(&e))
+    }
+}
+
+impl EngineError {
+    /// The process exit code for this error (DESIGN.md §3.1).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            EngineError::Unauthorized => 3,
+            EngineError::Banned => 4,
+            EngineError::VersionMismatch { .. } => 5,
+            EngineError::ConnectFailed { .. } => 6,
+            _ => 1,
+        }
+    }
+}
+
+/// A running engine: send commands, read events; dropping it stops the engine.
+#[derive(Debug)]
+pub struct EngineHandle {
+    commands: Sender<Command>,
+    events: Receiver<Event>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl EngineHandle {
+    /// Starts the engine on its own thread.
+    ///
+    /// # Errors
+    /// [`EngineError::Io`] if the thread cannot be spawned.
+    pub fn start(role: Role) -> Result<Self, EngineError> {
+        let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+        let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
+        let thread = thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || {
+                let result = match role {
+                    Role::Server(cfg) => server::run(cfg, &cmd_rx, &ev_tx),
+                    Role::Client(cfg) => client::run(cfg, &cmd_rx, &ev_tx),
+                };
+                let _ = ev_tx.send(Event::Stopped(result));
+            })
+            .map_err(|e| EngineError::Io(format!("cannot start the engine thread: {e}")))?;
+        Ok(Self { commands: cmd_tx, events: ev_rx, thread: Some(thread) })
+    }
+
+    /// Sends a command (ignored once the engine has stopped).
+    pub fn send(&self, command: Command) {
+        let _ = self.commands.send(command);
+    }
+
+    /// The event stream.
+    pub fn events(&self) -> &Receiver<Event> {
+        &self.events
+    }
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! The server: listens on one port (TCP control, UDP audio), authenticates clients, bans
+//! repeat offenders, and streams one capture to up to `max_clients` of them.
+
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::conn::{Conn, ConnError, POLL};
+use super::media::{self, MediaCommand, NOT_ENDED};
+use super::{
+    sock, Command, EngineError, Event, Outcome, ServerConfig, Stats, HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL,
+    MAX_PENDING_HANDSHAKES, PEER_TIMEOUT,
+};
+use crate::audio::{self, StreamFormat};
+use crate::protocol::frame::{
+    Codec, Direction, Goodbye, GoodbyeReason, Heartbeat, Message, SessionParams, MAX_AUDIO_BYTES,
+};
+use crate::protocol::handshake::{HandshakeError, ServerHandshake};
+use crate::protocol::ident::{check_client_line, Ident, Status, MAX_IDENT_LEN};
+use crate::protocol::keys::ControlCipher;
+use crate::store::bans::{canonical, BanList, FailureCounter};
+
+/// Media counters, written by the media thread, read for the status line.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) sent: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+}
+
+/// State every server thread shares.
+pub(crate) struct Shared {
+    cfg: ServerConfig,
+    ident: Ident,
+    format: StreamFormat,
+    frame_frames: u16,
+    bans: Mutex<(BanList, FailureCounter)>,
+    /// Authenticated sessions.
+    active: AtomicUsize,
+    /// Connections not yet finished (handshaking or streaming).
+    live: AtomicUsize,
+    pending: AtomicUsize,
+    pub(crate) stop: AtomicBool,
+    pub(crate) end_position: AtomicU64,
+    pub(crate) counters: Counters,
+    media: Sender<MediaCommand>,
+    events: Sender<Event>,
+}
+
+impl Shared {
+    fn bans(&self) -> MutexGuard<'_, (BanList, FailureCounter)> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.bans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a failed attempt from `ip`, banning it at the threshold.
+    fn fail(&self, ip: IpAddr) {
+        let mut guard = self.bans();
+        let (list, counter) = &mut *guard;
+        let (count, ban) = counter.fail(ip);
+        let _ = self.events.send(Event::AuthFailed { ip, count, threshold: self.cfg.ban_threshold });
+        tracing::warn!("failed attempt {count} from {ip}");
+        if ban {
+            counter.forget(ip);
+            match list.add(ip) {
+                Ok(_) => tracing::warn!("banned {ip} (listed in {})", list.path().display()),
+                Err(e) => tracing::error!("could not save the ban of {ip}: {e}"),
+            }
+            let _ = self.events.send(Event::Banned(ip));
+        }
+    }
+}
+
+/// Frames per datagram: `frame_ms` of audio, capped so a datagram fits the MTU.
+fn frame_frames(format: StreamFormat, frame_ms: u32) -> u16 {
+    let wanted = (format.sample_rate as usize * frame_ms as usize / 1000).max(1);
+    let cap = MAX_AUDIO_BYTES / (2 * usize::from(format.channels));
+    wanted.min(cap).min(usize::from(u16::MAX)) as u16
+}
+
+pub(crate) fn run(cfg: ServerConfig, commands: &Receiver<Command>, events: &Sender<Event>) -> Result<Outcome, EngineError> {
+    let source = audio::open_source(&cfg.device, cfg.device_kind)?;
+    let format = source.format();
+    let frames = frame_frames(format, cfg.frame_ms);
+    let (listener, udp) = sock::bind_pair(cfg.bind, cfg.port, cfg.socket_buffer_size).map_err(|e| {
+        let where_ = cfg.bind.map_or_else(|| format!("port {}", cfg.port), |ip| format!("{}", SocketAddr::new(ip, cfg.port)));
+        EngineError::Io(format!("cannot listen on {where_}: {e}"))
+    })?;
+    let local = listener.local_addr().map_err(|e| EngineError::Io(e.to_string()))?;
+    let bans = BanList::load(&cfg.ban_list)?;
+    let (media_tx, media_rx) = crossbeam_channel::unbounded();
+    let shared = Arc::new(Shared {
+        ident: Ident::ours(cfg.protocol_major),
+        format,
+        frame_frames: frames,
+        bans: Mutex::new((bans, FailureCounter::new(cfg.ban_threshold))),
+        active: AtomicUsize::new(0),
+        live: AtomicUsize::new(0),
+        pending: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        end_position: AtomicU64::new(NOT_ENDED),
+        counters: Counters::default(),
+        media: media_tx,
+        events: events.clone(),
+        cfg,
+    });
+    tracing::info!(
+        "server on {local}: {} Hz, {} ch, {} frames per packet, {} ({})",
+        format.sample_rate,
+        format.channels,
+        frames,
+        shared.cfg.mode.name(),
+        source.describe()
+    );
+    let _ = events.send(Event::Listening(local));
+
+    let media_shared = shared.clone();
+    let media = thread::Builder::new()
+        .name("media".into())
+        .spawn(move || media::run(udp, source, usize::from(frames), media_rx, media_shared))
+        .map_err(|e| EngineError::Io(e.to_string()))?;
+    let accept_shared = shared.clone();
+    let acceptor = thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || accept_loop(listener, accept_shared))
+        .map_err(|e| EngineError::Io(e.to_string()))?;
+
+    let mut outcome = Ok(Outcome::Stopped);
+    let mut next_stats = Instant::now() + HEARTBEAT_INTERVAL;
+    loop {
+        match commands.recv_timeout(Duration::from_millis(100)) {
+            Ok(Command::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        }
+        if media.is_finished() {
+            outcome = Err(EngineError::Audio("the capture stopped".into()));
+            break;
+        }
+        if shared.end_position.load(Ordering::Acquire) != NOT_ENDED && shared.live.load(Ordering::Acquire) == 0 {
+            outcome = Ok(Outcome::StreamEnded);
+            break;
+        }
+        if Instant::now() >= next_stats {
+            next_stats += HEARTBEAT_INTERVAL;
+            let _ = events.send(Event::Stats(Stats {
+                peer: local.to_string(),
+                format: format!("{} Hz {} ch pcm {}", format.sample_rate, format.channels, shared.cfg.mode.name()),
+                packets: shared.counters.sent.load(Ordering::Relaxed),
+                dropped: shared.counters.dropped.load(Ordering::Relaxed),
+                clients: shared.active.load(Ordering::Relaxed),
+                ..Stats::default()
+            }));
+        }
+    }
+
+    // Shut down: say goodbye to clients, stop accepting, stop the media thread.
+    shared.stop.store(true, Ordering::Release);
+    let wake = if local.ip().is_unspecified() {
+        SocketAddr::new(if local.is_ipv6() { IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]) } else { IpAddr::from([127, 0, 0, 1]) }, local.port())
+    } else {
+        local
+    };
+    let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(200));
+    let _ = acceptor.join();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while shared.live.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    match media.join() {
+        Ok(Err(e)) if outcome.is_ok() => outcome = Err(e),
+        Err(_) => outcome = Err(EngineError::Audio("the media thread panicked".into())),
+        _ => {}
+    }
+    outcome
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.stop.load(Ordering::Acquire) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        let Ok(peer) = stream.peer_addr() else { continue };
+        // Bound the handshakes in flight: a flood of idle connections costs a socket each, briefly.
+        if shared.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_HANDSHAKES {
+            shared.pending.fetch_sub(1, Ordering::AcqRel);
+            tracing::debug!("too many handshakes in progress; dropped {peer}");
+            continue;
+        }
+        shared.live.fetch_add(1, Ordering::AcqRel);
+        let s = shared.clone();
+        let spawned = thread::Builder::new().name(format!("control {peer}")).spawn(move || {
+            serve(&s, stream, peer);
+            s.live.fetch_sub(1, Ordering::AcqRel);
+        });
+        if spawned.is_err() {
+            shared.pending.fetch_sub(1, Ordering::AcqRel);
+            shared.live.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Releases a pending-handshake slot when the handshake phase ends, however it ends.
+struct Pending<'a>(&'a AtomicUsize, bool);
+
+impl Pending<'_> {
+    fn done(&mut self) {
+        if !self.1 {
+            self.1 = true;
+            self.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
+    let ip = canonical(peer.ip());
+    let mut pending = Pending(&shared.pending, false);
+    let mut conn = Conn::new(stream);
+    let banned = {
+        let mut guard = shared.bans();
+        if let Err(e) = guard.0.refresh() {
+            tracing::warn!("ban list: {e}");
+        }
+        guard.0.contains(ip)
+    };
+    if banned {
+        tracing::info!("refused banned {ip}");
+        let _ = conn.write_all(Status::Forbidden.to_line().as_bytes());
+        return;
+    }
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let line = match conn.read_line(MAX_IDENT_LEN, deadline) {
+        Ok(l) => l,
+        Err(ConnError::LineTooLong) => {
+            let _ = conn.write_all(Status::BadRequest.to_line().as_bytes());
+            shared.fail(ip);
+            return;
+        }
+        Err(e) => {
+            tracing::debug!("{peer}: no identification: {e}");
+            return;
+        }
+    };
+    let full = shared.active.load(Ordering::Acquire) >= shared.cfg.max_clients;
+    if let Err(status) = check_client_line(&line, &shared.ident, full) {
+        let _ = conn.write_all(status.to_line().as_bytes());
+        tracing::info!("{peer}: {}", status.to_line().trim_end());
+        if let Status::Conflict { .. } = status {
+            let detail = status.to_line().trim_end().to_owned();
+            let _ = shared.events.send(Event::VersionMismatch { peer: ip, detail });
+        }
+        if matches!(status, Status::BadRequest | Status::Conflict { .. }) {
+            shared.fail(ip);
+        }
+        return;
+    }
+    let our_line = shared.ident.to_line();
+    if conn.write_all(our_line.as_bytes()).is_err() {
+        return;
+    }
+    let client_line = String::from_utf8_lossy(&line).into_owned();
+    let keys = match handshake(shared, &mut conn, &client_line, &our_line, deadline) {
+        Ok(k) => k,
+        Err(HandshakeFailure::Password) => {
+            let _ = conn.send(&Message::AuthFailed);
+            tracing::warn!("{peer}: wrong password");
+            shared.fail(ip);
+            return;
+        }
+        Err(HandshakeFailure::Malformed(why)) => {
+            tracing::info!("{peer}: handshake failed: {why}");
+            shared.fail(ip);
+            return;
+        }
+        Err(HandshakeFailure::Gone(why)) => {
+            tracing::debug!("{peer}: left during the handshake: {why}");
+            return;
+        }
+    };
+    shared.bans().1.forget(ip);
+    pending.done();
+
+    if shared.active.fetch_add(1, Ordering::AcqRel) >= shared.cfg.max_clients {
+        shared.active.fetch_sub(1, Ordering::AcqRel);
+        tracing::info!("{peer}: server became full during the handshake");
+        return;
+    }
+    conn.secure(ControlCipher::new(&keys.server_to_client.control), ControlCipher::new(&keys.client_to_server.control));
+    let reason = session(shared, &mut conn, peer, ip, keys);
+    shared.active.fetch_sub(1, Ordering::AcqRel);
+    tracing::info!("{peer} left: {reason}");
+    let _ = shared.events.send(Event::ClientLeft { peer, reason });
+}
+
+enum HandshakeFailure {
+    Password,
+    Malformed(String),
+    Gone(String),
+}
+
+fn handshake(
+    shared: &Shared,
+    conn: &mut Conn,
+    client_line: &str,
+    our_line: &str,
+    deadline: Instant,
+) -> Result<crate::protocol::keys::SessionKeys, HandshakeFailure> {
+    let gone = |e: ConnError| match e {
+        ConnError::Wire(w) => HandshakeFailure::Malformed(w.to_string()),
+        other => HandshakeFailure::Gone(other.to_string()),
+    };
+    let mut hs = ServerHandshake::new(&shared.cfg.password, client_line, our_line);
+    let Message::Pake(m) = conn.expect(deadline).map_err(gone)? else {
+        return Err(HandshakeFailure::Malformed("expected the PAKE message".into()));
+    };
+    let ours = hs.handle_client_pake(&m).map_err(|e| HandshakeFailure::Malformed(e.to_string()))?;
+    conn.send(&Message::Pake(ours)).map_err(gone)?;
+    let Message::Confirm(tag) = conn.expect(deadline).map_err(gone)? else {
+        return Err(HandshakeFailure::Malformed("expected key confirmation".into()));
+    };
+    match hs.handle_client_confirm(&tag) {
+        Ok((server_tag, keys)) => {
+            conn.send(&Message::Confirm(server_tag)).map_err(gone)?;
+            Ok(keys)
+        }
+        Err(HandshakeError::AuthFailed) => Err(HandshakeFailure::Password),
+        Err(e) => Err(HandshakeFailure::Malformed(e.to_string())),
+    }
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // Session ids only need to be unpredictable enough to tell sessions apart; the keys protect them.
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        b = t.to_be_bytes();
+    }
+    u32::from_be_bytes(b)
+}
+
+/// Runs one authenticated session until it ends; returns why it ended.
+fn session(
+    shared: &Shared,
+    conn: &mut Conn,
+    peer: SocketAddr,
+    ip: IpAddr,
+    keys: crate::protocol::keys::SessionKeys,
+) -> String {
+    let params = SessionParams {
+        direction: Direction::ServerToClient,
+        codec: Codec::PcmS16,
+        mode: shared.cfg.mode,
+        sample_rate: shared.format.sample_rate,
+        channels: shared.format.channels as u8,
+        frame_frames: shared.frame_frames,
+        session_id: random_u32(),
+    };
+    if let Err(e) = conn.send(&Message::Params(params)) {
+        return format!("could not send session parameters: {e}");
+    }
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+    let _ = shared.media.send(MediaCommand::Add { params, ip, keys: Box::new(keys), ready: ready_tx });
+    tracing::info!("{peer} joined (session {:08x})", params.session_id);
+    let _ = shared.events.send(Event::ClientJoined(peer));
+
+    let started = Instant::now();
+    let mut last_heard = Instant::now();
+    let mut next_heartbeat = Instant::now();
+    let mut seq = 0u32;
+    let mut eos_deadline: Option<Instant> = None;
+    let reason = loop {
+        let now = Instant::now();
+        if shared.stop.load(Ordering::Acquire) {
+            let _ = conn.send(&Message::Goodbye(Goodbye { reason: GoodbyeReason::Shutdown, end_position: 0 }));
+            break "server stopping".to_owned();
+        }
+        let end = shared.end_position.load(Ordering::Acquire);
+        if end != NOT_ENDED && eos_deadline.is_none() {
+            let _ = conn.send(&Message::Goodbye(Goodbye { reason: GoodbyeReason::EndOfStream, end_position: end }));
+            // The client plays out what it holds, then closes; do not wait for ever.
+            eos_deadline = Some(now + Duration::from_secs(10));
+        }
+        if eos_deadline.is_some_and(|d| now >= d) {
+            break "end of stream".to_owned();
+        }
+        if ready_rx.try_recv().is_ok() {
+            if let Err(e) = conn.send(&Message::UdpReady) {
+                break format!("control channel: {e}");
+            }
+        }
+        if now >= next_heartbeat {
+            next_heartbeat += HEARTBEAT_INTERVAL;
+            seq = seq.wrapping_add(1);
+            let hb = Heartbeat {
+                seq,
+                time_us: started.elapsed().as_micros() as u64,
+                received: 0,
+                lost: 0,
+            };
+            if let Err(e) = conn.send(&Message::Heartbeat(hb)) {
+                break format!("control channel: {e}");
+            }
+        }
+        match conn.recv_until((now + POLL).min(next_heartbeat)) {
+            Ok(Some(msg)) => {
+                last_heard = Instant::now();
+                match msg {
+                    Message::Goodbye(_) => break "said goodbye".to_owned(),
+                    Message::Heartbeat(h) => tracing::trace!("{peer}: heartbeat {h:?}"),
+                    other => tracing::debug!("{peer}: unexpected {other:?}"),
+                }
+            }
+            Ok(None) => {}
+            Err(ConnError::Closed) if eos_deadline.is_some() => break "end of stream".to_owned(),
+            Err(ConnError::Closed) => break "connection closed".to_owned(),
+            Err(e) => break format!("control channel: {e}"),
+        }
+        if last_heard.elapsed() > PEER_TIMEOUT {
+            break format!("silent for {} s", PEER_TIMEOUT.as_secs());
+        }
+    };
+    let _ = shared.media.send(MediaCommand::Remove { session_id: params.session_id });
+    reason
+}

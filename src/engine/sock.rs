@@ -1,0 +1,66 @@
+//! Socket set-up: dual-stack listeners, buffer sizes.
+
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Binds TCP and UDP on the same port: `bind`, or `[::]` dual-stack (falling back to 0.0.0.0
+/// where IPv6 is off). Port 0 picks a port free for both.
+pub(crate) fn bind_pair(bind: Option<IpAddr>, port: u16, buffer: usize) -> io::Result<(TcpListener, UdpSocket)> {
+    let candidates: Vec<(IpAddr, bool)> = match bind {
+        Some(ip) => vec![(ip, false)],
+        None => vec![(IpAddr::V6(Ipv6Addr::UNSPECIFIED), true), (IpAddr::from([0, 0, 0, 0]), false)],
+    };
+    let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to bind");
+    for (ip, dual) in candidates {
+        // With port 0, retry a few times: the TCP port the OS picks may be taken for UDP.
+        for _ in 0..if port == 0 { 20 } else { 1 } {
+            match bind_one(ip, dual, port, buffer) {
+                Ok(pair) => return Ok(pair),
+                Err(e) => last = e,
+            }
+        }
+    }
+    Err(last)
+}
+
+fn bind_one(ip: IpAddr, dual: bool, port: u16, buffer: usize) -> io::Result<(TcpListener, UdpSocket)> {
+    let domain = if ip.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let tcp = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    if dual {
+        tcp.set_only_v6(false)?;
+    }
+    tcp.set_reuse_address(true)?;
+    tcp.bind(&SocketAddr::new(ip, port).into())?;
+    tcp.listen(64)?;
+    let tcp: TcpListener = tcp.into();
+    let actual = tcp.local_addr()?.port();
+    let udp = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if dual {
+        udp.set_only_v6(false)?;
+    }
+    set_buffers(&udp, buffer)?;
+    udp.bind(&SocketAddr::new(ip, actual).into())?;
+    Ok((tcp, udp.into()))
+}
+
+/// A client's UDP socket, connected to the server so the kernel drops foreign datagrams.
+pub(crate) fn client_udp(server: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
+    let domain = if server.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let udp = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    set_buffers(&udp, buffer)?;
+    let any: SocketAddr = if server.is_ipv6() { (Ipv6Addr::UNSPECIFIED, 0).into() } else { ([0, 0, 0, 0], 0).into() };
+    udp.bind(&any.into())?;
+    udp.connect(&server.into())?;
+    Ok(udp.into())
+}
+
+/// At least 256 KiB each way (about 1.3 s of 48 kHz stereo PCM), or more if asked.
+fn set_buffers(s: &Socket, asked: usize) -> io::Result<()> {
+    let size = asked.max(256 * 1024);
+    // Best effort: the OS may cap it (net.core.rmem_max); a smaller buffer still works.
+    let _ = s.set_recv_buffer_size(size);
+    let _ = s.set_send_buffer_size(size);
+    Ok(())
+}

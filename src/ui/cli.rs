@@ -1,0 +1,385 @@
+//! The command line (DESIGN.md §3.1): EchoWarp 0.4's flags in both spellings, settings layered
+//! as defaults < profile < flags, exit codes that name the problem and the remedy.
+
+use std::io::IsTerminal;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use crate::audio::{DeviceKind, DeviceSpec};
+use crate::engine::{ClientConfig, Command, EngineError, EngineHandle, Event, Outcome, Role as EngineRole, ServerConfig, Stats};
+use crate::protocol::frame::SecurityMode;
+use crate::store::bans::BanList;
+use crate::store::paths;
+use crate::store::profile::{Profile, Role};
+use crate::store::StoreError;
+
+/// Exit code: bad usage or a bad profile.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: a runtime error.
+pub const EXIT_RUNTIME: i32 = 1;
+
+/// EchoWarp: stream live audio from one computer to another.
+#[derive(Debug, Parser, Default)]
+#[command(name = "echowarp", version, about, long_about = None)]
+pub struct Args {
+    /// Client mode: receive and play (default: server mode, capture and send)
+    #[arg(short = 'c', long = "client")]
+    pub client: bool,
+    /// Server: capture what an output device plays; client: play on an output (always so)
+    #[arg(short = 'o', long = "output")]
+    pub output: bool,
+    /// One port for TCP control and UDP audio [default: 4415]
+    #[arg(short = 'u', long = "udp-port", visible_alias = "port", alias = "udp_port", value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Client: the server's host name or IP (IPv4 or IPv6)
+    #[arg(short = 'a', long = "server-address", alias = "server_address", value_name = "HOST")]
+    pub server_address: Option<String>,
+    /// Server: listen only on this address (default: all interfaces, IPv4 and IPv6)
+    #[arg(long = "bind", value_name = "ADDR")]
+    pub bind: Option<IpAddr>,
+    /// Device: index or name from --list-devices, default, wav:PATH, tone:HZ or null
+    #[arg(short = 'd', long = "device-id", visible_alias = "device", alias = "device_id", value_name = "DEVICE")]
+    pub device: Option<String>,
+    /// Shared password (never sent over the network)
+    #[arg(short = 'p', long = "password")]
+    pub password: Option<String>,
+    /// Server: encrypt audio (the default; accepted for compatibility)
+    #[arg(long = "ssl")]
+    pub ssl: bool,
+    /// Server: do not encrypt audio
+    #[arg(long = "no-encryption", alias = "no_encryption", conflicts_with = "ssl")]
+    pub no_encryption: bool,
+    /// Server, with encryption off: a keyed BLAKE3 tag on every packet
+    #[arg(short = 'i', long = "integrity-control", alias = "integrity_control")]
+    pub integrity: bool,
+    /// Client: attempts before giving up; server: failed logins before a ban; 0 = unlimited / never [default: 5]
+    #[arg(short = 'r', long = "reconnect", value_name = "N")]
+    pub reconnect: Option<u32>,
+    /// Server: most clients served at once [default: 1]
+    #[arg(short = 'w', long = "workers", value_name = "N")]
+    pub workers: Option<u32>,
+    /// UDP socket buffer in bytes (0 = OS default)
+    #[arg(short = 'b', long = "socket-buffer-size", alias = "socket_buffer_size", value_name = "BYTES")]
+    pub socket_buffer_size: Option<u32>,
+    /// Read a TOML profile (or an EchoWarp 0.4 INI .conf); flags beside it override it
+    #[arg(short = 'f', long = "config-file", visible_alias = "profile", alias = "config_file", value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
+    /// Write the effective settings as a TOML profile (default: the profile path) and continue
+    #[arg(short = 's', long = "save-config", alias = "save_config", value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
+    pub save_config: Option<String>,
+    /// Also write warnings and errors to the log file
+    #[arg(short = 'l', long = "is-error-log", alias = "is_error_log")]
+    pub error_log: bool,
+    /// Accepted for compatibility: device names are Unicode here
+    #[arg(short = 'e', long = "device-encoding-names", alias = "device_encoding_names", value_name = "CHARSET")]
+    pub device_encoding_names: Option<String>,
+    /// Accepted for compatibility: device names are Unicode here
+    #[arg(long = "ignore-device-encoding-names", alias = "ignore_device_encoding_names")]
+    pub ignore_device_encoding_names: bool,
+    /// Print input and output devices and exit
+    #[arg(long = "list-devices", alias = "list_devices")]
+    pub list_devices: bool,
+    /// Print the ban list and exit
+    #[arg(long = "bans")]
+    pub bans: bool,
+    /// Lift the ban of an IP and exit
+    #[arg(long = "unban", value_name = "IP")]
+    pub unban: Option<IpAddr>,
+    /// Lift every ban and exit
+    #[arg(long = "clear-bans", alias = "clear_bans")]
+    pub clear_bans: bool,
+    /// Ask for every setting in the terminal, then run
+    #[arg(short = 'I', long = "interactive")]
+    pub interactive: bool,
+    /// Run in the system tray
+    #[arg(long = "tray")]
+    pub tray: bool,
+    /// Only warnings and errors
+    #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Debug output
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+    /// Claim another protocol major version (for testing version checks)
+    #[arg(long = "protocol-major", hide = true)]
+    pub protocol_major: Option<u16>,
+}
+
+/// Why the command line failed: carries its exit code.
+#[derive(Debug)]
+pub struct CliError {
+    /// Process exit code.
+    pub code: i32,
+    /// What to print after `error: `.
+    pub message: String,
+    /// Extra lines: what to try.
+    pub hints: Vec<String>,
+}
+
+impl CliError {
+    fn usage(message: impl Into<String>) -> Self {
+        Self { code: EXIT_USAGE, message: message.into(), hints: Vec::new() }
+    }
+
+    fn runtime(message: impl Into<String>) -> Self {
+        Self { code: EXIT_RUNTIME, message: message.into(), hints: Vec::new() }
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        let code = if matches!(e, StoreError::Profile { .. }) { EXIT_USAGE } else { EXIT_RUNTIME };
+        Self { code, message: super::display_chain(&e), hints: Vec::new() }
+    }
+}
+
+impl From<EngineError> for CliError {
+    fn from(e: EngineError) -> Self {
+        let hints = match &e {
+            EngineError::Unauthorized => vec!["check the password (-p) on both sides".into()],
+            EngineError::Banned => vec!["ask the server's owner to run `echowarp --unban <your IP>`".into()],
+            EngineError::VersionMismatch { .. } => vec!["install the same EchoWarp release on both computers".into()],
+            EngineError::ConnectFailed { .. } => vec![
+                "is the EchoWarp server running?".into(),
+                "is the server address (-a) right?".into(),
+                "do both sides use the same port (-u)?".into(),
+                "does a firewall on the server allow TCP and UDP on that port?".into(),
+                "on a VPN, is the server reachable through it (try pinging it)?".into(),
+            ],
+            _ => Vec::new(),
+        };
+        Self { code: e.exit_code(), message: e.to_string(), hints }
+    }
+}
+
+/// Builds the effective profile: the profile file (-f, else the saved one), then the flags.
+///
+/// # Errors
+/// [`CliError`] with exit code 2 for a bad profile or contradictory flags.
+pub fn effective_profile(args: &Args) -> Result<Profile, CliError> {
+    let mut p = match &args.config_file {
+        Some(path) => Profile::load(path)?,
+        None => Profile::load_if_exists(&paths::profile_path()?)?.unwrap_or_default(),
+    };
+    if args.client {
+        p.role = Role::Client;
+    }
+    if args.output {
+        p.device_kind = DeviceKind::Output;
+    }
+    if let Some(v) = args.port {
+        p.port = v;
+    }
+    if let Some(v) = &args.server_address {
+        p.server_address = v.clone();
+    }
+    if let Some(v) = &args.device {
+        p.device = v.clone();
+    }
+    if let Some(v) = &args.password {
+        p.password = v.clone();
+    }
+    if args.ssl {
+        p.encryption = true;
+    }
+    if args.no_encryption {
+        p.encryption = false;
+    }
+    if args.integrity {
+        p.integrity = true;
+    }
+    if let Some(v) = args.reconnect {
+        p.reconnect_attempts = v;
+    }
+    if let Some(v) = args.workers {
+        p.max_clients = v;
+    }
+    if let Some(v) = args.socket_buffer_size {
+        p.socket_buffer_size = v;
+    }
+    if args.error_log {
+        p.error_log = true;
+    }
+    p.validate().map_err(|(key, msg)| CliError::usage(format!("{key}: {msg}")))?;
+    Ok(p)
+}
+
+/// Turns a profile into what the engine runs.
+///
+/// # Errors
+/// [`CliError`] (exit 2) when a client has no server address or the device spec is bad.
+pub fn engine_role(p: &Profile, args: &Args) -> Result<EngineRole, CliError> {
+    let device = DeviceSpec::parse(&p.device).map_err(|e| CliError::usage(e.to_string()))?;
+    match p.role {
+        Role::Server => Ok(EngineRole::Server(ServerConfig {
+            bind: args.bind,
+            port: p.port,
+            device,
+            device_kind: p.device_kind,
+            password: p.password.clone(),
+            mode: if p.encryption {
+                SecurityMode::Encrypted
+            } else if p.integrity {
+                SecurityMode::Integrity
+            } else {
+                SecurityMode::Plain
+            },
+            max_clients: p.max_clients as usize,
+            ban_threshold: p.reconnect_attempts,
+            ban_list: paths::ban_list_path()?,
+            frame_ms: p.audio.frame_ms,
+            socket_buffer_size: p.socket_buffer_size as usize,
+            protocol_major: args.protocol_major,
+        })),
+        Role::Client => {
+            if p.server_address.trim().is_empty() {
+                return Err(CliError::usage("a client needs the server's address: -a HOST (or server_address in the profile)"));
+            }
+            Ok(EngineRole::Client(ClientConfig {
+                server: p.server_address.trim().trim_start_matches('[').trim_end_matches(']').to_owned(),
+                port: p.port,
+                device,
+                password: p.password.clone(),
+                reconnect_attempts: p.reconnect_attempts,
+                target_latency: Duration::from_millis(u64::from(p.audio.target_latency_ms)),
+                socket_buffer_size: p.socket_buffer_size as usize,
+                protocol_major: args.protocol_major,
+            }))
+        }
+    }
+}
+
+/// Runs one of the list/ban commands if asked; `Ok(true)` when one ran.
+///
+/// # Errors
+/// [`CliError`] when the devices or the ban list cannot be read or written.
+pub fn run_admin(args: &Args) -> Result<bool, CliError> {
+    if args.list_devices {
+        let devices = crate::audio::cpal_backend::list_devices().map_err(|e| CliError::runtime(super::display_chain(&e)))?;
+        println!("{:>5}  {:<6} {:<28} {:<9} {:>3}  {:<13} name", "index", "kind", "id", "default", "ch", "rates (Hz)");
+        for d in devices {
+            let kind = match (d.input, d.output) {
+                (true, true) => "in+out",
+                (true, false) => "input",
+                _ => "output",
+            };
+            let default = match (d.default_input, d.default_output) {
+                (true, true) => "in+out",
+                (true, false) => "input",
+                (false, true) => "output",
+                _ => "",
+            };
+            let rates = if d.rates.0 == d.rates.1 { d.rates.0.to_string() } else { format!("{}-{}", d.rates.0, d.rates.1) };
+            println!("{:>5}  {kind:<6} {:<28} {default:<9} {:>3}  {rates:<13} {}", d.index, d.id, d.max_channels, d.name);
+        }
+        println!("\nalso: default, wav:PATH, tone:HZ (server), null");
+        return Ok(true);
+    }
+    if args.bans || args.unban.is_some() || args.clear_bans {
+        let mut list = BanList::load(&paths::ban_list_path()?)?;
+        if let Some(ip) = args.unban {
+            if list.remove(ip)? {
+                println!("unbanned {ip}");
+            } else {
+                println!("{ip} was not banned");
+            }
+        }
+        if args.clear_bans {
+            let n = list.clear()?;
+            println!("cleared {n} ban{}", if n == 1 { "" } else { "s" });
+        }
+        if args.bans {
+            let ips = list.list();
+            if ips.is_empty() {
+                println!("no banned clients ({})", list.path().display());
+            }
+            for ip in ips {
+                println!("{ip}");
+            }
+        }
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Writes the profile for `--save-config [PATH]`.
+///
+/// # Errors
+/// [`CliError`] when it cannot be written.
+pub fn save_profile(p: &Profile, target: &str) -> Result<PathBuf, CliError> {
+    let path = if target.is_empty() { paths::profile_path()? } else { PathBuf::from(target) };
+    p.save(&path)?;
+    Ok(path)
+}
+
+fn status_text(s: &Stats, client: bool) -> String {
+    if client {
+        let total = s.packets + s.lost;
+        let loss = if total == 0 { 0.0 } else { 100.0 * s.lost as f64 / total as f64 };
+        format!("{} | {} | {} packets, {} lost ({loss:.1}%), buffer {}", s.peer, s.format, s.packets, s.lost, s.depth)
+    } else {
+        format!("{} | {} | {} client{}, {} packets sent, {} dropped", s.peer, s.format, s.clients, if s.clients == 1 { "" } else { "s" }, s.packets, s.dropped)
+    }
+}
+
+/// Runs the engine until it stops, Ctrl-C or SIGTERM arrives, printing a status line.
+///
+/// # Errors
+/// [`CliError`] carrying the exit code of DESIGN.md §3.1.
+pub fn run_engine(role: EngineRole, quiet: bool) -> Result<Outcome, CliError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| CliError::runtime(format!("cannot install signal handler: {e}")))?;
+    }
+    let client = matches!(role, EngineRole::Client(_));
+    let handle = EngineHandle::start(role)?;
+    let tty = std::io::stderr().is_terminal();
+    let mut stop_sent = false;
+    let mut last_line = Instant::now();
+    let mut line_shown = false;
+    let result = loop {
+        if stop.load(Ordering::Relaxed) && !stop_sent {
+            stop_sent = true;
+            handle.send(Command::Stop);
+        }
+        match handle.events().recv_timeout(Duration::from_millis(100)) {
+            Ok(Event::Stopped(r)) => break r,
+            Ok(Event::Stats(s)) if !quiet => {
+                let text = status_text(&s, client);
+                if tty {
+                    eprint!("\r\x1b[2K{text}");
+                    line_shown = true;
+                } else if last_line.elapsed() >= Duration::from_secs(10) {
+                    last_line = Instant::now();
+                    eprintln!("status: {text}");
+                }
+            }
+            Ok(Event::Listening(addr)) => tracing::info!("listening on {addr}"),
+            Ok(Event::AuthFailed { ip, count, threshold }) => {
+                if threshold > 0 {
+                    tracing::warn!("failed login from {ip} ({count} of {threshold} before a ban)");
+                }
+            }
+            Ok(Event::Banned(ip)) => tracing::warn!("banned {ip}"),
+            Ok(Event::Connecting { attempt, of }) if attempt > 1 => {
+                let of = if of == 0 { "unlimited".to_owned() } else { of.to_string() };
+                tracing::info!("connecting (attempt {attempt} of {of})");
+            }
+            Ok(_) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                break Err(EngineError::Io("the engine stopped unexpectedly".into()));
+            }
+        }
+    };
+    if line_shown {
+        eprintln!();
+    }
+    drop(handle);
+    Ok(result?)
+}
