@@ -80,6 +80,10 @@ fn run(args: Args, no_args: bool) -> Result<Outcome, CliError> {
         let path = cli::save_profile(&profile, target)?;
         eprintln!("settings saved to {}", path.display());
     }
+    if args.show_config {
+        print!("{}", profile.to_toml());
+        return Ok(Outcome::Stopped);
+    }
     let role = cli::engine_role(&profile, &args)?;
     cli::run_engine(role, args.quiet)
 }

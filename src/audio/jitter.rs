@@ -51,6 +51,8 @@ pub struct JitterStats {
 struct Slot {
     seq: Option<u64>,
     arrival: Instant,
+    /// Samples received; a stream's last packet may be shorter than the rest.
+    len: usize,
     samples: Vec<i16>,
 }
 
@@ -76,7 +78,7 @@ impl JitterBuffer {
         Self {
             frame_samples,
             target,
-            slots: vec![Slot { seq: None, arrival: now, samples: vec![0; frame_samples] }; CAPACITY],
+            slots: vec![Slot { seq: None, arrival: now, len: frame_samples, samples: vec![0; frame_samples] }; CAPACITY],
             next: None,
             started: false,
             first_arrival: None,
@@ -110,7 +112,8 @@ impl JitterBuffer {
         self.first_arrival = None;
     }
 
-    /// Stores packet `seq` with its s16le `payload` (shorter payloads are zero-padded).
+    /// Stores packet `seq` with its s16le `payload` (a shorter payload, the stream's last, is
+    /// played at its own length).
     pub fn push(&mut self, seq: u64, payload: &[u8], now: Instant) -> Pushed {
         let mut outcome = Pushed::Accepted;
         match self.next {
@@ -148,6 +151,7 @@ impl JitterBuffer {
             *dst = i16::from_le_bytes([b[0], b[1]]);
         }
         slot.samples[n..].fill(0);
+        slot.len = n;
         self.stats.received += 1;
         outcome
     }
@@ -170,7 +174,7 @@ impl JitterBuffer {
         if self.slots[idx].seq == Some(next) {
             let slot = &mut self.slots[idx];
             slot.seq = None;
-            out.extend_from_slice(&slot.samples);
+            out.extend_from_slice(&slot.samples[..slot.len]);
             self.last.copy_from_slice(&slot.samples);
             self.concealed_run = 0;
             self.next = Some(next + 1);
@@ -271,6 +275,16 @@ mod tests {
         assert_eq!(out, [16384, 12288, 8192, 4096], "fades out, no step to silence");
         assert_eq!(jb.pop(t0, true, &mut out), Some(Popped::Concealed(2)));
         assert_eq!(out, [0; 4]);
+    }
+
+    #[test]
+    fn a_short_last_packet_keeps_its_length() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(4, 0 * MS, t0);
+        jb.push(0, &[1, 0, 2, 0], t0);
+        let mut out = Vec::new();
+        assert_eq!(jb.pop(t0, false, &mut out), Some(Popped::Played(0)));
+        assert_eq!(out, [1, 2]);
     }
 
     #[test]

@@ -117,15 +117,14 @@ pub(crate) fn run(
             position += frame_frames as u64;
         }
         if !ended && cap.ended.load(Ordering::Acquire) && cap.ring.slots() < frame_samples {
-            // The last, partial frame: zero-padded; clients stop at `end`.
-            let left = cap.ring.slots();
-            frame.fill(0);
+            // The last, partial frame goes out at its own length, whole frames only.
+            let left = cap.ring.slots() / ch * ch;
             for s in frame.iter_mut().take(left) {
                 *s = cap.ring.pop().unwrap_or(0);
             }
             let end = position + (left / ch) as u64;
             if left > 0 {
-                send_frame(&udp, &mut sessions, position, &frame, &mut body, &mut out, &shared);
+                send_frame(&udp, &mut sessions, position, &frame[..left], &mut body, &mut out, &shared);
             }
             ended = true;
             tracing::info!("end of stream at frame {end}");

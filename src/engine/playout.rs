@@ -234,7 +234,7 @@ fn playout(
                 break;
             }
             let frames = (end_frames - start).min(ff) as usize;
-            conv.write(&pcm[..frames * ch], sink)?;
+            conv.write(&pcm[..(frames * ch).min(pcm.len())], sink)?;
             if start + ff >= end_frames {
                 break;
             }

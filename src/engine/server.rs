@@ -63,7 +63,6 @@ impl Shared {
         let (list, counter) = &mut *guard;
         let (count, ban) = counter.fail(ip);
         let _ = self.events.send(Event::AuthFailed { ip, count, threshold: self.cfg.ban_threshold });
-        tracing::warn!("failed attempt {count} from {ip}");
         if ban {
             counter.forget(ip);
             match list.add(ip) {

@@ -96,6 +96,9 @@ pub struct Args {
     /// Ask for every setting in the terminal, then run
     #[arg(short = 'I', long = "interactive")]
     pub interactive: bool,
+    /// Print the effective settings as a TOML profile and exit
+    #[arg(long = "show-config")]
+    pub show_config: bool,
     /// Run in the system tray
     #[arg(long = "tray")]
     pub tray: bool,
@@ -361,11 +364,9 @@ pub fn run_engine(role: EngineRole, quiet: bool) -> Result<Outcome, CliError> {
             }
             Ok(Event::Listening(addr)) => tracing::info!("listening on {addr}"),
             Ok(Event::AuthFailed { ip, count, threshold }) => {
-                if threshold > 0 {
-                    tracing::warn!("failed login from {ip} ({count} of {threshold} before a ban)");
-                }
+                let limit = if threshold == 0 { "bans are off".to_owned() } else { format!("{count} of {threshold} before a ban") };
+                tracing::warn!("failed login from {ip} ({limit})");
             }
-            Ok(Event::Banned(ip)) => tracing::warn!("banned {ip}"),
             Ok(Event::Connecting { attempt, of }) if attempt > 1 => {
                 let of = if of == 0 { "unlimited".to_owned() } else { of.to_string() };
                 tracing::info!("connecting (attempt {attempt} of {of})");

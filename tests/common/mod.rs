@@ -1,0 +1,211 @@
+//! Test harness: runs the real `echowarp` binary with its own config and data folders, watches
+//! its stderr for events, and reads and writes WAV files.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_echowarp");
+
+/// A sandbox: XDG folders and HOME in a temporary directory.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn ban_list(&self) -> PathBuf {
+        self.path("data/echowarp/echowarp_ban_list.txt")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("XDG_CONFIG_HOME", self.path("config"))
+            .env("XDG_DATA_HOME", self.path("data"))
+            .env("HOME", self.dir.path())
+            .env_remove("ECHOWARP_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs to completion; returns (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str], timeout: Duration) -> (i32, String, String) {
+        let mut p = self.spawn(args);
+        let status = p.wait_timeout(timeout);
+        (status.code().unwrap_or(-1), p.stdout(), p.stderr())
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Proc {
+        Proc::spawn(self.command(args), args)
+    }
+}
+
+/// A running echowarp whose output is collected in the background.
+pub struct Proc {
+    pub child: Child,
+    out: Arc<Mutex<String>>,
+    err: Arc<Mutex<String>>,
+    label: String,
+}
+
+fn collect(r: impl std::io::Read + Send + 'static, into: Arc<Mutex<String>>) {
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            let mut s = into.lock().expect("lock");
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command, args: &[&str]) -> Self {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn echowarp");
+        let out = Arc::new(Mutex::new(String::new()));
+        let err = Arc::new(Mutex::new(String::new()));
+        collect(child.stdout.take().expect("stdout"), out.clone());
+        collect(child.stderr.take().expect("stderr"), err.clone());
+        Self { child, out, err, label: args.join(" ") }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.err.lock().expect("lock").clone()
+    }
+
+    pub fn stdout(&self) -> String {
+        self.out.lock().expect("lock").clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until stderr contains `needle` `times` times; panics with the output after `timeout`.
+    pub fn wait_for_n(&mut self, needle: &str, times: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stderr().matches(needle).count() >= times {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Give the reader a moment to collect the last lines.
+                thread::sleep(Duration::from_millis(50));
+                if self.stderr().matches(needle).count() >= times {
+                    return;
+                }
+                panic!("`{}` exited ({status}) before printing {needle:?}:\n{}", self.label, self.stderr());
+            }
+            if Instant::now() > deadline {
+                panic!("`{}` did not print {needle:?} within {timeout:?}:\n{}", self.label, self.stderr());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        self.wait_for_n(needle, 1, timeout)
+    }
+
+    pub fn wait_timeout(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                thread::sleep(Duration::from_millis(50));
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("`{}` still running after {timeout:?}:\n{}", self.label, self.stderr());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().expect("kill");
+        assert!(ok.success(), "kill -{sig} failed");
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port free for both TCP and UDP on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind tcp").local_addr().expect("addr").port();
+        // The server binds [::] dual-stack for both protocols: check exactly that.
+        if TcpListener::bind(("::", port)).is_ok() && UdpSocket::bind(("::", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port found");
+}
+
+/// Deterministic, noise-like 16-bit audio: every sample differs, so any slip or loss shows.
+pub fn write_test_wav(path: &Path, seconds: f32, rate: u32, channels: u16) -> Vec<i16> {
+    let spec = hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut w = hound::WavWriter::create(path, spec).expect("create wav");
+    let n = (seconds * rate as f32) as usize * usize::from(channels);
+    let mut x: u32 = 0x1234_5678;
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let s = (x >> 16) as i16;
+        let s = if s == 0 { 1 } else { s };
+        samples.push(s);
+        w.write_sample(s).expect("write");
+    }
+    w.finalize().expect("finalize");
+    samples
+}
+
+pub fn read_wav(path: &Path) -> (hound::WavSpec, Vec<i16>) {
+    let r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let spec = r.spec();
+    let s = r.into_samples::<i16>().collect::<Result<Vec<_>, _>>().expect("samples");
+    (spec, s)
+}
+
+/// Asserts `got` is `want` after some leading silence, sample for sample.
+pub fn assert_sample_exact(want: &[i16], got: &[i16]) {
+    let lead = got.iter().position(|&s| s != 0).unwrap_or(got.len());
+    let body = &got[lead..];
+    assert_eq!(body.len(), want.len(), "recording has {} samples after {} of silence; source has {}", body.len(), lead, want.len());
+    if let Some(i) = body.iter().zip(want).position(|(a, b)| a != b) {
+        panic!("first difference at sample {i}: got {}, want {}", body[i], want[i]);
+    }
+}
+
+pub const SECS: fn(u64) -> Duration = Duration::from_secs;
