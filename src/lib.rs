@@ -6,8 +6,8 @@
 //! front ends.
 #![warn(missing_docs)]
 
-pub mod protocol;
 pub mod audio;
-pub mod store;
 pub mod engine;
+pub mod protocol;
+pub mod store;
 pub mod ui;

@@ -10,7 +10,10 @@ use echowarp::store::paths;
 use echowarp::ui::cli::{self, Args, CliError};
 use echowarp::ui::interactive;
 
-fn init_logging(args: &Args, error_log: bool) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+fn init_logging(
+    args: &Args,
+    error_log: bool,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::{fmt, EnvFilter};
     let level = if args.quiet {
@@ -20,24 +23,40 @@ fn init_logging(args: &Args, error_log: bool) -> Option<tracing_appender::non_bl
     } else {
         "info"
     };
-    let filter = EnvFilter::try_from_env("ECHOWARP_LOG").unwrap_or_else(|_| EnvFilter::new(format!("warn,echowarp={level}")));
-    let console = fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false).without_time().with_filter(filter);
+    let filter = EnvFilter::try_from_env("ECHOWARP_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,echowarp={level}")));
+    let console = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .without_time()
+        .with_filter(filter);
     let (file, guard) = match (error_log, paths::log_dir()) {
         (true, Ok(dir)) => {
             let appender = tracing_appender::rolling::daily(dir, "echowarp.log");
             let (writer, guard) = tracing_appender::non_blocking(appender);
-            let layer = fmt::layer().with_writer(writer).with_ansi(false).with_filter(tracing_subscriber::filter::LevelFilter::WARN);
+            let layer = fmt::layer()
+                .with_writer(writer)
+                .with_ansi(false)
+                .with_filter(tracing_subscriber::filter::LevelFilter::WARN);
             (Some(layer), Some(guard))
         }
         _ => (None, None),
     };
-    let _ = tracing_subscriber::registry().with(console).with(file).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(console)
+        .with(file)
+        .try_init();
     guard
 }
 
 fn device_lines() -> Vec<String> {
     echowarp::audio::cpal_backend::list_devices()
-        .map(|ds| ds.into_iter().map(|d| format!("{:>3}  {}  {}", d.index, d.id, d.name)).collect())
+        .map(|ds| {
+            ds.into_iter()
+                .map(|d| format!("{:>3}  {}  {}", d.index, d.id, d.name))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -73,7 +92,13 @@ fn run(args: Args, no_args: bool) -> Result<Outcome, CliError> {
                 eprintln!("setup ended (end of input); nothing was saved or started");
                 return Ok(Outcome::Stopped);
             }
-            Err(e) => return Err(CliError { code: 1, message: format!("terminal: {e}"), hints: Vec::new() }),
+            Err(e) => {
+                return Err(CliError {
+                    code: 1,
+                    message: format!("terminal: {e}"),
+                    hints: Vec::new(),
+                })
+            }
         }
     }
     if let Some(target) = &save_to {

@@ -8,8 +8,23 @@ use common::*;
 fn save_config_then_f_reproduces_the_settings() {
     let sb = Sandbox::new();
     let args = [
-        "-c", "-a", "10.9.8.7", "-u", "5555", "-d", "wav:rec.wav", "-p", "pw#1 \"x\"", "-r", "9", "-b", "65536", "-l",
-        "-s", "saved.toml", "--show-config",
+        "-c",
+        "-a",
+        "10.9.8.7",
+        "-u",
+        "5555",
+        "-d",
+        "wav:rec.wav",
+        "-p",
+        "pw#1 \"x\"",
+        "-r",
+        "9",
+        "-b",
+        "65536",
+        "-l",
+        "-s",
+        "saved.toml",
+        "--show-config",
     ];
     let (code, first, err) = sb.run(&args, SECS(10));
     assert_eq!(code, 0, "{err}");
@@ -17,17 +32,30 @@ fn save_config_then_f_reproduces_the_settings() {
     let (code, second, err) = sb.run(&["-f", "saved.toml", "--show-config"], SECS(10));
     assert_eq!(code, 0, "{err}");
     assert_eq!(first, second);
-    for line in ["role = \"client\"", "port = 5555", "server_address = \"10.9.8.7\"", "reconnect_attempts = 9", "error_log = true"] {
+    for line in [
+        "role = \"client\"",
+        "port = 5555",
+        "server_address = \"10.9.8.7\"",
+        "reconnect_attempts = 9",
+        "error_log = true",
+    ] {
         assert!(second.contains(line), "{line} missing in\n{second}");
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(sb.path("saved.toml")).expect("saved").permissions().mode() & 0o777;
+        let mode = std::fs::metadata(sb.path("saved.toml"))
+            .expect("saved")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "the profile may hold a password");
     }
     // Flags beside -f override it.
-    let (_, third, _) = sb.run(&["-f", "saved.toml", "-u", "6000", "--show-config"], SECS(10));
+    let (_, third, _) = sb.run(
+        &["-f", "saved.toml", "-u", "6000", "--show-config"],
+        SECS(10),
+    );
     assert!(third.contains("port = 6000"));
 }
 
@@ -44,7 +72,11 @@ fn the_saved_profile_is_the_default() {
 #[test]
 fn a_bad_value_exits_2_naming_line_and_key() {
     let sb = Sandbox::new();
-    std::fs::write(sb.path("bad.toml"), "version = 1\nrole = \"server\"\nport = \"four\"\n").expect("write");
+    std::fs::write(
+        sb.path("bad.toml"),
+        "version = 1\nrole = \"server\"\nport = \"four\"\n",
+    )
+    .expect("write");
     let (code, _, err) = sb.run(&["-f", "bad.toml"], SECS(10));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("line 3, key `port`"), "{err}");
@@ -57,7 +89,10 @@ fn a_bad_value_exits_2_naming_line_and_key() {
     std::fs::write(sb.path("config/echowarp/profile.toml"), "port = [\n").expect("write");
     let (code, _, err) = sb.run(&["--show-config"], SECS(10));
     assert_eq!(code, 2, "{err}");
-    assert_eq!(std::fs::read_to_string(sb.path("config/echowarp/profile.toml")).expect("read"), "port = [\n");
+    assert_eq!(
+        std::fs::read_to_string(sb.path("config/echowarp/profile.toml")).expect("read"),
+        "port = [\n"
+    );
 }
 
 #[test]
@@ -70,7 +105,14 @@ fn the_echowarp_0_4_readme_ini_loads() {
     .expect("write");
     let (code, out, err) = sb.run(&["--config_file", "config.conf", "--show-config"], SECS(10));
     assert_eq!(code, 0, "{err}");
-    for line in ["role = \"client\"", "port = 6532", "server_address = \"192.168.1.5\"", "password = \"mysecretpassword\"", "reconnect_attempts = 15", "socket_buffer_size = 10240"] {
+    for line in [
+        "role = \"client\"",
+        "port = 6532",
+        "server_address = \"192.168.1.5\"",
+        "password = \"mysecretpassword\"",
+        "reconnect_attempts = 15",
+        "socket_buffer_size = 10240",
+    ] {
         assert!(out.contains(line), "{line} missing in\n{out}");
     }
 }
@@ -91,13 +133,17 @@ fn interactive_setup_answers_then_runs() {
     cmd.stdin(std::process::Stdio::piped());
     let mut p = Proc::spawn(cmd, &["-I"]);
     let answers = "server\n4999\nwav:missing.wav\nn\nnone\ny\n2\n0\ny\n";
-    std::io::Write::write_all(p.child.stdin.as_mut().expect("stdin"), answers.as_bytes()).expect("answer");
+    std::io::Write::write_all(p.child.stdin.as_mut().expect("stdin"), answers.as_bytes())
+        .expect("answer");
     let status = p.wait_timeout(SECS(20));
     // It saved, then ran the server, which fails on the missing file: proof it used the answers.
     assert_eq!(status.code(), Some(1), "{}", p.stderr());
     assert!(p.stderr().contains("missing.wav"), "{}", p.stderr());
     let saved = std::fs::read_to_string(sb.path("config/echowarp/profile.toml")).expect("saved");
-    assert!(saved.contains("port = 4999") && saved.contains("max_clients = 2"), "{saved}");
+    assert!(
+        saved.contains("port = 4999") && saved.contains("max_clients = 2"),
+        "{saved}"
+    );
 }
 
 #[test]

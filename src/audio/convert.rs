@@ -14,7 +14,11 @@ pub fn f32_to_i16(s: f32) -> i16 {
 
 /// Decodes s16le bytes into f32 samples, appending to `out`.
 pub fn s16le_to_f32(bytes: &[u8], out: &mut Vec<f32>) {
-    out.extend(bytes.chunks_exact(2).map(|b| i16_to_f32(i16::from_le_bytes([b[0], b[1]]))));
+    out.extend(
+        bytes
+            .chunks_exact(2)
+            .map(|b| i16_to_f32(i16::from_le_bytes([b[0], b[1]]))),
+    );
 }
 
 /// Maps interleaved frames from `from` channels to `to` channels, appending to `out`:

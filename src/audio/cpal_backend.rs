@@ -42,19 +42,33 @@ struct Found {
 }
 
 fn backend(device: &str, e: impl std::fmt::Display) -> AudioError {
-    AudioError::Backend { device: device.to_owned(), message: e.to_string() }
+    AudioError::Backend {
+        device: device.to_owned(),
+        message: e.to_string(),
+    }
 }
 
 /// Enumerates devices, skipping any the host fails to describe (ALSA plugin PCMs often do).
 fn enumerate() -> Result<Vec<Found>, AudioError> {
     let host = cpal::default_host();
-    let default_in = host.default_input_device().and_then(|d| d.id().ok()).map(|i| i.to_string());
-    let default_out = host.default_output_device().and_then(|d| d.id().ok()).map(|i| i.to_string());
+    let default_in = host
+        .default_input_device()
+        .and_then(|d| d.id().ok())
+        .map(|i| i.to_string());
+    let default_out = host
+        .default_output_device()
+        .and_then(|d| d.id().ok())
+        .map(|i| i.to_string());
     let devices = host.devices().map_err(|e| backend("host", e))?;
     let mut found = Vec::new();
     for (index, device) in devices.enumerate() {
-        let Ok(id) = device.id().map(|i| i.to_string()) else { continue };
-        let name = device.description().map(|d| d.name().to_owned()).unwrap_or_else(|_| id.clone());
+        let Ok(id) = device.id().map(|i| i.to_string()) else {
+            continue;
+        };
+        let name = device
+            .description()
+            .map(|d| d.name().to_owned())
+            .unwrap_or_else(|_| id.clone());
         let mut max_channels = 0;
         let mut rates = (u32::MAX, 0);
         let mut input = false;
@@ -63,14 +77,20 @@ fn enumerate() -> Result<Vec<Found>, AudioError> {
             for c in cfgs {
                 input = true;
                 max_channels = max_channels.max(c.channels());
-                rates = (rates.0.min(c.min_sample_rate()), rates.1.max(c.max_sample_rate()));
+                rates = (
+                    rates.0.min(c.min_sample_rate()),
+                    rates.1.max(c.max_sample_rate()),
+                );
             }
         }
         if let Ok(cfgs) = device.supported_output_configs() {
             for c in cfgs {
                 output = true;
                 max_channels = max_channels.max(c.channels());
-                rates = (rates.0.min(c.min_sample_rate()), rates.1.max(c.max_sample_rate()));
+                rates = (
+                    rates.0.min(c.min_sample_rate()),
+                    rates.1.max(c.max_sample_rate()),
+                );
             }
         }
         if !input && !output {
@@ -101,24 +121,40 @@ pub fn list_devices() -> Result<Vec<DeviceInfo>, AudioError> {
 }
 
 /// Picks one device by spec among `candidates`: index, exact id or name, else a unique part.
-fn pick(mut candidates: Vec<Found>, spec: &DeviceSpec, kind: &'static str) -> Result<Found, AudioError> {
+fn pick(
+    mut candidates: Vec<Found>,
+    spec: &DeviceSpec,
+    kind: &'static str,
+) -> Result<Found, AudioError> {
     let spec_text = match spec {
         DeviceSpec::Index(i) => i.to_string(),
         DeviceSpec::Name(n) => n.clone(),
         _ => "default".to_owned(),
     };
-    let none = || AudioError::NoDevice { kind, spec: spec_text.clone() };
+    let none = || AudioError::NoDevice {
+        kind,
+        spec: spec_text.clone(),
+    };
     match spec {
-        DeviceSpec::Index(i) => candidates.into_iter().find(|f| f.info.index == *i).ok_or_else(none),
+        DeviceSpec::Index(i) => candidates
+            .into_iter()
+            .find(|f| f.info.index == *i)
+            .ok_or_else(none),
         DeviceSpec::Name(n) => {
             let lower = n.to_lowercase();
-            if let Some(pos) = candidates.iter().position(|f| f.info.id == *n || f.info.name == *n) {
+            if let Some(pos) = candidates
+                .iter()
+                .position(|f| f.info.id == *n || f.info.name == *n)
+            {
                 return Ok(candidates.swap_remove(pos));
             }
             let matching: Vec<usize> = candidates
                 .iter()
                 .enumerate()
-                .filter(|(_, f)| f.info.id.to_lowercase().contains(&lower) || f.info.name.to_lowercase().contains(&lower))
+                .filter(|(_, f)| {
+                    f.info.id.to_lowercase().contains(&lower)
+                        || f.info.name.to_lowercase().contains(&lower)
+                })
                 .map(|(i, _)| i)
                 .collect();
             match matching.as_slice() {
@@ -127,7 +163,11 @@ fn pick(mut candidates: Vec<Found>, spec: &DeviceSpec, kind: &'static str) -> Re
                 many => Err(AudioError::Ambiguous {
                     kind,
                     spec: n.clone(),
-                    candidates: many.iter().map(|&i| candidates[i].info.id.clone()).collect::<Vec<_>>().join(", "),
+                    candidates: many
+                        .iter()
+                        .map(|&i| candidates[i].info.id.clone())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 }),
             }
         }
@@ -147,8 +187,14 @@ fn find_device(spec: &DeviceSpec, kind: DeviceKind) -> Result<Found, AudioError>
             DeviceKind::Input => host.default_input_device(),
             DeviceKind::Output => host.default_output_device(),
         };
-        let device = default.ok_or(AudioError::NoDevice { kind: kind.name(), spec: "default".into() })?;
-        let id = device.id().map(|i| i.to_string()).unwrap_or_else(|_| "default".into());
+        let device = default.ok_or(AudioError::NoDevice {
+            kind: kind.name(),
+            spec: "default".into(),
+        })?;
+        let id = device
+            .id()
+            .map(|i| i.to_string())
+            .unwrap_or_else(|_| "default".into());
         if let Some(f) = all.into_iter().find(|f| f.info.id == id) {
             return Ok(f);
         }
@@ -178,7 +224,11 @@ fn find_loopback(spec: &DeviceSpec) -> Result<Found, AudioError> {
     let all = enumerate()?;
     let monitors: Vec<Found> = all
         .into_iter()
-        .filter(|f| f.info.input && (f.info.id.to_lowercase().contains("monitor") || f.info.name.to_lowercase().contains("monitor")))
+        .filter(|f| {
+            f.info.input
+                && (f.info.id.to_lowercase().contains("monitor")
+                    || f.info.name.to_lowercase().contains("monitor"))
+        })
         .collect();
     let wanted = match spec {
         DeviceSpec::Default => None,
@@ -193,16 +243,28 @@ fn find_loopback(spec: &DeviceSpec) -> Result<Found, AudioError> {
     let hint = "no monitor source is visible to ALSA; on PulseAudio/PipeWire add an ALSA PCM \
                 `pcm.NAME { type pulse device \"<sink>.monitor\" }` to ~/.asoundrc and pick it with -d";
     match wanted {
-        None if monitors.len() == 1 => monitors.into_iter().next().ok_or_else(|| AudioError::NoLoopback(label, hint.into())),
+        None if monitors.len() == 1 => monitors
+            .into_iter()
+            .next()
+            .ok_or_else(|| AudioError::NoLoopback(label, hint.into())),
         None => {
-            let default_monitor = monitors.into_iter().find(|f| f.info.name.to_lowercase().contains("default") || f.info.id.to_lowercase().contains("default"));
+            let default_monitor = monitors.into_iter().find(|f| {
+                f.info.name.to_lowercase().contains("default")
+                    || f.info.id.to_lowercase().contains("default")
+            });
             default_monitor.ok_or_else(|| AudioError::NoLoopback(label, hint.into()))
         }
         Some(name) => {
             let lower = name.to_lowercase();
-            let exact = monitors.iter().position(|f| f.info.id.to_lowercase().contains(&lower) || f.info.name.to_lowercase().contains(&lower));
+            let exact = monitors.iter().position(|f| {
+                f.info.id.to_lowercase().contains(&lower)
+                    || f.info.name.to_lowercase().contains(&lower)
+            });
             match exact {
-                Some(i) => Ok(monitors.into_iter().nth(i).ok_or_else(|| AudioError::NoLoopback(label.clone(), hint.into()))?),
+                Some(i) => Ok(monitors
+                    .into_iter()
+                    .nth(i)
+                    .ok_or_else(|| AudioError::NoLoopback(label.clone(), hint.into()))?),
                 None => Err(AudioError::NoLoopback(label, hint.into())),
             }
         }
@@ -217,11 +279,18 @@ fn choose_config(
     name: &str,
 ) -> Result<(StreamConfig, SampleFormat), AudioError> {
     let ranges: Vec<cpal::SupportedStreamConfigRange> = if input {
-        device.supported_input_configs().map_err(|e| backend(name, e))?.collect()
+        device
+            .supported_input_configs()
+            .map_err(|e| backend(name, e))?
+            .collect()
     } else {
-        device.supported_output_configs().map_err(|e| backend(name, e))?.collect()
+        device
+            .supported_output_configs()
+            .map_err(|e| backend(name, e))?
+            .collect()
     };
-    let usable = |f: SampleFormat| matches!(f, SampleFormat::F32 | SampleFormat::I16 | SampleFormat::I32);
+    let usable =
+        |f: SampleFormat| matches!(f, SampleFormat::F32 | SampleFormat::I16 | SampleFormat::I32);
     if let Some(w) = want {
         let mut best: Option<cpal::SupportedStreamConfig> = None;
         for r in &ranges {
@@ -234,17 +303,24 @@ fn choose_config(
                 Some(b) => exact_ch && b.channels() != w.channels,
             };
             if better {
-                best = Some(r.clone().with_sample_rate(w.sample_rate));
+                best = Some((*r).with_sample_rate(w.sample_rate));
             }
         }
         if let Some(b) = best {
             return Ok((b.config(), b.sample_format()));
         }
     }
-    let d = if input { device.default_input_config() } else { device.default_output_config() }
-        .map_err(|e| backend(name, e))?;
+    let d = if input {
+        device.default_input_config()
+    } else {
+        device.default_output_config()
+    }
+    .map_err(|e| backend(name, e))?;
     if !usable(d.sample_format()) {
-        return Err(AudioError::Format(format!("{name}: sample format {:?}", d.sample_format())));
+        return Err(AudioError::Format(format!(
+            "{name}: sample format {:?}",
+            d.sample_format()
+        )));
     }
     Ok((d.config(), d.sample_format()))
 }
@@ -275,22 +351,26 @@ where
     let thread = thread::Builder::new()
         .name(thread_name)
         .spawn(move || {
-            let stream = match build().and_then(|s| s.play().map(|()| s).map_err(|e| backend(&name, e))) {
-                Ok(s) => {
-                    let _ = ready_tx.send(Ok(()));
-                    s
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
+            let stream =
+                match build().and_then(|s| s.play().map(|()| s).map_err(|e| backend(&name, e))) {
+                    Ok(s) => {
+                        let _ = ready_tx.send(Ok(()));
+                        s
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
             // Blocks until the guard drops its sender.
             let _ = stop_rx.recv();
             drop(stream);
         })
         .map_err(|e| backend("thread", e))?;
-    let guard = StreamThread { stop: Some(stop_tx), thread: Some(thread) };
+    let guard = StreamThread {
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    };
     match ready_rx.recv() {
         Ok(Ok(())) => Ok(guard),
         Ok(Err(e)) => Err(e),
@@ -318,16 +398,28 @@ impl std::fmt::Debug for CpalSource {
 /// [`AudioError`] when no device matches or it offers no usable configuration.
 pub fn open_source(spec: &DeviceSpec, kind: DeviceKind) -> Result<Box<dyn Source>, AudioError> {
     let loopback = kind == DeviceKind::Output;
-    let found = if loopback { find_loopback(spec)? } else { find_device(spec, DeviceKind::Input)? };
+    let found = if loopback {
+        find_loopback(spec)?
+    } else {
+        find_device(spec, DeviceKind::Input)?
+    };
     // WASAPI loopback: an output device opened for input.
     let as_input = !(loopback && cfg!(windows));
-    let want = Some(StreamFormat { sample_rate: 48_000, channels: 2 });
+    let want = Some(StreamFormat {
+        sample_rate: 48_000,
+        channels: 2,
+    });
     let (config, sample_format) = if as_input {
         choose_config(&found.device, true, want, &found.info.id)?
     } else {
         choose_config(&found.device, false, want, &found.info.id)?
     };
-    Ok(Box::new(CpalSource { found, config, sample_format, loopback }))
+    Ok(Box::new(CpalSource {
+        found,
+        config,
+        sample_format,
+        loopback,
+    }))
 }
 
 fn input_callback<T>(
@@ -353,7 +445,10 @@ where
 
 impl Source for CpalSource {
     fn format(&self) -> StreamFormat {
-        StreamFormat { sample_rate: self.config.sample_rate, channels: self.config.channels.min(2) }
+        StreamFormat {
+            sample_rate: self.config.sample_rate,
+            channels: self.config.channels.min(2),
+        }
     }
 
     fn describe(&self) -> String {
@@ -368,7 +463,12 @@ impl Source for CpalSource {
         let overruns = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicBool::new(false));
         let (over, name) = (overruns.clone(), self.found.info.id.clone());
-        let CpalSource { found, config, sample_format, .. } = *self;
+        let CpalSource {
+            found,
+            config,
+            sample_format,
+            ..
+        } = *self;
         let dev_ch = usize::from(config.channels);
         let guard = run_stream(name.clone(), move || {
             let device = found.device;
@@ -378,14 +478,35 @@ impl Source for CpalSource {
                 eprintln!("audio device error: {e}");
             };
             let stream = match sample_format {
-                SampleFormat::F32 => device.build_input_stream(config, input_callback::<f32>(producer, dev_ch, over), on_err, None),
-                SampleFormat::I16 => device.build_input_stream(config, input_callback::<i16>(producer, dev_ch, over), on_err, None),
-                SampleFormat::I32 => device.build_input_stream(config, input_callback::<i32>(producer, dev_ch, over), on_err, None),
+                SampleFormat::F32 => device.build_input_stream(
+                    config,
+                    input_callback::<f32>(producer, dev_ch, over),
+                    on_err,
+                    None,
+                ),
+                SampleFormat::I16 => device.build_input_stream(
+                    config,
+                    input_callback::<i16>(producer, dev_ch, over),
+                    on_err,
+                    None,
+                ),
+                SampleFormat::I32 => device.build_input_stream(
+                    config,
+                    input_callback::<i32>(producer, dev_ch, over),
+                    on_err,
+                    None,
+                ),
                 other => return Err(AudioError::Format(format!("{other:?}"))),
             };
             stream.map_err(|e| backend(&name, e))
         })?;
-        Ok(Capture { ring: consumer, format, ended: Arc::new(AtomicBool::new(false)), overruns, guard: Box::new(guard) })
+        Ok(Capture {
+            ring: consumer,
+            format,
+            ended: Arc::new(AtomicBool::new(false)),
+            overruns,
+            guard: Box::new(guard),
+        })
     }
 }
 
@@ -402,7 +523,11 @@ pub struct CpalSink {
 
 impl std::fmt::Debug for CpalSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CpalSink {{ id: {:?}, format: {:?} }}", self.id, self.format)
+        write!(
+            f,
+            "CpalSink {{ id: {:?}, format: {:?} }}",
+            self.id, self.format
+        )
     }
 }
 
@@ -434,7 +559,10 @@ pub fn open_sink(spec: &DeviceSpec, stream: StreamFormat) -> Result<Box<dyn Sink
     let found = find_device(spec, DeviceKind::Output)?;
     let id = found.info.id.clone();
     let (config, sample_format) = choose_config(&found.device, false, Some(stream), &id)?;
-    let format = StreamFormat { sample_rate: config.sample_rate, channels: config.channels };
+    let format = StreamFormat {
+        sample_rate: config.sample_rate,
+        channels: config.channels,
+    };
     // Half a second of room; the client keeps only a few milliseconds queued.
     let capacity = (format.sample_rate as usize / 2) * usize::from(format.channels);
     let (producer, consumer) = rtrb::RingBuffer::<f32>::new(capacity);
@@ -445,14 +573,36 @@ pub fn open_sink(spec: &DeviceSpec, stream: StreamFormat) -> Result<Box<dyn Sink
         let device = found.device;
         let on_err = |e: cpal::Error| eprintln!("audio device error: {e}");
         let s = match sample_format {
-            SampleFormat::F32 => device.build_output_stream(config, output_callback::<f32>(consumer, under), on_err, None),
-            SampleFormat::I16 => device.build_output_stream(config, output_callback::<i16>(consumer, under), on_err, None),
-            SampleFormat::I32 => device.build_output_stream(config, output_callback::<i32>(consumer, under), on_err, None),
+            SampleFormat::F32 => device.build_output_stream(
+                config,
+                output_callback::<f32>(consumer, under),
+                on_err,
+                None,
+            ),
+            SampleFormat::I16 => device.build_output_stream(
+                config,
+                output_callback::<i16>(consumer, under),
+                on_err,
+                None,
+            ),
+            SampleFormat::I32 => device.build_output_stream(
+                config,
+                output_callback::<i32>(consumer, under),
+                on_err,
+                None,
+            ),
             other => return Err(AudioError::Format(format!("{other:?}"))),
         };
         s.map_err(|e| backend(&name, e))
     })?;
-    Ok(Box::new(CpalSink { id, format, producer, capacity, underruns, _guard: guard }))
+    Ok(Box::new(CpalSink {
+        id,
+        format,
+        producer,
+        capacity,
+        underruns,
+        _guard: guard,
+    }))
 }
 
 impl Sink for CpalSink {

@@ -78,7 +78,15 @@ impl JitterBuffer {
         Self {
             frame_samples,
             target,
-            slots: vec![Slot { seq: None, arrival: now, len: frame_samples, samples: vec![0; frame_samples] }; CAPACITY],
+            slots: vec![
+                Slot {
+                    seq: None,
+                    arrival: now,
+                    len: frame_samples,
+                    samples: vec![0; frame_samples]
+                };
+                CAPACITY
+            ],
             next: None,
             started: false,
             first_arrival: None,
@@ -198,7 +206,12 @@ impl JitterBuffer {
     fn conceal(&mut self, out: &mut Vec<i16>) {
         let n = self.last.len().max(1) as f32;
         if self.concealed_run == 0 {
-            out.extend(self.last.iter().enumerate().map(|(i, &s)| (f32::from(s) * (1.0 - i as f32 / n)) as i16));
+            out.extend(
+                self.last
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &s)| (f32::from(s) * (1.0 - i as f32 / n)) as i16),
+            );
         } else {
             out.resize(self.frame_samples, 0);
         }
@@ -213,7 +226,9 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn payload(seq: u64) -> Vec<u8> {
-        (0..4).flat_map(|i| ((seq * 10 + i) as i16).to_le_bytes()).collect()
+        (0..4)
+            .flat_map(|i| ((seq * 10 + i) as i16).to_le_bytes())
+            .collect()
     }
 
     fn drain(jb: &mut JitterBuffer, now: Instant) -> Vec<Popped> {
@@ -221,7 +236,10 @@ mod tests {
         let mut got = Vec::new();
         while let Some(p) = jb.pop(now, false, &mut out) {
             if let Popped::Played(seq) = p {
-                assert_eq!(out, (0..4).map(|i| (seq * 10 + i) as i16).collect::<Vec<_>>());
+                assert_eq!(
+                    out,
+                    (0..4).map(|i| (seq * 10 + i) as i16).collect::<Vec<_>>()
+                );
             }
             got.push(p);
         }
@@ -233,9 +251,16 @@ mod tests {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(4, 10 * MS, t0);
         for (i, seq) in [3u64, 1, 2, 5, 4].into_iter().enumerate() {
-            assert_eq!(jb.push(seq, &payload(seq), t0 + i as u32 * MS), Pushed::Accepted);
+            assert_eq!(
+                jb.push(seq, &payload(seq), t0 + i as u32 * MS),
+                Pushed::Accepted
+            );
         }
-        assert_eq!(jb.pop(t0 + 5 * MS, false, &mut Vec::new()), None, "target not reached");
+        assert_eq!(
+            jb.pop(t0 + 5 * MS, false, &mut Vec::new()),
+            None,
+            "target not reached"
+        );
         let got = drain(&mut jb, t0 + 20 * MS);
         assert_eq!(got, (1..=5).map(Popped::Played).collect::<Vec<_>>());
     }
@@ -243,7 +268,7 @@ mod tests {
     #[test]
     fn drops_duplicates_and_late_packets() {
         let t0 = Instant::now();
-        let mut jb = JitterBuffer::new(4, 0 * MS, t0);
+        let mut jb = JitterBuffer::new(4, Duration::ZERO, t0);
         assert_eq!(jb.push(0, &payload(0), t0), Pushed::Accepted);
         assert_eq!(jb.push(0, &payload(0), t0), Pushed::Duplicate);
         assert_eq!(drain(&mut jb, t0), vec![Popped::Played(0)]);
@@ -258,7 +283,11 @@ mod tests {
         let mut jb = JitterBuffer::new(4, 10 * MS, t0);
         jb.push(0, &payload(0), t0);
         jb.push(2, &payload(2), t0 + 5 * MS);
-        assert_eq!(drain(&mut jb, t0 + 10 * MS), vec![Popped::Played(0)], "1 may still come");
+        assert_eq!(
+            drain(&mut jb, t0 + 10 * MS),
+            vec![Popped::Played(0)],
+            "1 may still come"
+        );
         let got = drain(&mut jb, t0 + 15 * MS);
         assert_eq!(got, vec![Popped::Concealed(1), Popped::Played(2)]);
         assert_eq!(jb.stats().lost, 1);
@@ -267,12 +296,16 @@ mod tests {
     #[test]
     fn must_play_conceals_at_once_with_a_fade() {
         let t0 = Instant::now();
-        let mut jb = JitterBuffer::new(4, 0 * MS, t0);
+        let mut jb = JitterBuffer::new(4, Duration::ZERO, t0);
         jb.push(0, &[0x00, 0x40, 0x00, 0x40, 0x00, 0x40, 0x00, 0x40], t0);
         let mut out = Vec::new();
         assert_eq!(jb.pop(t0, true, &mut out), Some(Popped::Played(0)));
         assert_eq!(jb.pop(t0, true, &mut out), Some(Popped::Concealed(1)));
-        assert_eq!(out, [16384, 12288, 8192, 4096], "fades out, no step to silence");
+        assert_eq!(
+            out,
+            [16384, 12288, 8192, 4096],
+            "fades out, no step to silence"
+        );
         assert_eq!(jb.pop(t0, true, &mut out), Some(Popped::Concealed(2)));
         assert_eq!(out, [0; 4]);
     }
@@ -280,7 +313,7 @@ mod tests {
     #[test]
     fn a_short_last_packet_keeps_its_length() {
         let t0 = Instant::now();
-        let mut jb = JitterBuffer::new(4, 0 * MS, t0);
+        let mut jb = JitterBuffer::new(4, Duration::ZERO, t0);
         jb.push(0, &[1, 0, 2, 0], t0);
         let mut out = Vec::new();
         assert_eq!(jb.pop(t0, false, &mut out), Some(Popped::Played(0)));
@@ -290,7 +323,7 @@ mod tests {
     #[test]
     fn far_future_packet_resyncs() {
         let t0 = Instant::now();
-        let mut jb = JitterBuffer::new(4, 0 * MS, t0);
+        let mut jb = JitterBuffer::new(4, Duration::ZERO, t0);
         jb.push(0, &payload(0), t0);
         drain(&mut jb, t0);
         assert_eq!(jb.push(10_000, &payload(10_000), t0), Pushed::Resync);

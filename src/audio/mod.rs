@@ -29,7 +29,9 @@ pub enum AudioError {
         spec: String,
     },
     /// More than one device matched the spec.
-    #[error("{spec:?} matches several {kind} devices: {candidates}; give more of the name or the index")]
+    #[error(
+        "{spec:?} matches several {kind} devices: {candidates}; give more of the name or the index"
+    )]
     Ambiguous {
         /// `input` or `output`.
         kind: &'static str,
@@ -128,11 +130,19 @@ impl DeviceSpec {
             return Ok(Self::Null);
         }
         if let Some(p) = t.strip_prefix("wav:") {
-            return if p.is_empty() { Err(bad()) } else { Ok(Self::Wav(PathBuf::from(p))) };
+            return if p.is_empty() {
+                Err(bad())
+            } else {
+                Ok(Self::Wav(PathBuf::from(p)))
+            };
         }
         if let Some(hz) = t.strip_prefix("tone:") {
             let hz: f32 = hz.parse().map_err(|_| bad())?;
-            return if hz.is_finite() && hz > 0.0 && hz < 96_000.0 { Ok(Self::Tone(hz)) } else { Err(bad()) };
+            return if hz.is_finite() && hz > 0.0 && hz < 96_000.0 {
+                Ok(Self::Tone(hz))
+            } else {
+                Err(bad())
+            };
         }
         if let Ok(i) = t.parse::<usize>() {
             return Ok(Self::Index(i));
@@ -220,7 +230,9 @@ pub fn open_sink(spec: &DeviceSpec, stream: StreamFormat) -> Result<Box<dyn Sink
     match spec {
         DeviceSpec::Wav(path) => Ok(Box::new(wav::WavSink::create(path, stream)?)),
         DeviceSpec::Null => Ok(Box::new(paced::NullSink { format: stream })),
-        DeviceSpec::Tone(_) => Err(AudioError::BadSpec("tone: is a source; a client plays on a device or wav:PATH".into())),
+        DeviceSpec::Tone(_) => Err(AudioError::BadSpec(
+            "tone: is a source; a client plays on a device or wav:PATH".into(),
+        )),
         _ => cpal_backend::open_sink(spec, stream),
     }
 }
@@ -232,10 +244,19 @@ mod tests {
     #[test]
     fn device_specs_parse() {
         assert_eq!(DeviceSpec::parse("default").ok(), Some(DeviceSpec::Default));
-        assert_eq!(DeviceSpec::parse("wav:a b.wav").ok(), Some(DeviceSpec::Wav("a b.wav".into())));
-        assert_eq!(DeviceSpec::parse("tone:440").ok(), Some(DeviceSpec::Tone(440.0)));
+        assert_eq!(
+            DeviceSpec::parse("wav:a b.wav").ok(),
+            Some(DeviceSpec::Wav("a b.wav".into()))
+        );
+        assert_eq!(
+            DeviceSpec::parse("tone:440").ok(),
+            Some(DeviceSpec::Tone(440.0))
+        );
         assert_eq!(DeviceSpec::parse("3").ok(), Some(DeviceSpec::Index(3)));
-        assert_eq!(DeviceSpec::parse("alsa:micA").ok(), Some(DeviceSpec::Name("alsa:micA".into())));
+        assert_eq!(
+            DeviceSpec::parse("alsa:micA").ok(),
+            Some(DeviceSpec::Name("alsa:micA".into()))
+        );
         for bad in ["wav:", "tone:x", "tone:-5", "tone:inf"] {
             assert!(DeviceSpec::parse(bad).is_err(), "{bad}");
         }

@@ -36,7 +36,11 @@ impl Drop for StopOnDrop {
 ///
 /// # Errors
 /// [`AudioError::Backend`] if the thread cannot be spawned.
-pub fn spawn_paced(format: StreamFormat, name: &str, mut gen: Generator) -> Result<Capture, AudioError> {
+pub fn spawn_paced(
+    format: StreamFormat,
+    name: &str,
+    mut gen: Generator,
+) -> Result<Capture, AudioError> {
     let ch = usize::from(format.channels);
     let cap = ((format.sample_rate as f32 * RING_SECONDS) as usize).max(1024) * ch;
     let (mut producer, consumer) = rtrb::RingBuffer::<i16>::new(cap);
@@ -71,13 +75,19 @@ pub fn spawn_paced(format: StreamFormat, name: &str, mut gen: Generator) -> Resu
                 thread::sleep(TICK);
             }
         })
-        .map_err(|e| AudioError::Backend { device: name.to_owned(), message: e.to_string() })?;
+        .map_err(|e| AudioError::Backend {
+            device: name.to_owned(),
+            message: e.to_string(),
+        })?;
     Ok(Capture {
         ring: consumer,
         format,
         ended,
         overruns,
-        guard: Box::new(StopOnDrop { stop, thread: Some(thread) }),
+        guard: Box::new(StopOnDrop {
+            stop,
+            thread: Some(thread),
+        }),
     })
 }
 
@@ -96,7 +106,10 @@ impl ToneSource {
 
 impl Source for ToneSource {
     fn format(&self) -> StreamFormat {
-        StreamFormat { sample_rate: 48_000, channels: 2 }
+        StreamFormat {
+            sample_rate: 48_000,
+            channels: 2,
+        }
     }
 
     fn describe(&self) -> String {
@@ -125,7 +138,10 @@ pub struct NullSource;
 
 impl Source for NullSource {
     fn format(&self) -> StreamFormat {
-        StreamFormat { sample_rate: 48_000, channels: 2 }
+        StreamFormat {
+            sample_rate: 48_000,
+            channels: 2,
+        }
     }
 
     fn describe(&self) -> String {
@@ -133,10 +149,14 @@ impl Source for NullSource {
     }
 
     fn start(self: Box<Self>) -> Result<Capture, AudioError> {
-        spawn_paced(self.format(), "null", Box::new(|buf: &mut [i16]| {
-            buf.fill(0);
-            buf.len()
-        }))
+        spawn_paced(
+            self.format(),
+            "null",
+            Box::new(|buf: &mut [i16]| {
+                buf.fill(0);
+                buf.len()
+            }),
+        )
     }
 }
 

@@ -1,7 +1,10 @@
 //! Sample-rate conversion between the stream and the playback device (rubato, sinc interpolation).
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
-use rubato::{Async, FixedAsync, Resampler, SincInterpolationParameters, SincInterpolationType, WindowFunction};
+use rubato::{
+    Async, FixedAsync, Resampler, SincInterpolationParameters, SincInterpolationType,
+    WindowFunction,
+};
 
 use super::AudioError;
 
@@ -15,7 +18,12 @@ pub struct RateConverter {
 
 impl std::fmt::Debug for RateConverter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RateConverter {{ channels: {}, active: {} }}", self.channels, self.inner.is_some())
+        write!(
+            f,
+            "RateConverter {{ channels: {}, active: {} }}",
+            self.channels,
+            self.inner.is_some()
+        )
     }
 }
 
@@ -24,7 +32,12 @@ impl RateConverter {
     ///
     /// # Errors
     /// [`AudioError::Format`] when rubato rejects the ratio.
-    pub fn new(from_rate: u32, to_rate: u32, channels: usize, chunk_frames: usize) -> Result<Self, AudioError> {
+    pub fn new(
+        from_rate: u32,
+        to_rate: u32,
+        channels: usize,
+        chunk_frames: usize,
+    ) -> Result<Self, AudioError> {
         let inner = if from_rate == to_rate {
             None
         } else {
@@ -33,12 +46,28 @@ impl RateConverter {
                 .interpolation(SincInterpolationType::Linear);
             let ratio = f64::from(to_rate) / f64::from(from_rate);
             Some(
-                Async::<f32>::new_sinc(ratio, 1.1, &params, chunk_frames, channels, FixedAsync::Input)
-                    .map_err(|e| AudioError::Format(format!("resampler {from_rate} -> {to_rate} Hz: {e}")))?,
+                Async::<f32>::new_sinc(
+                    ratio,
+                    1.1,
+                    &params,
+                    chunk_frames,
+                    channels,
+                    FixedAsync::Input,
+                )
+                .map_err(|e| {
+                    AudioError::Format(format!("resampler {from_rate} -> {to_rate} Hz: {e}"))
+                })?,
             )
         };
-        let out_len = inner.as_ref().map_or(0, |r| r.output_frames_max() * channels);
-        Ok(Self { channels, inner, pending: Vec::with_capacity(chunk_frames * channels * 4), out: vec![0.0; out_len] })
+        let out_len = inner
+            .as_ref()
+            .map_or(0, |r| r.output_frames_max() * channels);
+        Ok(Self {
+            channels,
+            inner,
+            pending: Vec::with_capacity(chunk_frames * channels * 4),
+            out: vec![0.0; out_len],
+        })
     }
 
     /// Frames of delay the converter adds.
@@ -60,10 +89,14 @@ impl RateConverter {
         let err = |e: &dyn std::fmt::Display| AudioError::Format(format!("resampler: {e}"));
         while self.pending.len() / ch >= r.input_frames_next() {
             let frames_in = self.pending.len() / ch;
-            let inp = InterleavedSlice::new(&self.pending[..frames_in * ch], ch, frames_in).map_err(|e| err(&e))?;
+            let inp = InterleavedSlice::new(&self.pending[..frames_in * ch], ch, frames_in)
+                .map_err(|e| err(&e))?;
             let frames_out = self.out.len() / ch;
-            let mut outp = InterleavedSlice::new_mut(&mut self.out[..], ch, frames_out).map_err(|e| err(&e))?;
-            let (n_in, n_out) = r.process_into_buffer(&inp, &mut outp, None).map_err(|e| err(&e))?;
+            let mut outp = InterleavedSlice::new_mut(&mut self.out[..], ch, frames_out)
+                .map_err(|e| err(&e))?;
+            let (n_in, n_out) = r
+                .process_into_buffer(&inp, &mut outp, None)
+                .map_err(|e| err(&e))?;
             output.extend_from_slice(&self.out[..n_out * ch]);
             self.pending.drain(..n_in * ch);
         }
@@ -77,14 +110,19 @@ mod tests {
 
     /// Frequency of a sine by counting zero crossings.
     fn frequency(samples: &[f32], rate: f32) -> f32 {
-        let crossings = samples.windows(2).filter(|w| w[0] < 0.0 && w[1] >= 0.0).count();
+        let crossings = samples
+            .windows(2)
+            .filter(|w| w[0] < 0.0 && w[1] >= 0.0)
+            .count();
         crossings as f32 * rate / samples.len() as f32
     }
 
     #[test]
     fn keeps_pitch_from_48k_to_44k1() {
         let mut rc = RateConverter::new(48_000, 44_100, 1, 240).expect("valid ratio");
-        let input: Vec<f32> = (0..48_000).map(|i| (std::f32::consts::TAU * 1000.0 * i as f32 / 48_000.0).sin() * 0.5).collect();
+        let input: Vec<f32> = (0..48_000)
+            .map(|i| (std::f32::consts::TAU * 1000.0 * i as f32 / 48_000.0).sin() * 0.5)
+            .collect();
         let mut out = Vec::new();
         for chunk in input.chunks(240) {
             rc.process(chunk, &mut out).expect("resample");

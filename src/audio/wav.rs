@@ -17,7 +17,10 @@ pub struct WavSource {
 }
 
 fn wav_err(path: &Path) -> impl FnOnce(hound::Error) -> AudioError + '_ {
-    move |source| AudioError::Wav { path: path.to_owned(), source }
+    move |source| AudioError::Wav {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 impl WavSource {
@@ -37,9 +40,10 @@ impl WavSource {
             )));
         }
         let samples: Vec<i16> = match (spec.sample_format, spec.bits_per_sample) {
-            (hound::SampleFormat::Int, 16) => {
-                reader.into_samples::<i16>().collect::<Result<_, _>>().map_err(wav_err(path))?
-            }
+            (hound::SampleFormat::Int, 16) => reader
+                .into_samples::<i16>()
+                .collect::<Result<_, _>>()
+                .map_err(wav_err(path))?,
             (hound::SampleFormat::Int, bits) if bits > 16 => reader
                 .into_samples::<i32>()
                 .map(|s| s.map(|v| (v >> (bits - 16)) as i16))
@@ -51,12 +55,18 @@ impl WavSource {
                 .collect::<Result<_, _>>()
                 .map_err(wav_err(path))?,
             (fmt, bits) => {
-                return Err(AudioError::Format(format!("{}: {bits}-bit {fmt:?}", path.display())))
+                return Err(AudioError::Format(format!(
+                    "{}: {bits}-bit {fmt:?}",
+                    path.display()
+                )))
             }
         };
         Ok(Self {
             path: path.to_owned(),
-            format: StreamFormat { sample_rate: spec.sample_rate, channels: spec.channels },
+            format: StreamFormat {
+                sample_rate: spec.sample_rate,
+                channels: spec.channels,
+            },
             samples,
         })
     }
@@ -96,7 +106,11 @@ pub struct WavSink {
 
 impl std::fmt::Debug for WavSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "WavSink {{ path: {:?}, format: {:?} }}", self.path, self.format)
+        write!(
+            f,
+            "WavSink {{ path: {:?}, format: {:?} }}",
+            self.path, self.format
+        )
     }
 }
 
@@ -113,7 +127,11 @@ impl WavSink {
             sample_format: hound::SampleFormat::Int,
         };
         let writer = hound::WavWriter::create(path, spec).map_err(wav_err(path))?;
-        Ok(Self { path: path.to_owned(), format, writer: Some(writer) })
+        Ok(Self {
+            path: path.to_owned(),
+            format,
+            writer: Some(writer),
+        })
     }
 }
 

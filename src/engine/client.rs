@@ -10,8 +10,8 @@ use crossbeam_channel::{Receiver, Sender};
 use super::conn::{Conn, ConnError, POLL};
 use super::playout::Player;
 use super::{
-    sock, ClientConfig, Command, EngineError, Event, Outcome, Stats, BACKOFF_MAX, BACKOFF_START, HANDSHAKE_TIMEOUT,
-    HEARTBEAT_INTERVAL, PEER_TIMEOUT,
+    sock, ClientConfig, Command, EngineError, Event, Outcome, Stats, BACKOFF_MAX, BACKOFF_START,
+    HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, PEER_TIMEOUT,
 };
 use crate::protocol::datagram::{Kind, Sealer, HEADER_LEN};
 use crate::protocol::frame::{Goodbye, GoodbyeReason, Heartbeat, Message, SessionParams};
@@ -71,24 +71,40 @@ fn connect(cfg: &ClientConfig) -> Result<Session, Failure> {
     let our_line = ours.to_line();
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     conn.write_all(our_line.as_bytes()).map_err(retry)?;
-    let line = conn.read_line(MAX_STATUS_LEN, deadline).map_err(|e| match e {
-        ConnError::TimedOut => Failure::Retry("timed out waiting for the server's identification".into()),
-        other => retry(other),
-    })?;
+    let line = conn
+        .read_line(MAX_STATUS_LEN, deadline)
+        .map_err(|e| match e {
+            ConnError::TimedOut => {
+                Failure::Retry("timed out waiting for the server's identification".into())
+            }
+            other => retry(other),
+        })?;
     if let Some(status) = Status::parse(&line) {
         return Err(match status {
             Status::Forbidden => Failure::Fatal(EngineError::Banned),
             Status::Unauthorized => Failure::Fatal(EngineError::Unauthorized),
-            Status::Conflict { server, client } => Failure::Fatal(EngineError::VersionMismatch { server, client }),
-            Status::ServiceUnavailable => Failure::Retry("503 Service Unavailable (Server is full)".into()),
-            Status::BadRequest => Failure::Fatal(EngineError::Protocol("the server answered 400 Bad Request".into())),
+            Status::Conflict { server, client } => {
+                Failure::Fatal(EngineError::VersionMismatch { server, client })
+            }
+            Status::ServiceUnavailable => {
+                Failure::Retry("503 Service Unavailable (Server is full)".into())
+            }
+            Status::BadRequest => Failure::Fatal(EngineError::Protocol(
+                "the server answered 400 Bad Request".into(),
+            )),
         });
     }
     let theirs = Ident::parse(&line).ok_or_else(|| {
-        Failure::Fatal(EngineError::Protocol(format!("{peer} is not an EchoWarp server (it said {:?})", String::from_utf8_lossy(&line))))
+        Failure::Fatal(EngineError::Protocol(format!(
+            "{peer} is not an EchoWarp server (it said {:?})",
+            String::from_utf8_lossy(&line)
+        )))
     })?;
     if theirs.major != ours.major {
-        return Err(Failure::Fatal(EngineError::VersionMismatch { server: theirs.version(), client: ours.version() }));
+        return Err(Failure::Fatal(EngineError::VersionMismatch {
+            server: theirs.version(),
+            client: ours.version(),
+        }));
     }
     let server_line = String::from_utf8_lossy(&line).into_owned();
 
@@ -99,8 +115,14 @@ fn connect(cfg: &ClientConfig) -> Result<Session, Failure> {
     let (mut hs, msg) = ClientHandshake::start(&cfg.password, &our_line, &server_line);
     conn.send(&Message::Pake(msg)).map_err(lost)?;
     let tag = match conn.expect(deadline).map_err(lost)? {
-        Message::Pake(m) => hs.handle_server_pake(&m).map_err(|e| Failure::Fatal(EngineError::Protocol(e.to_string())))?,
-        other => return Err(Failure::Fatal(EngineError::Protocol(format!("expected PAKE, got {other:?}")))),
+        Message::Pake(m) => hs
+            .handle_server_pake(&m)
+            .map_err(|e| Failure::Fatal(EngineError::Protocol(e.to_string())))?,
+        other => {
+            return Err(Failure::Fatal(EngineError::Protocol(format!(
+                "expected PAKE, got {other:?}"
+            ))))
+        }
     };
     conn.send(&Message::Confirm(tag)).map_err(lost)?;
     let keys = match conn.expect(deadline) {
@@ -111,19 +133,39 @@ fn connect(cfg: &ClientConfig) -> Result<Session, Failure> {
         Ok(Message::AuthFailed) => return Err(Failure::Fatal(EngineError::Unauthorized)),
         // A server that drops the connection right after our confirmation refused the password.
         Err(ConnError::Closed) => return Err(Failure::Fatal(EngineError::Unauthorized)),
-        Ok(other) => return Err(Failure::Fatal(EngineError::Protocol(format!("expected confirmation, got {other:?}")))),
+        Ok(other) => {
+            return Err(Failure::Fatal(EngineError::Protocol(format!(
+                "expected confirmation, got {other:?}"
+            ))))
+        }
         Err(e) => return Err(lost(e)),
     };
-    conn.secure(ControlCipher::new(&keys.client_to_server.control), ControlCipher::new(&keys.server_to_client.control));
+    conn.secure(
+        ControlCipher::new(&keys.client_to_server.control),
+        ControlCipher::new(&keys.server_to_client.control),
+    );
     let params = match conn.expect(deadline).map_err(lost)? {
         Message::Params(p) => p,
         Message::Goodbye(_) => return Err(Failure::Retry("the server closed the session".into())),
-        other => return Err(Failure::Fatal(EngineError::Protocol(format!("expected session parameters, got {other:?}")))),
+        other => {
+            return Err(Failure::Fatal(EngineError::Protocol(format!(
+                "expected session parameters, got {other:?}"
+            ))))
+        }
     };
-    Ok(Session { conn, peer, params, keys })
+    Ok(Session {
+        conn,
+        peer,
+        params,
+        keys,
+    })
 }
 
-pub(crate) fn run(cfg: ClientConfig, commands: &Receiver<Command>, events: &Sender<Event>) -> Result<Outcome, EngineError> {
+pub(crate) fn run(
+    cfg: ClientConfig,
+    commands: &Receiver<Command>,
+    events: &Sender<Event>,
+) -> Result<Outcome, EngineError> {
     let mut player = Player::new(cfg.device.clone(), cfg.target_latency);
     let result = run_inner(&cfg, commands, events, &mut player);
     let finished = player.finish();
@@ -144,7 +186,10 @@ fn run_inner(
     let mut backoff = BACKOFF_START;
     loop {
         attempt += 1;
-        let _ = events.send(Event::Connecting { attempt, of: cfg.reconnect_attempts });
+        let _ = events.send(Event::Connecting {
+            attempt,
+            of: cfg.reconnect_attempts,
+        });
         let last = match connect(cfg) {
             Ok(session) => {
                 attempt = 0;
@@ -174,7 +219,9 @@ fn run_inner(
         };
         tracing::debug!("next attempt in {backoff:?} ({last})");
         match commands.recv_timeout(backoff) {
-            Ok(Command::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(Outcome::Stopped),
+            Ok(Command::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                return Ok(Outcome::Stopped)
+            }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -189,13 +236,24 @@ fn stream(
     player: &mut Player,
 ) -> Result<SessionEnd, EngineError> {
     let p = s.params;
-    let udp = sock::client_udp(s.peer, cfg.socket_buffer_size).map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
-    let hello_socket = udp.try_clone().map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
+    let udp = sock::client_udp(s.peer, cfg.socket_buffer_size)
+        .map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
+    let hello_socket = udp
+        .try_clone()
+        .map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
     let sink = player.begin(p, &s.keys.server_to_client, udp)?;
     let mut hello = Sealer::new(p.mode, p.session_id, &s.keys.client_to_server);
-    let format = format!("{} Hz {} ch pcm {}", p.sample_rate, p.channels, p.mode.name());
+    let format = format!(
+        "{} Hz {} ch pcm {}",
+        p.sample_rate,
+        p.channels,
+        p.mode.name()
+    );
     tracing::info!("connected to {}: {format}, playing on {sink}", s.peer);
-    let _ = events.send(Event::Connected { peer: s.peer, format: format.clone() });
+    let _ = events.send(Event::Connected {
+        peer: s.peer,
+        format: format.clone(),
+    });
 
     let started = Instant::now();
     let mut last_heard = Instant::now();
@@ -209,19 +267,30 @@ fn stream(
     let end = loop {
         let now = Instant::now();
         if let Ok(Command::Stop) = commands.try_recv() {
-            let _ = s.conn.send(&Message::Goodbye(Goodbye { reason: GoodbyeReason::Shutdown, end_position: 0 }));
+            let _ = s.conn.send(&Message::Goodbye(Goodbye {
+                reason: GoodbyeReason::Shutdown,
+                end_position: 0,
+            }));
             break SessionEnd::Stopped;
         }
         if ending && player.is_done() {
             break SessionEnd::StreamEnded;
         }
         if ending_since.is_some_and(|t: Instant| t.elapsed() > END_PLAYOUT_LIMIT) {
-            tracing::warn!("play-out did not finish in {} s; stopping", END_PLAYOUT_LIMIT.as_secs());
+            tracing::warn!(
+                "play-out did not finish in {} s; stopping",
+                END_PLAYOUT_LIMIT.as_secs()
+            );
             break SessionEnd::StreamEnded;
         }
         if now >= next_hello {
             // Until the server confirms, hello often; then once a second to keep NAT mappings open.
-            next_hello = now + if udp_ready { HEARTBEAT_INTERVAL } else { HELLO_RETRY };
+            next_hello = now
+                + if udp_ready {
+                    HEARTBEAT_INTERVAL
+                } else {
+                    HELLO_RETRY
+                };
             let n = hello.seal(Kind::Hello, &[], &mut dg);
             if let Err(e) = hello_socket.send(&dg[..n]) {
                 tracing::debug!("hello: {e}");
@@ -258,13 +327,19 @@ fn stream(
                 match msg {
                     Message::UdpReady => udp_ready = true,
                     Message::Heartbeat(_) => {}
-                    Message::Goodbye(Goodbye { reason: GoodbyeReason::EndOfStream, end_position }) => {
+                    Message::Goodbye(Goodbye {
+                        reason: GoodbyeReason::EndOfStream,
+                        end_position,
+                    }) => {
                         tracing::info!("end of stream at frame {end_position}; playing out");
                         player.set_end(end_position);
                         ending = true;
                         ending_since = Some(Instant::now());
                     }
-                    Message::Goodbye(Goodbye { reason: GoodbyeReason::Shutdown, .. }) => {
+                    Message::Goodbye(Goodbye {
+                        reason: GoodbyeReason::Shutdown,
+                        ..
+                    }) => {
                         break SessionEnd::Lost("the server stopped".into());
                     }
                     other => tracing::debug!("unexpected {other:?}"),
@@ -283,7 +358,10 @@ fn stream(
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
         if !ending && last_heard.elapsed() > PEER_TIMEOUT {
-            break SessionEnd::Lost(format!("timed out: the server was silent for {} s", PEER_TIMEOUT.as_secs()));
+            break SessionEnd::Lost(format!(
+                "timed out: the server was silent for {} s",
+                PEER_TIMEOUT.as_secs()
+            ));
         }
         if player.is_done() && !ending {
             // The playout thread stopped on its own: a sink failure.

@@ -37,13 +37,21 @@ pub(crate) struct Conn {
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 impl Conn {
     pub(crate) fn new(stream: TcpStream) -> Self {
         let _ = stream.set_nodelay(true);
-        Self { stream, decoder: FrameDecoder::new(), seal: None, open: None }
+        Self {
+            stream,
+            decoder: FrameDecoder::new(),
+            seal: None,
+            open: None,
+        }
     }
 
     /// From now on, frames are sealed with `seal` and opened with `open`.
@@ -53,19 +61,27 @@ impl Conn {
     }
 
     pub(crate) fn write_all(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
-        self.stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+        self.stream
+            .set_write_timeout(Some(Duration::from_secs(5)))?;
         self.stream.write_all(bytes)?;
         Ok(())
     }
 
     /// Reads one line (newline included) of at most `max` bytes, byte by byte so that nothing
     /// after it is consumed.
-    pub(crate) fn read_line(&mut self, max: usize, deadline: Instant) -> Result<Vec<u8>, ConnError> {
+    pub(crate) fn read_line(
+        &mut self,
+        max: usize,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, ConnError> {
         let mut line = Vec::with_capacity(max);
         let mut byte = [0u8; 1];
         loop {
-            let left = deadline.checked_duration_since(Instant::now()).ok_or(ConnError::TimedOut)?;
-            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .ok_or(ConnError::TimedOut)?;
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
             match self.stream.read(&mut byte) {
                 Ok(0) if line.is_empty() => return Err(ConnError::Closed),
                 Ok(0) => return Ok(line),
@@ -105,8 +121,11 @@ impl Conn {
                 }
                 return Ok(Some(Message::decode(&body)?));
             }
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else { return Ok(None) };
-            self.stream.set_read_timeout(Some(left.clamp(Duration::from_millis(1), POLL)))?;
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Ok(None);
+            };
+            self.stream
+                .set_read_timeout(Some(left.clamp(Duration::from_millis(1), POLL)))?;
             let mut buf = [0u8; 2048];
             match self.stream.read(&mut buf) {
                 Ok(0) => return Err(ConnError::Closed),

@@ -25,7 +25,12 @@ pub(crate) const NOT_ENDED: u64 = u64::MAX;
 /// Sessions come and go through these.
 pub(crate) enum MediaCommand {
     /// An authenticated session; `ready` is told once its hello arrives.
-    Add { params: SessionParams, ip: IpAddr, keys: Box<SessionKeys>, ready: Sender<()> },
+    Add {
+        params: SessionParams,
+        ip: IpAddr,
+        keys: Box<SessionKeys>,
+        ready: Sender<()>,
+    },
     /// The session ended.
     Remove { session_id: u32 },
 }
@@ -39,7 +44,10 @@ struct Session {
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 pub(crate) fn run(
@@ -66,7 +74,12 @@ pub(crate) fn run(
     while !shared.stop.load(Ordering::Relaxed) {
         while let Ok(cmd) = commands.try_recv() {
             match cmd {
-                MediaCommand::Add { params, ip, keys, ready } => {
+                MediaCommand::Add {
+                    params,
+                    ip,
+                    keys,
+                    ready,
+                } => {
                     let session = Session {
                         ip,
                         sealer: Sealer::new(params.mode, params.session_id, &keys.server_to_client),
@@ -90,8 +103,10 @@ pub(crate) fn run(
             }
             None => Duration::from_millis(50),
         };
-        udp.set_read_timeout(Some(wait.clamp(Duration::from_micros(500), Duration::from_millis(50))))
-            .map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
+        udp.set_read_timeout(Some(
+            wait.clamp(Duration::from_micros(500), Duration::from_millis(50)),
+        ))
+        .map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
         match udp.recv_from(&mut rx) {
             Ok((n, from)) => handle_datagram(&mut sessions, &mut rx[..n], from, &shared),
             Err(e) if is_timeout(&e) => {}
@@ -105,7 +120,9 @@ pub(crate) fn run(
                 capture = Some(src.start()?);
             }
         }
-        let Some(cap) = capture.as_mut() else { continue };
+        let Some(cap) = capture.as_mut() else {
+            continue;
+        };
         while cap.ring.slots() >= frame_samples {
             if let Ok(chunk) = cap.ring.read_chunk(frame_samples) {
                 let (a, b) = chunk.as_slices();
@@ -113,7 +130,15 @@ pub(crate) fn run(
                 frame[a.len()..].copy_from_slice(b);
                 chunk.commit_all();
             }
-            send_frame(&udp, &mut sessions, position, &frame, &mut body, &mut out, &shared);
+            send_frame(
+                &udp,
+                &mut sessions,
+                position,
+                &frame,
+                &mut body,
+                &mut out,
+                &shared,
+            );
             position += frame_frames as u64;
         }
         if !ended && cap.ended.load(Ordering::Acquire) && cap.ring.slots() < frame_samples {
@@ -124,7 +149,15 @@ pub(crate) fn run(
             }
             let end = position + (left / ch) as u64;
             if left > 0 {
-                send_frame(&udp, &mut sessions, position, &frame[..left], &mut body, &mut out, &shared);
+                send_frame(
+                    &udp,
+                    &mut sessions,
+                    position,
+                    &frame[..left],
+                    &mut body,
+                    &mut out,
+                    &shared,
+                );
             }
             ended = true;
             tracing::info!("end of stream at frame {end}");
@@ -134,16 +167,25 @@ pub(crate) fn run(
     Ok(())
 }
 
-fn handle_datagram(sessions: &mut HashMap<u32, Session>, dg: &mut [u8], from: SocketAddr, shared: &Shared) {
+fn handle_datagram(
+    sessions: &mut HashMap<u32, Session>,
+    dg: &mut [u8],
+    from: SocketAddr,
+    shared: &Shared,
+) {
     let drop = || {
         shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
     };
     // Cheap checks first: header, kind, a known session, the address its TCP connection came from.
-    let Ok(header) = Header::parse(dg) else { return drop() };
+    let Ok(header) = Header::parse(dg) else {
+        return drop();
+    };
     if header.kind != Kind::Hello {
         return drop();
     }
-    let Some(session) = sessions.get_mut(&header.session_id) else { return drop() };
+    let Some(session) = sessions.get_mut(&header.session_id) else {
+        return drop();
+    };
     if canonical(from.ip()) != session.ip {
         return drop();
     }

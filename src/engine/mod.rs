@@ -273,7 +273,11 @@ impl EngineHandle {
                 let _ = ev_tx.send(Event::Stopped(result));
             })
             .map_err(|e| EngineError::Io(format!("cannot start the engine thread: {e}")))?;
-        Ok(Self { commands: cmd_tx, events: ev_rx, thread: Some(thread) })
+        Ok(Self {
+            commands: cmd_tx,
+            events: ev_rx,
+            thread: Some(thread),
+        })
     }
 
     /// Sends a command (ignored once the engine has stopped).

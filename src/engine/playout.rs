@@ -50,18 +50,35 @@ pub(crate) struct Player {
 
 impl Player {
     pub(crate) fn new(device: DeviceSpec, target: Duration) -> Self {
-        Self { device, target, sink: None, stream: None, running: None, stats: Arc::new(PlayStats::default()) }
+        Self {
+            device,
+            target,
+            sink: None,
+            stream: None,
+            running: None,
+            stats: Arc::new(PlayStats::default()),
+        }
     }
 
     /// Starts playing a session's datagrams from `udp`.
-    pub(crate) fn begin(&mut self, params: SessionParams, keys: &DirectionKeys, udp: UdpSocket) -> Result<String, EngineError> {
+    pub(crate) fn begin(
+        &mut self,
+        params: SessionParams,
+        keys: &DirectionKeys,
+        udp: UdpSocket,
+    ) -> Result<String, EngineError> {
         self.end_session()?;
-        let format = StreamFormat { sample_rate: params.sample_rate, channels: u16::from(params.channels) };
+        let format = StreamFormat {
+            sample_rate: params.sample_rate,
+            channels: u16::from(params.channels),
+        };
         if self.stream != Some(format) {
             if let Some(mut old) = self.sink.take() {
                 if matches!(self.device, DeviceSpec::Wav(_)) {
                     let _ = old.finish();
-                    return Err(EngineError::Audio("the stream's format changed; a WAV recording cannot follow".into()));
+                    return Err(EngineError::Audio(
+                        "the stream's format changed; a WAV recording cannot follow".into(),
+                    ));
                 }
                 let _ = old.finish();
             }
@@ -76,7 +93,13 @@ impl Player {
         let stop = Arc::new(AtomicBool::new(false));
         let end = Arc::new(AtomicU64::new(NO_END));
         let done = Arc::new(AtomicBool::new(false));
-        let (s2, e2, d2, st2, target) = (stop.clone(), end.clone(), done.clone(), self.stats.clone(), self.target);
+        let (s2, e2, d2, st2, target) = (
+            stop.clone(),
+            end.clone(),
+            done.clone(),
+            self.stats.clone(),
+            self.target,
+        );
         let thread = thread::Builder::new()
             .name("playout".into())
             .spawn(move || {
@@ -86,7 +109,12 @@ impl Player {
                 (sink, r)
             })
             .map_err(|e| EngineError::Io(e.to_string()))?;
-        self.running = Some(Running { stop, end, done, thread });
+        self.running = Some(Running {
+            stop,
+            end,
+            done,
+            thread,
+        });
         Ok(desc)
     }
 
@@ -99,12 +127,16 @@ impl Player {
 
     /// True once the playout thread has finished (end of stream reached, or an error).
     pub(crate) fn is_done(&self) -> bool {
-        self.running.as_ref().is_some_and(|r| r.done.load(Ordering::Acquire))
+        self.running
+            .as_ref()
+            .is_some_and(|r| r.done.load(Ordering::Acquire))
     }
 
     /// Stops the session's playout thread and takes the sink back.
     pub(crate) fn end_session(&mut self) -> Result<(), EngineError> {
-        let Some(r) = self.running.take() else { return Ok(()) };
+        let Some(r) = self.running.take() else {
+            return Ok(());
+        };
         r.stop.store(true, Ordering::Release);
         match r.thread.join() {
             Ok((sink, result)) => {
@@ -139,7 +171,12 @@ impl Converter {
         Ok(Self {
             from,
             to,
-            rate: RateConverter::new(from.sample_rate, to.sample_rate, usize::from(to.channels), chunk)?,
+            rate: RateConverter::new(
+                from.sample_rate,
+                to.sample_rate,
+                usize::from(to.channels),
+                chunk,
+            )?,
             f32_in: Vec::with_capacity(chunk * usize::from(from.channels)),
             mapped: Vec::with_capacity(chunk * usize::from(to.channels)),
             out: Vec::with_capacity(chunk * usize::from(to.channels) * 8),
@@ -150,7 +187,12 @@ impl Converter {
         self.f32_in.clear();
         self.f32_in.extend(pcm.iter().map(|&s| i16_to_f32(s)));
         self.mapped.clear();
-        map_channels(&self.f32_in, usize::from(self.from.channels), usize::from(self.to.channels), &mut self.mapped);
+        map_channels(
+            &self.f32_in,
+            usize::from(self.from.channels),
+            usize::from(self.to.channels),
+            &mut self.mapped,
+        );
         self.out.clear();
         self.rate.process(&self.mapped, &mut self.out)?;
         sink.write(&self.out)?;
@@ -159,7 +201,10 @@ impl Converter {
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -175,12 +220,20 @@ fn playout(
 ) -> Result<(), EngineError> {
     let ff = u64::from(params.frame_frames);
     let ch = usize::from(params.channels);
-    let stream = StreamFormat { sample_rate: params.sample_rate, channels: u16::from(params.channels) };
+    let stream = StreamFormat {
+        sample_rate: params.sample_rate,
+        channels: u16::from(params.channels),
+    };
     let mut conv = Converter::new(stream, sink.format(), usize::from(params.frame_frames))?;
     let mut jb = JitterBuffer::new(ff as usize * ch, target, Instant::now());
     let clocked = sink.clocked();
-    let wait = if clocked { Duration::from_millis(2) } else { Duration::from_millis(5) };
-    udp.set_read_timeout(Some(wait)).map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
+    let wait = if clocked {
+        Duration::from_millis(2)
+    } else {
+        Duration::from_millis(5)
+    };
+    udp.set_read_timeout(Some(wait))
+        .map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
     let mut buf = [0u8; MAX_DATAGRAM + 64];
     let mut pcm = Vec::with_capacity(ff as usize * ch);
     let mut last_datagram = Instant::now();
@@ -216,7 +269,10 @@ fn playout(
             let seen = *end_seen_at.get_or_insert(now);
             let reached = jb.next_seq().is_some_and(|n| n * ff >= end_frames);
             // Nothing to wait for: the stream ended before any packet arrived, or has been played.
-            if reached || end_frames == 0 || (jb.next_seq().is_none() && now.duration_since(seen) > END_GRACE) {
+            if reached
+                || end_frames == 0
+                || (jb.next_seq().is_none() && now.duration_since(seen) > END_GRACE)
+            {
                 return Ok(());
             }
         }
@@ -224,8 +280,11 @@ fn playout(
             if clocked && sink.queued_frames() >= sink.low_water_frames() {
                 break;
             }
-            let force = clocked || (end_frames != NO_END && now.duration_since(last_datagram) > END_GRACE);
-            let Some(p) = jb.pop(now, force, &mut pcm) else { break };
+            let force =
+                clocked || (end_frames != NO_END && now.duration_since(last_datagram) > END_GRACE);
+            let Some(p) = jb.pop(now, force, &mut pcm) else {
+                break;
+            };
             let seq = match p {
                 Popped::Played(s) | Popped::Concealed(s) => s,
             };

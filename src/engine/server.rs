@@ -12,8 +12,8 @@ use crossbeam_channel::{Receiver, Sender};
 use super::conn::{Conn, ConnError, POLL};
 use super::media::{self, MediaCommand, NOT_ENDED};
 use super::{
-    sock, Command, EngineError, Event, Outcome, ServerConfig, Stats, HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL,
-    MAX_PENDING_HANDSHAKES, PEER_TIMEOUT,
+    sock, Command, EngineError, Event, Outcome, ServerConfig, Stats, HANDSHAKE_TIMEOUT,
+    HEARTBEAT_INTERVAL, MAX_PENDING_HANDSHAKES, PEER_TIMEOUT,
 };
 use crate::audio::{self, StreamFormat};
 use crate::protocol::frame::{
@@ -62,7 +62,11 @@ impl Shared {
         let mut guard = self.bans();
         let (list, counter) = &mut *guard;
         let (count, ban) = counter.fail(ip);
-        let _ = self.events.send(Event::AuthFailed { ip, count, threshold: self.cfg.ban_threshold });
+        let _ = self.events.send(Event::AuthFailed {
+            ip,
+            count,
+            threshold: self.cfg.ban_threshold,
+        });
         if ban {
             counter.forget(ip);
             match list.add(ip) {
@@ -81,15 +85,25 @@ fn frame_frames(format: StreamFormat, frame_ms: u32) -> u16 {
     wanted.min(cap).min(usize::from(u16::MAX)) as u16
 }
 
-pub(crate) fn run(cfg: ServerConfig, commands: &Receiver<Command>, events: &Sender<Event>) -> Result<Outcome, EngineError> {
+pub(crate) fn run(
+    cfg: ServerConfig,
+    commands: &Receiver<Command>,
+    events: &Sender<Event>,
+) -> Result<Outcome, EngineError> {
     let source = audio::open_source(&cfg.device, cfg.device_kind)?;
     let format = source.format();
     let frames = frame_frames(format, cfg.frame_ms);
-    let (listener, udp) = sock::bind_pair(cfg.bind, cfg.port, cfg.socket_buffer_size).map_err(|e| {
-        let where_ = cfg.bind.map_or_else(|| format!("port {}", cfg.port), |ip| format!("{}", SocketAddr::new(ip, cfg.port)));
-        EngineError::Io(format!("cannot listen on {where_}: {e}"))
-    })?;
-    let local = listener.local_addr().map_err(|e| EngineError::Io(e.to_string()))?;
+    let (listener, udp) =
+        sock::bind_pair(cfg.bind, cfg.port, cfg.socket_buffer_size).map_err(|e| {
+            let where_ = cfg.bind.map_or_else(
+                || format!("port {}", cfg.port),
+                |ip| format!("{}", SocketAddr::new(ip, cfg.port)),
+            );
+            EngineError::Io(format!("cannot listen on {where_}: {e}"))
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| EngineError::Io(e.to_string()))?;
     let bans = BanList::load(&cfg.ban_list)?;
     let (media_tx, media_rx) = crossbeam_channel::unbounded();
     let shared = Arc::new(Shared {
@@ -139,7 +153,9 @@ pub(crate) fn run(cfg: ServerConfig, commands: &Receiver<Command>, events: &Send
             outcome = Err(EngineError::Audio("the capture stopped".into()));
             break;
         }
-        if shared.end_position.load(Ordering::Acquire) != NOT_ENDED && shared.live.load(Ordering::Acquire) == 0 {
+        if shared.end_position.load(Ordering::Acquire) != NOT_ENDED
+            && shared.live.load(Ordering::Acquire) == 0
+        {
             outcome = Ok(Outcome::StreamEnded);
             break;
         }
@@ -147,7 +163,12 @@ pub(crate) fn run(cfg: ServerConfig, commands: &Receiver<Command>, events: &Send
             next_stats += HEARTBEAT_INTERVAL;
             let _ = events.send(Event::Stats(Stats {
                 peer: local.to_string(),
-                format: format!("{} Hz {} ch pcm {}", format.sample_rate, format.channels, shared.cfg.mode.name()),
+                format: format!(
+                    "{} Hz {} ch pcm {}",
+                    format.sample_rate,
+                    format.channels,
+                    shared.cfg.mode.name()
+                ),
                 packets: shared.counters.sent.load(Ordering::Relaxed),
                 dropped: shared.counters.dropped.load(Ordering::Relaxed),
                 clients: shared.active.load(Ordering::Relaxed),
@@ -159,7 +180,14 @@ pub(crate) fn run(cfg: ServerConfig, commands: &Receiver<Command>, events: &Send
     // Shut down: say goodbye to clients, stop accepting, stop the media thread.
     shared.stop.store(true, Ordering::Release);
     let wake = if local.ip().is_unspecified() {
-        SocketAddr::new(if local.is_ipv6() { IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]) } else { IpAddr::from([127, 0, 0, 1]) }, local.port())
+        SocketAddr::new(
+            if local.is_ipv6() {
+                IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])
+            } else {
+                IpAddr::from([127, 0, 0, 1])
+            },
+            local.port(),
+        )
     } else {
         local
     };
@@ -183,7 +211,9 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             break;
         }
         let Ok(stream) = stream else { continue };
-        let Ok(peer) = stream.peer_addr() else { continue };
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
+        };
         // Bound the handshakes in flight: a flood of idle connections costs a socket each, briefly.
         if shared.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_HANDSHAKES {
             shared.pending.fetch_sub(1, Ordering::AcqRel);
@@ -192,10 +222,12 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         }
         shared.live.fetch_add(1, Ordering::AcqRel);
         let s = shared.clone();
-        let spawned = thread::Builder::new().name(format!("control {peer}")).spawn(move || {
-            serve(&s, stream, peer);
-            s.live.fetch_sub(1, Ordering::AcqRel);
-        });
+        let spawned = thread::Builder::new()
+            .name(format!("control {peer}"))
+            .spawn(move || {
+                serve(&s, stream, peer);
+                s.live.fetch_sub(1, Ordering::AcqRel);
+            });
         if spawned.is_err() {
             shared.pending.fetch_sub(1, Ordering::AcqRel);
             shared.live.fetch_sub(1, Ordering::AcqRel);
@@ -256,7 +288,9 @@ fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
         tracing::info!("{peer}: {}", status.to_line().trim_end());
         if let Status::Conflict { .. } = status {
             let detail = status.to_line().trim_end().to_owned();
-            let _ = shared.events.send(Event::VersionMismatch { peer: ip, detail });
+            let _ = shared
+                .events
+                .send(Event::VersionMismatch { peer: ip, detail });
         }
         if matches!(status, Status::BadRequest | Status::Conflict { .. }) {
             shared.fail(ip);
@@ -294,7 +328,10 @@ fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
         tracing::info!("{peer}: server became full during the handshake");
         return;
     }
-    conn.secure(ControlCipher::new(&keys.server_to_client.control), ControlCipher::new(&keys.client_to_server.control));
+    conn.secure(
+        ControlCipher::new(&keys.server_to_client.control),
+        ControlCipher::new(&keys.client_to_server.control),
+    );
     let reason = session(shared, &mut conn, peer, ip, keys);
     shared.active.fetch_sub(1, Ordering::AcqRel);
     tracing::info!("{peer} left: {reason}");
@@ -320,12 +357,18 @@ fn handshake(
     };
     let mut hs = ServerHandshake::new(&shared.cfg.password, client_line, our_line);
     let Message::Pake(m) = conn.expect(deadline).map_err(gone)? else {
-        return Err(HandshakeFailure::Malformed("expected the PAKE message".into()));
+        return Err(HandshakeFailure::Malformed(
+            "expected the PAKE message".into(),
+        ));
     };
-    let ours = hs.handle_client_pake(&m).map_err(|e| HandshakeFailure::Malformed(e.to_string()))?;
+    let ours = hs
+        .handle_client_pake(&m)
+        .map_err(|e| HandshakeFailure::Malformed(e.to_string()))?;
     conn.send(&Message::Pake(ours)).map_err(gone)?;
     let Message::Confirm(tag) = conn.expect(deadline).map_err(gone)? else {
-        return Err(HandshakeFailure::Malformed("expected key confirmation".into()));
+        return Err(HandshakeFailure::Malformed(
+            "expected key confirmation".into(),
+        ));
     };
     match hs.handle_client_confirm(&tag) {
         Ok((server_tag, keys)) => {
@@ -341,7 +384,10 @@ fn random_u32() -> u32 {
     let mut b = [0u8; 4];
     // Session ids only need to be unpredictable enough to tell sessions apart; the keys protect them.
     if getrandom::fill(&mut b).is_err() {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         b = t.to_be_bytes();
     }
     u32::from_be_bytes(b)
@@ -368,7 +414,12 @@ fn session(
         return format!("could not send session parameters: {e}");
     }
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
-    let _ = shared.media.send(MediaCommand::Add { params, ip, keys: Box::new(keys), ready: ready_tx });
+    let _ = shared.media.send(MediaCommand::Add {
+        params,
+        ip,
+        keys: Box::new(keys),
+        ready: ready_tx,
+    });
     tracing::info!("{peer} joined (session {:08x})", params.session_id);
     let _ = shared.events.send(Event::ClientJoined(peer));
 
@@ -380,12 +431,18 @@ fn session(
     let reason = loop {
         let now = Instant::now();
         if shared.stop.load(Ordering::Acquire) {
-            let _ = conn.send(&Message::Goodbye(Goodbye { reason: GoodbyeReason::Shutdown, end_position: 0 }));
+            let _ = conn.send(&Message::Goodbye(Goodbye {
+                reason: GoodbyeReason::Shutdown,
+                end_position: 0,
+            }));
             break "server stopping".to_owned();
         }
         let end = shared.end_position.load(Ordering::Acquire);
         if end != NOT_ENDED && eos_deadline.is_none() {
-            let _ = conn.send(&Message::Goodbye(Goodbye { reason: GoodbyeReason::EndOfStream, end_position: end }));
+            let _ = conn.send(&Message::Goodbye(Goodbye {
+                reason: GoodbyeReason::EndOfStream,
+                end_position: end,
+            }));
             // The client plays out what it holds, then closes; do not wait for ever.
             eos_deadline = Some(now + Duration::from_secs(10));
         }
@@ -428,6 +485,8 @@ fn session(
             break format!("silent for {} s", PEER_TIMEOUT.as_secs());
         }
     };
-    let _ = shared.media.send(MediaCommand::Remove { session_id: params.session_id });
+    let _ = shared.media.send(MediaCommand::Remove {
+        session_id: params.session_id,
+    });
     reason
 }

@@ -7,10 +7,17 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// Binds TCP and UDP on the same port: `bind`, or `[::]` dual-stack (falling back to 0.0.0.0
 /// where IPv6 is off). Port 0 picks a port free for both.
-pub(crate) fn bind_pair(bind: Option<IpAddr>, port: u16, buffer: usize) -> io::Result<(TcpListener, UdpSocket)> {
+pub(crate) fn bind_pair(
+    bind: Option<IpAddr>,
+    port: u16,
+    buffer: usize,
+) -> io::Result<(TcpListener, UdpSocket)> {
     let candidates: Vec<(IpAddr, bool)> = match bind {
         Some(ip) => vec![(ip, false)],
-        None => vec![(IpAddr::V6(Ipv6Addr::UNSPECIFIED), true), (IpAddr::from([0, 0, 0, 0]), false)],
+        None => vec![
+            (IpAddr::V6(Ipv6Addr::UNSPECIFIED), true),
+            (IpAddr::from([0, 0, 0, 0]), false),
+        ],
     };
     let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to bind");
     for (ip, dual) in candidates {
@@ -25,8 +32,17 @@ pub(crate) fn bind_pair(bind: Option<IpAddr>, port: u16, buffer: usize) -> io::R
     Err(last)
 }
 
-fn bind_one(ip: IpAddr, dual: bool, port: u16, buffer: usize) -> io::Result<(TcpListener, UdpSocket)> {
-    let domain = if ip.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+fn bind_one(
+    ip: IpAddr,
+    dual: bool,
+    port: u16,
+    buffer: usize,
+) -> io::Result<(TcpListener, UdpSocket)> {
+    let domain = if ip.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
     let tcp = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     if dual {
         tcp.set_only_v6(false)?;
@@ -47,10 +63,18 @@ fn bind_one(ip: IpAddr, dual: bool, port: u16, buffer: usize) -> io::Result<(Tcp
 
 /// A client's UDP socket, connected to the server so the kernel drops foreign datagrams.
 pub(crate) fn client_udp(server: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
-    let domain = if server.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let domain = if server.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
     let udp = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     set_buffers(&udp, buffer)?;
-    let any: SocketAddr = if server.is_ipv6() { (Ipv6Addr::UNSPECIFIED, 0).into() } else { ([0, 0, 0, 0], 0).into() };
+    let any: SocketAddr = if server.is_ipv6() {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        ([0, 0, 0, 0], 0).into()
+    };
     udp.bind(&any.into())?;
     udp.connect(&server.into())?;
     Ok(udp.into())

@@ -94,7 +94,12 @@ impl Header {
             return Err(DropReason::BadHeader);
         }
         let mode = SecurityMode::from_u8(mode).ok_or(DropReason::BadHeader)?;
-        Ok(Self { kind, mode, session_id, counter })
+        Ok(Self {
+            kind,
+            mode,
+            session_id,
+            counter,
+        })
     }
 
     fn write(&self, out: &mut [u8]) {
@@ -124,14 +129,24 @@ pub struct Sealer {
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Sealer {{ session: {:08x}, counter: {} }}", self.session_id, self.counter)
+        write!(
+            f,
+            "Sealer {{ session: {:08x}, counter: {} }}",
+            self.session_id, self.counter
+        )
     }
 }
 
 impl Sealer {
     /// A sealer for the direction whose keys are `keys`.
     pub fn new(mode: SecurityMode, session_id: u32, keys: &DirectionKeys) -> Self {
-        Self { mode, session_id, counter: 0, aead: aead(&keys.media), mac_key: keys.mac.clone() }
+        Self {
+            mode,
+            session_id,
+            counter: 0,
+            aead: aead(&keys.media),
+            mac_key: keys.mac.clone(),
+        }
     }
 
     /// Bytes a datagram with a body of `body_len` bytes takes.
@@ -147,7 +162,12 @@ impl Sealer {
         let len = self.datagram_len(kind, body.len());
         let counter = self.counter;
         self.counter += 1;
-        let header = Header { kind, mode: self.mode, session_id: self.session_id, counter };
+        let header = Header {
+            kind,
+            mode: self.mode,
+            session_id: self.session_id,
+            counter,
+        };
         let (head, rest) = out[..len].split_at_mut(HEADER_LEN);
         header.write(head);
         rest[..body.len()].copy_from_slice(body);
@@ -156,7 +176,10 @@ impl Sealer {
         }
         let (payload, tag_out) = rest.split_at_mut(body.len());
         if kind == Kind::Audio && self.mode == SecurityMode::Encrypted {
-            match self.aead.encrypt_inout_detached(&nonce_for(counter), head, payload.into()) {
+            match self
+                .aead
+                .encrypt_inout_detached(&nonce_for(counter), head, payload.into())
+            {
                 Ok(tag) => tag_out.copy_from_slice(&tag),
                 // Only fails for messages over 256 GiB; datagrams are at most 1280 bytes.
                 Err(_) => unreachable!("datagram too large for ChaCha20-Poly1305"),
@@ -221,7 +244,12 @@ impl Opener {
             if h.kind == Kind::Audio && h.mode == SecurityMode::Encrypted {
                 let tag = Tag::try_from(&tag[..]).map_err(|_| DropReason::BadTag)?;
                 self.aead
-                    .decrypt_inout_detached(&nonce_for(h.counter), head, (&mut payload[..]).into(), &tag)
+                    .decrypt_inout_detached(
+                        &nonce_for(h.counter),
+                        head,
+                        (&mut payload[..]).into(),
+                        &tag,
+                    )
                     .map_err(|_| DropReason::BadTag)?;
             } else if !ct_eq(&mac(&self.mac_key, &[head, payload]), tag) {
                 return Err(DropReason::BadTag);
@@ -266,12 +294,19 @@ mod tests {
 
     fn pair(mode: SecurityMode) -> (Sealer, Opener) {
         let k = keys();
-        (Sealer::new(mode, 42, &k.server_to_client), Opener::new(mode, 42, &k.server_to_client))
+        (
+            Sealer::new(mode, 42, &k.server_to_client),
+            Opener::new(mode, 42, &k.server_to_client),
+        )
     }
 
     #[test]
     fn round_trip_in_every_mode() {
-        for mode in [SecurityMode::Plain, SecurityMode::Integrity, SecurityMode::Encrypted] {
+        for mode in [
+            SecurityMode::Plain,
+            SecurityMode::Integrity,
+            SecurityMode::Encrypted,
+        ] {
             let (mut s, mut o) = pair(mode);
             let mut body = Vec::new();
             write_audio_body(480, &[1, -2, 300], &mut body);
@@ -283,9 +318,16 @@ mod tests {
             let mut copy = buf;
             let (kind, got) = o.open(&mut copy[..n]).expect("genuine datagram");
             assert_eq!(kind, Kind::Audio);
-            assert_eq!(read_audio_body(got), Ok((480, &[1, 0, 0xfe, 0xff, 0x2c, 1][..])));
+            assert_eq!(
+                read_audio_body(got),
+                Ok((480, &[1, 0, 0xfe, 0xff, 0x2c, 1][..]))
+            );
             let mut again = buf;
-            assert_eq!(o.open(&mut again[..n]), Err(DropReason::Replayed), "{mode:?}");
+            assert_eq!(
+                o.open(&mut again[..n]),
+                Err(DropReason::Replayed),
+                "{mode:?}"
+            );
         }
     }
 
@@ -298,7 +340,10 @@ mod tests {
             for i in 0..n {
                 let mut bad = buf;
                 bad[i] ^= 0x40;
-                assert!(o.open(&mut bad[..n]).is_err(), "{mode:?}: flipped byte {i} accepted");
+                assert!(
+                    o.open(&mut bad[..n]).is_err(),
+                    "{mode:?}: flipped byte {i} accepted"
+                );
             }
             let other = SessionKeys::derive(b"other", &transcript(&[b"t"])).0;
             let mut forger = Sealer::new(mode, 42, &other.server_to_client);
@@ -321,7 +366,10 @@ mod tests {
         let mut forged = buf;
         forged[HEADER_LEN] ^= 1;
         assert_eq!(o.open(&mut forged[..n]), Err(DropReason::BadTag));
-        assert_eq!(o.open(&mut buf[..n]).map(|(k, b)| (k, b.len())), Ok((Kind::Hello, 0)));
+        assert_eq!(
+            o.open(&mut buf[..n]).map(|(k, b)| (k, b.len())),
+            Ok((Kind::Hello, 0))
+        );
     }
 
     #[test]
@@ -329,7 +377,10 @@ mod tests {
         let (mut s, _) = pair(SecurityMode::Plain);
         let mut buf = [0u8; 64];
         let n = s.seal(Kind::Audio, &[0xaa], &mut buf);
-        assert_eq!(&buf[..n], &[0xEC, 1, 0, 0, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0, 0, 0, 0xaa]);
+        assert_eq!(
+            &buf[..n],
+            &[0xEC, 1, 0, 0, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0, 0, 0, 0xaa]
+        );
     }
 
     #[test]

@@ -185,7 +185,12 @@ impl Message {
             Message::AuthFailed => out.push(ty::AUTH_FAILED),
             Message::Params(p) => {
                 out.push(ty::PARAMS);
-                out.extend_from_slice(&[p.direction as u8, p.codec as u8, p.mode as u8, p.channels]);
+                out.extend_from_slice(&[
+                    p.direction as u8,
+                    p.codec as u8,
+                    p.mode as u8,
+                    p.channels,
+                ]);
                 out.extend_from_slice(&p.sample_rate.to_be_bytes());
                 out.extend_from_slice(&p.frame_frames.to_be_bytes());
                 out.extend_from_slice(&p.session_id.to_be_bytes());
@@ -263,7 +268,10 @@ impl Message {
                     1 => GoodbyeReason::EndOfStream,
                     _ => return Err(WireError::BadValue("goodbye reason")),
                 };
-                Message::Goodbye(Goodbye { reason, end_position: r.u64()? })
+                Message::Goodbye(Goodbye {
+                    reason,
+                    end_position: r.u64()?,
+                })
             }
             other => return Err(WireError::UnknownType(other)),
         };
@@ -310,7 +318,9 @@ impl FrameDecoder {
     /// [`WireError::BadLength`] when the peer announced an empty or oversized frame: the stream
     /// cannot be resynchronised, so close the connection.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, WireError> {
-        let Some(head) = self.buf.get(..2) else { return Ok(None) };
+        let Some(head) = self.buf.get(..2) else {
+            return Ok(None);
+        };
         let len = usize::from(u16::from_be_bytes([head[0], head[1]]));
         if len == 0 || len > MAX_FRAME_LEN {
             return Err(WireError::BadLength(len));
@@ -344,10 +354,16 @@ mod tests {
     fn golden_bytes() {
         let mut out = Vec::new();
         Message::Params(params()).encode(&mut out);
-        assert_eq!(out, [0x10, 0, 0, 2, 2, 0, 0, 0xbb, 0x80, 0, 240, 1, 2, 3, 4]);
+        assert_eq!(
+            out,
+            [0x10, 0, 0, 2, 2, 0, 0, 0xbb, 0x80, 0, 240, 1, 2, 3, 4]
+        );
         out.clear();
-        Message::Goodbye(Goodbye { reason: GoodbyeReason::EndOfStream, end_position: 258 })
-            .encode(&mut out);
+        Message::Goodbye(Goodbye {
+            reason: GoodbyeReason::EndOfStream,
+            end_position: 258,
+        })
+        .encode(&mut out);
         assert_eq!(out, [0x13, 1, 0, 0, 0, 0, 0, 0, 1, 2]);
         let mut framed = Vec::new();
         encode_frame(&[0x12], &mut framed).expect("small frame");
@@ -361,9 +377,17 @@ mod tests {
             Message::Confirm([9; 32]),
             Message::AuthFailed,
             Message::Params(params()),
-            Message::Heartbeat(Heartbeat { seq: 7, time_us: 1 << 40, received: 5, lost: 1 }),
+            Message::Heartbeat(Heartbeat {
+                seq: 7,
+                time_us: 1 << 40,
+                received: 5,
+                lost: 1,
+            }),
             Message::UdpReady,
-            Message::Goodbye(Goodbye { reason: GoodbyeReason::Shutdown, end_position: 0 }),
+            Message::Goodbye(Goodbye {
+                reason: GoodbyeReason::Shutdown,
+                end_position: 0,
+            }),
         ];
         for m in msgs {
             let mut b = Vec::new();
@@ -383,7 +407,10 @@ mod tests {
             let mut b = Vec::new();
             Message::Params(params()).encode(&mut b);
             b[i] = v;
-            assert!(matches!(Message::decode(&b), Err(WireError::BadValue(_))), "byte {i}={v}");
+            assert!(
+                matches!(Message::decode(&b), Err(WireError::BadValue(_))),
+                "byte {i}={v}"
+            );
         }
     }
 

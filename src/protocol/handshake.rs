@@ -46,7 +46,9 @@ fn finish(
     if peer_msg.len() != PAKE_MSG_LEN {
         return Err(HandshakeError::BadMessage);
     }
-    let shared = state.finish(peer_msg).map_err(|_| HandshakeError::BadMessage)?;
+    let shared = state
+        .finish(peer_msg)
+        .map_err(|_| HandshakeError::BadMessage)?;
     let t = transcript(&[lines.0.as_bytes(), lines.1.as_bytes(), msgs.0, msgs.1]);
     Ok(SessionKeys::derive(&shared, &t))
 }
@@ -176,12 +178,18 @@ mod tests {
         let (keys, same) = run("hunter2", "hunter2");
         assert!(keys.is_ok() && same);
         let (keys, same) = run("", "");
-        assert!(keys.is_ok() && same, "empty password still gives an encrypted session");
+        assert!(
+            keys.is_ok() && same,
+            "empty password still gives an encrypted session"
+        );
     }
 
     #[test]
     fn wrong_password_fails_at_the_server() {
-        assert_eq!(run("hunter2", "hunter3").0.err(), Some(HandshakeError::AuthFailed));
+        assert_eq!(
+            run("hunter2", "hunter3").0.err(),
+            Some(HandshakeError::AuthFailed)
+        );
     }
 
     #[test]
@@ -189,7 +197,9 @@ mod tests {
         let pw = "correct horse battery staple";
         let (_, m1) = ClientHandshake::start(pw, CL, SL);
         assert_eq!(m1.len(), PAKE_MSG_LEN);
-        assert!(!m1.windows(4).any(|w| pw.as_bytes().windows(4).any(|p| p == w)));
+        assert!(!m1
+            .windows(4)
+            .any(|w| pw.as_bytes().windows(4).any(|p| p == w)));
     }
 
     #[test]
@@ -198,13 +208,22 @@ mod tests {
         let mut s = ServerHandshake::new("pw", CL, "ECHOWARP/1.0 other\n");
         let m2 = s.handle_client_pake(&m1).expect("valid message");
         let tag_c = c.handle_server_pake(&m2).expect("valid message");
-        assert_eq!(s.handle_client_confirm(&tag_c).err(), Some(HandshakeError::AuthFailed));
+        assert_eq!(
+            s.handle_client_confirm(&tag_c).err(),
+            Some(HandshakeError::AuthFailed)
+        );
     }
 
     #[test]
     fn malformed_messages_are_rejected() {
         let mut s = ServerHandshake::new("pw", CL, SL);
-        assert_eq!(s.handle_client_pake(&[0; 5]), Err(HandshakeError::BadMessage));
-        assert_eq!(s.handle_client_pake(&[0xff; PAKE_MSG_LEN]), Err(HandshakeError::BadMessage));
+        assert_eq!(
+            s.handle_client_pake(&[0; 5]),
+            Err(HandshakeError::BadMessage)
+        );
+        assert_eq!(
+            s.handle_client_pake(&[0xff; PAKE_MSG_LEN]),
+            Err(HandshakeError::BadMessage)
+        );
     }
 }

@@ -34,7 +34,10 @@ impl Ident {
 
     /// The line as sent, newline included.
     pub fn to_line(&self) -> String {
-        format!("{PREFIX}{}.{} {}\n", self.major, self.minor, self.app_version)
+        format!(
+            "{PREFIX}{}.{} {}\n",
+            self.major, self.minor, self.app_version
+        )
     }
 
     /// `major.minor`, as shown in a 409 line.
@@ -114,7 +117,9 @@ impl Status {
             Status::Unauthorized => "401 Unauthorized (Invalid password)\n".to_owned(),
             Status::Forbidden => "403 Forbidden (Client is banned)\n".to_owned(),
             Status::Conflict { server, client } => {
-                format!("409 Conflict (Client version mismatch: server {server}, client {client})\n")
+                format!(
+                    "409 Conflict (Client version mismatch: server {server}, client {client})\n"
+                )
             }
             Status::ServiceUnavailable => "503 Service Unavailable (Server is full)\n".to_owned(),
         }
@@ -150,7 +155,10 @@ impl Status {
 pub fn check_client_line(line: &[u8], ours: &Ident, full: bool) -> Result<Ident, Status> {
     let theirs = Ident::parse(line).ok_or(Status::BadRequest)?;
     if theirs.major != ours.major {
-        return Err(Status::Conflict { server: ours.version(), client: theirs.version() });
+        return Err(Status::Conflict {
+            server: ours.version(),
+            client: theirs.version(),
+        });
     }
     if full {
         return Err(Status::ServiceUnavailable);
@@ -190,9 +198,15 @@ mod tests {
     #[test]
     fn server_answers_400_409_503() {
         let ours = Ident::ours(None);
-        assert_eq!(check_client_line(b"hello\n", &ours, false), Err(Status::BadRequest));
-        let err = check_client_line(b"ECHOWARP/99.0 x\n", &ours, false).unwrap_err();
-        assert_eq!(err.to_line(), "409 Conflict (Client version mismatch: server 1.0, client 99.0)\n");
+        assert_eq!(
+            check_client_line(b"hello\n", &ours, false),
+            Err(Status::BadRequest)
+        );
+        let err = check_client_line(b"ECHOWARP/99.0 x\n", &ours, false).expect_err("major 99 is refused");
+        assert_eq!(
+            err.to_line(),
+            "409 Conflict (Client version mismatch: server 1.0, client 99.0)\n"
+        );
         assert_eq!(
             check_client_line(ours.to_line().as_bytes(), &ours, true),
             Err(Status::ServiceUnavailable)
@@ -206,7 +220,10 @@ mod tests {
             Status::BadRequest,
             Status::Unauthorized,
             Status::Forbidden,
-            Status::Conflict { server: "1.0".into(), client: "2.3".into() },
+            Status::Conflict {
+                server: "1.0".into(),
+                client: "2.3".into(),
+            },
             Status::ServiceUnavailable,
         ] {
             assert_eq!(Status::parse(s.to_line().as_bytes()), Some(s));

@@ -160,14 +160,20 @@ impl std::fmt::Debug for ControlCipher {
 impl ControlCipher {
     /// A cipher for one direction, starting at counter 0.
     pub fn new(key: &Secret32) -> Self {
-        Self { aead: aead(key), counter: 0 }
+        Self {
+            aead: aead(key),
+            counter: 0,
+        }
     }
 
     /// Encrypts `body` in place and appends the tag.
     pub fn seal(&mut self, body: &mut Vec<u8>) {
         let nonce = nonce_for(self.counter);
         self.counter += 1;
-        match self.aead.encrypt_inout_detached(&nonce, &[], body.as_mut_slice().into()) {
+        match self
+            .aead
+            .encrypt_inout_detached(&nonce, &[], body.as_mut_slice().into())
+        {
             Ok(tag) => body.extend_from_slice(&tag),
             // ChaCha20-Poly1305 fails only past 256 GiB in one message; frames are 16 KiB at most.
             Err(_) => unreachable!("control frame too large for ChaCha20-Poly1305"),

@@ -25,11 +25,17 @@ impl Default for ReplayWindow {
 impl ReplayWindow {
     /// An empty window: every counter is fresh.
     pub fn new() -> Self {
-        Self { next: 0, bitmap: [0; WORDS] }
+        Self {
+            next: 0,
+            bitmap: [0; WORDS],
+        }
     }
 
     fn slot(counter: u64) -> (usize, u64) {
-        (((counter / WORD_BITS) % WORDS as u64) as usize, 1 << (counter % WORD_BITS))
+        (
+            ((counter / WORD_BITS) % WORDS as u64) as usize,
+            1 << (counter % WORD_BITS),
+        )
     }
 
     /// True when `counter` is new and not too old: worth authenticating.

@@ -12,9 +12,15 @@ use super::StoreError;
 /// # Errors
 /// [`StoreError::Io`] when the folder cannot be created or the file written.
 pub fn write_atomic(path: &Path, contents: &[u8], private: bool) -> Result<(), StoreError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let mut opts = OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -58,7 +64,9 @@ mod tests {
             let mode = fs::metadata(&p).expect("metadata").permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
-        let leftovers = fs::read_dir(p.parent().expect("parent")).expect("list").count();
+        let leftovers = fs::read_dir(p.parent().expect("parent"))
+            .expect("list")
+            .count();
         assert_eq!(leftovers, 1, "no temporary file left behind");
     }
 }

@@ -37,7 +37,11 @@ impl BanList {
     /// # Errors
     /// [`StoreError::Io`] when the file exists but cannot be read.
     pub fn load(path: &Path) -> Result<Self, StoreError> {
-        let mut list = Self { path: path.to_owned(), ips: BTreeSet::new(), stamp: None };
+        let mut list = Self {
+            path: path.to_owned(),
+            ips: BTreeSet::new(),
+            stamp: None,
+        };
         list.read()?;
         Ok(list)
     }
@@ -59,7 +63,11 @@ impl BanList {
                 Ok(ip) => {
                     self.ips.insert(canonical(ip));
                 }
-                Err(_) => tracing::warn!("{}:{}: not an IP address: {line:?}", self.path.display(), n + 1),
+                Err(_) => tracing::warn!(
+                    "{}:{}: not an IP address: {line:?}",
+                    self.path.display(),
+                    n + 1
+                ),
             }
         }
         Ok(())
@@ -145,7 +153,10 @@ pub struct FailureCounter {
 impl FailureCounter {
     /// Bans after `threshold` failures.
     pub fn new(threshold: u32) -> Self {
-        Self { threshold, counts: HashMap::new() }
+        Self {
+            threshold,
+            counts: HashMap::new(),
+        }
     }
 
     /// Records a failure; returns the count so far and whether it reached the ban threshold.
@@ -173,7 +184,10 @@ mod tests {
         let v4: IpAddr = "10.1.2.3".parse().expect("ip");
         let mapped: IpAddr = "::ffff:10.1.2.3".parse().expect("ip");
         assert!(list.add(mapped).expect("saved"));
-        assert!(list.contains(v4), "mapped and plain forms are the same client");
+        assert!(
+            list.contains(v4),
+            "mapped and plain forms are the same client"
+        );
         assert_eq!(fs::read_to_string(&path).expect("read"), "10.1.2.3\n");
         assert!(BanList::load(&path).expect("reload").contains(v4));
         fs::write(&path, "# edited by hand\n10.1.2.3\n::1\nnot-an-ip\n").expect("edit");

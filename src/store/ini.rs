@@ -11,7 +11,10 @@ pub const SECTION: &str = "[echowarp_conf]";
 
 /// Whether the text is an EchoWarp 0.4 INI profile.
 pub fn looks_like_ini(text: &str) -> bool {
-    text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';')) == Some(SECTION)
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
+        == Some(SECTION)
 }
 
 /// Converts an EchoWarp 0.4 INI profile into a [`Profile`].
@@ -31,19 +34,40 @@ pub fn import(text: &str, path: &Path) -> Result<Profile, StoreError> {
             key: (!key.is_empty()).then(|| key.to_owned()),
             message,
         };
-        let (key, value) = line.split_once('=').ok_or_else(|| err("", format!("expected key=value, found {line:?}")))?;
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| err("", format!("expected key=value, found {line:?}")))?;
         let (key, value) = (key.trim(), value.trim());
         let boolean = || match value.to_ascii_lowercase().as_str() {
             "true" => Ok(true),
             "false" => Ok(false),
             _ => Err(err(key, format!("value {value:?} must be True or False"))),
         };
-        let number = || value.parse::<u32>().map_err(|_| err(key, format!("value {value:?} must be a whole number")));
+        let number = || {
+            value
+                .parse::<u32>()
+                .map_err(|_| err(key, format!("value {value:?} must be a whole number")))
+        };
         match key {
-            "is_server" => p.role = if boolean()? { Role::Server } else { Role::Client },
-            "is_input_audio_device" => p.device_kind = if boolean()? { DeviceKind::Input } else { DeviceKind::Output },
+            "is_server" => {
+                p.role = if boolean()? {
+                    Role::Server
+                } else {
+                    Role::Client
+                }
+            }
+            "is_input_audio_device" => {
+                p.device_kind = if boolean()? {
+                    DeviceKind::Input
+                } else {
+                    DeviceKind::Output
+                }
+            }
             "udp_port" => {
-                p.port = u16::try_from(number()?).ok().filter(|&v| v != 0).ok_or_else(|| err(key, "port must be between 1 and 65535".into()))?
+                p.port = u16::try_from(number()?)
+                    .ok()
+                    .filter(|&v| v != 0)
+                    .ok_or_else(|| err(key, "port must be between 1 and 65535".into()))?
             }
             "socket_buffer_size" => p.socket_buffer_size = number()?,
             "device_id" => p.device = number()?.to_string(),
@@ -56,7 +80,12 @@ pub fn import(text: &str, path: &Path) -> Result<Profile, StoreError> {
             "is_error_log" => p.error_log = boolean()?,
             // Device names are Unicode here; the charset settings have nothing left to do.
             "device_encoding_names" | "ignore_device_encoding_names" => {}
-            _ => return Err(err(key, format!("unknown key `{key}` in an EchoWarp 0.4 profile"))),
+            _ => {
+                return Err(err(
+                    key,
+                    format!("unknown key `{key}` in an EchoWarp 0.4 profile"),
+                ))
+            }
         }
     }
     Ok(p)

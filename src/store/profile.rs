@@ -55,7 +55,13 @@ pub struct AudioSettings {
 
 impl Default for AudioSettings {
     fn default() -> Self {
-        Self { sample_rate: 0, channels: 0, codec: CodecName::Pcm, frame_ms: 5, target_latency_ms: 10 }
+        Self {
+            sample_rate: 0,
+            channels: 0,
+            codec: CodecName::Pcm,
+            frame_ms: 5,
+            target_latency_ms: 10,
+        }
     }
 }
 
@@ -122,10 +128,13 @@ impl Default for Profile {
 
 /// The 1-based line on which `key` is assigned (first match), for error messages.
 fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let l = l.trim_start();
-        l.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
-    }).map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 fn line_of_offset(text: &str, offset: usize) -> usize {
@@ -154,16 +163,26 @@ impl Profile {
                 message.split('`').nth(1).map(str::to_owned)
             });
             if let Some(k) = &key {
-                message = message.replace(&format!("unknown field `{k}`"), &format!("unknown key `{k}`"));
+                message = message.replace(
+                    &format!("unknown field `{k}`"),
+                    &format!("unknown key `{k}`"),
+                );
             }
-            StoreError::Profile { path: path.to_owned(), line, key, message }
+            StoreError::Profile {
+                path: path.to_owned(),
+                line,
+                key,
+                message,
+            }
         })?;
-        profile.validate().map_err(|(key, message)| StoreError::Profile {
-            path: path.to_owned(),
-            line: line_of_key(text, key).unwrap_or(1),
-            key: Some(key.to_owned()),
-            message,
-        })?;
+        profile
+            .validate()
+            .map_err(|(key, message)| StoreError::Profile {
+                path: path.to_owned(),
+                line: line_of_key(text, key).unwrap_or(1),
+                key: Some(key.to_owned()),
+                message,
+            })?;
         Ok(profile)
     }
 
@@ -182,19 +201,31 @@ impl Profile {
             return Err(("max_clients", "at least one client must be allowed".into()));
         }
         if self.audio.channels > 2 {
-            return Err(("channels", "channels must be 0 (the device's own), 1 or 2".into()));
+            return Err((
+                "channels",
+                "channels must be 0 (the device's own), 1 or 2".into(),
+            ));
         }
         if self.audio.sample_rate != 0 && !(8_000..=192_000).contains(&self.audio.sample_rate) {
-            return Err(("sample_rate", "sample_rate must be 0 or between 8000 and 192000".into()));
+            return Err((
+                "sample_rate",
+                "sample_rate must be 0 or between 8000 and 192000".into(),
+            ));
         }
         if !(1..=20).contains(&self.audio.frame_ms) {
             return Err(("frame_ms", "frame_ms must be between 1 and 20".into()));
         }
         if self.audio.target_latency_ms > 2_000 {
-            return Err(("target_latency_ms", "target_latency_ms must be at most 2000".into()));
+            return Err((
+                "target_latency_ms",
+                "target_latency_ms must be at most 2000".into(),
+            ));
         }
         if self.audio.codec == CodecName::Opus {
-            return Err(("codec", "codec \"opus\" is not available in this build yet; use \"pcm\"".into()));
+            return Err((
+                "codec",
+                "codec \"opus\" is not available in this build yet; use \"pcm\"".into(),
+            ));
         }
         crate::audio::DeviceSpec::parse(&self.device).map_err(|e| ("device", e.to_string()))?;
         Ok(())
@@ -298,15 +329,23 @@ mod tests {
 
     #[test]
     fn written_profile_reads_back_identically() {
-        let mut p = Profile::default();
-        p.role = Role::Client;
-        p.server_address = "host \"quoted\"".into();
-        p.password = "p@ss=word#1".into();
-        p.device = "wav:/tmp/a b.wav".into();
+        let mut p = Profile {
+            role: Role::Client,
+            server_address: "host \"quoted\"".into(),
+            password: "p@ss=word#1".into(),
+            device: "wav:/tmp/a b.wav".into(),
+            ..Profile::default()
+        };
         p.audio.target_latency_ms = 40;
         let text = p.to_toml();
-        assert_eq!(Profile::parse(&text, Path::new("p.toml")).expect("parses"), p);
-        assert_eq!(Profile::parse("", Path::new("p.toml")).expect("empty is defaults"), Profile::default());
+        assert_eq!(
+            Profile::parse(&text, Path::new("p.toml")).expect("parses"),
+            p
+        );
+        assert_eq!(
+            Profile::parse("", Path::new("p.toml")).expect("empty is defaults"),
+            Profile::default()
+        );
     }
 
     #[test]
@@ -314,7 +353,9 @@ mod tests {
         let text = "version = 1\nrole = \"server\"\nport = \"abc\"\n";
         let e = Profile::parse(text, Path::new("p.toml")).expect_err("bad port type");
         match e {
-            StoreError::Profile { line, key, .. } => assert_eq!((line, key.as_deref()), (3, Some("port"))),
+            StoreError::Profile { line, key, .. } => {
+                assert_eq!((line, key.as_deref()), (3, Some("port")))
+            }
             other => panic!("unexpected {other:?}"),
         }
         let e = Profile::parse("\n\nport = 0\n", Path::new("p.toml")).expect_err("port 0");

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use crate::audio::{DeviceKind, DeviceSpec};
-use crate::engine::{ClientConfig, Command, EngineError, EngineHandle, Event, Outcome, Role as EngineRole, ServerConfig, Stats};
+use crate::engine::{
+    ClientConfig, Command, EngineError, EngineHandle, Event, Outcome, Role as EngineRole,
+    ServerConfig, Stats,
+};
 use crate::protocol::frame::SecurityMode;
 use crate::store::bans::BanList;
 use crate::store::paths;
@@ -34,16 +37,33 @@ pub struct Args {
     #[arg(short = 'o', long = "output")]
     pub output: bool,
     /// One port for TCP control and UDP audio [default: 4415]
-    #[arg(short = 'u', long = "udp-port", visible_alias = "port", alias = "udp_port", value_name = "PORT")]
+    #[arg(
+        short = 'u',
+        long = "udp-port",
+        visible_alias = "port",
+        alias = "udp_port",
+        value_name = "PORT"
+    )]
     pub port: Option<u16>,
     /// Client: the server's host name or IP (IPv4 or IPv6)
-    #[arg(short = 'a', long = "server-address", alias = "server_address", value_name = "HOST")]
+    #[arg(
+        short = 'a',
+        long = "server-address",
+        alias = "server_address",
+        value_name = "HOST"
+    )]
     pub server_address: Option<String>,
     /// Server: listen only on this address (default: all interfaces, IPv4 and IPv6)
     #[arg(long = "bind", value_name = "ADDR")]
     pub bind: Option<IpAddr>,
     /// Device: index or name from --list-devices, default, wav:PATH, tone:HZ or null
-    #[arg(short = 'd', long = "device-id", visible_alias = "device", alias = "device_id", value_name = "DEVICE")]
+    #[arg(
+        short = 'd',
+        long = "device-id",
+        visible_alias = "device",
+        alias = "device_id",
+        value_name = "DEVICE"
+    )]
     pub device: Option<String>,
     /// Shared password (never sent over the network)
     #[arg(short = 'p', long = "password")]
@@ -52,7 +72,11 @@ pub struct Args {
     #[arg(long = "ssl")]
     pub ssl: bool,
     /// Server: do not encrypt audio
-    #[arg(long = "no-encryption", alias = "no_encryption", conflicts_with = "ssl")]
+    #[arg(
+        long = "no-encryption",
+        alias = "no_encryption",
+        conflicts_with = "ssl"
+    )]
     pub no_encryption: bool,
     /// Server, with encryption off: a keyed BLAKE3 tag on every packet
     #[arg(short = 'i', long = "integrity-control", alias = "integrity_control")]
@@ -64,10 +88,21 @@ pub struct Args {
     #[arg(short = 'w', long = "workers", value_name = "N")]
     pub workers: Option<u32>,
     /// UDP socket buffer in bytes (0 = OS default)
-    #[arg(short = 'b', long = "socket-buffer-size", alias = "socket_buffer_size", value_name = "BYTES")]
+    #[arg(
+        short = 'b',
+        long = "socket-buffer-size",
+        alias = "socket_buffer_size",
+        value_name = "BYTES"
+    )]
     pub socket_buffer_size: Option<u32>,
     /// Read a TOML profile (or an EchoWarp 0.4 INI .conf); flags beside it override it
-    #[arg(short = 'f', long = "config-file", visible_alias = "profile", alias = "config_file", value_name = "PATH")]
+    #[arg(
+        short = 'f',
+        long = "config-file",
+        visible_alias = "profile",
+        alias = "config_file",
+        value_name = "PATH"
+    )]
     pub config_file: Option<PathBuf>,
     /// Write the effective settings as a TOML profile (default: the profile path) and continue
     #[arg(short = 's', long = "save-config", alias = "save_config", value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
@@ -76,10 +111,18 @@ pub struct Args {
     #[arg(short = 'l', long = "is-error-log", alias = "is_error_log")]
     pub error_log: bool,
     /// Accepted for compatibility: device names are Unicode here
-    #[arg(short = 'e', long = "device-encoding-names", alias = "device_encoding_names", value_name = "CHARSET")]
+    #[arg(
+        short = 'e',
+        long = "device-encoding-names",
+        alias = "device_encoding_names",
+        value_name = "CHARSET"
+    )]
     pub device_encoding_names: Option<String>,
     /// Accepted for compatibility: device names are Unicode here
-    #[arg(long = "ignore-device-encoding-names", alias = "ignore_device_encoding_names")]
+    #[arg(
+        long = "ignore-device-encoding-names",
+        alias = "ignore_device_encoding_names"
+    )]
     pub ignore_device_encoding_names: bool,
     /// Print input and output devices and exit
     #[arg(long = "list-devices", alias = "list_devices")]
@@ -126,18 +169,34 @@ pub struct CliError {
 
 impl CliError {
     fn usage(message: impl Into<String>) -> Self {
-        Self { code: EXIT_USAGE, message: message.into(), hints: Vec::new() }
+        Self {
+            code: EXIT_USAGE,
+            message: message.into(),
+            hints: Vec::new(),
+        }
     }
 
     fn runtime(message: impl Into<String>) -> Self {
-        Self { code: EXIT_RUNTIME, message: message.into(), hints: Vec::new() }
+        Self {
+            code: EXIT_RUNTIME,
+            message: message.into(),
+            hints: Vec::new(),
+        }
     }
 }
 
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
-        let code = if matches!(e, StoreError::Profile { .. }) { EXIT_USAGE } else { EXIT_RUNTIME };
-        Self { code, message: super::display_chain(&e), hints: Vec::new() }
+        let code = if matches!(e, StoreError::Profile { .. }) {
+            EXIT_USAGE
+        } else {
+            EXIT_RUNTIME
+        };
+        Self {
+            code,
+            message: super::display_chain(&e),
+            hints: Vec::new(),
+        }
     }
 }
 
@@ -145,8 +204,12 @@ impl From<EngineError> for CliError {
     fn from(e: EngineError) -> Self {
         let hints = match &e {
             EngineError::Unauthorized => vec!["check the password (-p) on both sides".into()],
-            EngineError::Banned => vec!["ask the server's owner to run `echowarp --unban <your IP>`".into()],
-            EngineError::VersionMismatch { .. } => vec!["install the same EchoWarp release on both computers".into()],
+            EngineError::Banned => {
+                vec!["ask the server's owner to run `echowarp --unban <your IP>`".into()]
+            }
+            EngineError::VersionMismatch { .. } => {
+                vec!["install the same EchoWarp release on both computers".into()]
+            }
             EngineError::ConnectFailed { .. } => vec![
                 "is the EchoWarp server running?".into(),
                 "is the server address (-a) right?".into(),
@@ -156,7 +219,11 @@ impl From<EngineError> for CliError {
             ],
             _ => Vec::new(),
         };
-        Self { code: e.exit_code(), message: e.to_string(), hints }
+        Self {
+            code: e.exit_code(),
+            message: e.to_string(),
+            hints,
+        }
     }
 }
 
@@ -208,7 +275,8 @@ pub fn effective_profile(args: &Args) -> Result<Profile, CliError> {
     if args.error_log {
         p.error_log = true;
     }
-    p.validate().map_err(|(key, msg)| CliError::usage(format!("{key}: {msg}")))?;
+    p.validate()
+        .map_err(|(key, msg)| CliError::usage(format!("{key}: {msg}")))?;
     Ok(p)
 }
 
@@ -244,7 +312,12 @@ pub fn engine_role(p: &Profile, args: &Args) -> Result<EngineRole, CliError> {
                 return Err(CliError::usage("a client needs the server's address: -a HOST (or server_address in the profile)"));
             }
             Ok(EngineRole::Client(ClientConfig {
-                server: p.server_address.trim().trim_start_matches('[').trim_end_matches(']').to_owned(),
+                server: p
+                    .server_address
+                    .trim()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
                 port: p.port,
                 device,
                 password: p.password.clone(),
@@ -263,8 +336,12 @@ pub fn engine_role(p: &Profile, args: &Args) -> Result<EngineRole, CliError> {
 /// [`CliError`] when the devices or the ban list cannot be read or written.
 pub fn run_admin(args: &Args) -> Result<bool, CliError> {
     if args.list_devices {
-        let devices = crate::audio::cpal_backend::list_devices().map_err(|e| CliError::runtime(super::display_chain(&e)))?;
-        println!("{:>5}  {:<6} {:<28} {:<9} {:>3}  {:<13} name", "index", "kind", "id", "default", "ch", "rates (Hz)");
+        let devices = crate::audio::cpal_backend::list_devices()
+            .map_err(|e| CliError::runtime(super::display_chain(&e)))?;
+        println!(
+            "{:>5}  {:<6} {:<28} {:<9} {:>3}  {:<13} name",
+            "index", "kind", "id", "default", "ch", "rates (Hz)"
+        );
         for d in devices {
             let kind = match (d.input, d.output) {
                 (true, true) => "in+out",
@@ -277,8 +354,15 @@ pub fn run_admin(args: &Args) -> Result<bool, CliError> {
                 (false, true) => "output",
                 _ => "",
             };
-            let rates = if d.rates.0 == d.rates.1 { d.rates.0.to_string() } else { format!("{}-{}", d.rates.0, d.rates.1) };
-            println!("{:>5}  {kind:<6} {:<28} {default:<9} {:>3}  {rates:<13} {}", d.index, d.id, d.max_channels, d.name);
+            let rates = if d.rates.0 == d.rates.1 {
+                d.rates.0.to_string()
+            } else {
+                format!("{}-{}", d.rates.0, d.rates.1)
+            };
+            println!(
+                "{:>5}  {kind:<6} {:<28} {default:<9} {:>3}  {rates:<13} {}",
+                d.index, d.id, d.max_channels, d.name
+            );
         }
         println!("\nalso: default, wav:PATH, tone:HZ (server), null");
         return Ok(true);
@@ -315,7 +399,11 @@ pub fn run_admin(args: &Args) -> Result<bool, CliError> {
 /// # Errors
 /// [`CliError`] when it cannot be written.
 pub fn save_profile(p: &Profile, target: &str) -> Result<PathBuf, CliError> {
-    let path = if target.is_empty() { paths::profile_path()? } else { PathBuf::from(target) };
+    let path = if target.is_empty() {
+        paths::profile_path()?
+    } else {
+        PathBuf::from(target)
+    };
     p.save(&path)?;
     Ok(path)
 }
@@ -323,10 +411,25 @@ pub fn save_profile(p: &Profile, target: &str) -> Result<PathBuf, CliError> {
 fn status_text(s: &Stats, client: bool) -> String {
     if client {
         let total = s.packets + s.lost;
-        let loss = if total == 0 { 0.0 } else { 100.0 * s.lost as f64 / total as f64 };
-        format!("{} | {} | {} packets, {} lost ({loss:.1}%), buffer {}", s.peer, s.format, s.packets, s.lost, s.depth)
+        let loss = if total == 0 {
+            0.0
+        } else {
+            100.0 * s.lost as f64 / total as f64
+        };
+        format!(
+            "{} | {} | {} packets, {} lost ({loss:.1}%), buffer {}",
+            s.peer, s.format, s.packets, s.lost, s.depth
+        )
     } else {
-        format!("{} | {} | {} client{}, {} packets sent, {} dropped", s.peer, s.format, s.clients, if s.clients == 1 { "" } else { "s" }, s.packets, s.dropped)
+        format!(
+            "{} | {} | {} client{}, {} packets sent, {} dropped",
+            s.peer,
+            s.format,
+            s.clients,
+            if s.clients == 1 { "" } else { "s" },
+            s.packets,
+            s.dropped
+        )
     }
 }
 
@@ -337,7 +440,8 @@ fn status_text(s: &Stats, client: bool) -> String {
 pub fn run_engine(role: EngineRole, quiet: bool) -> Result<Outcome, CliError> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(|e| CliError::runtime(format!("cannot install signal handler: {e}")))?;
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| CliError::runtime(format!("cannot install signal handler: {e}")))?;
     }
     let client = matches!(role, EngineRole::Client(_));
     let handle = EngineHandle::start(role)?;
@@ -363,12 +467,24 @@ pub fn run_engine(role: EngineRole, quiet: bool) -> Result<Outcome, CliError> {
                 }
             }
             Ok(Event::Listening(addr)) => tracing::info!("listening on {addr}"),
-            Ok(Event::AuthFailed { ip, count, threshold }) => {
-                let limit = if threshold == 0 { "bans are off".to_owned() } else { format!("{count} of {threshold} before a ban") };
+            Ok(Event::AuthFailed {
+                ip,
+                count,
+                threshold,
+            }) => {
+                let limit = if threshold == 0 {
+                    "bans are off".to_owned()
+                } else {
+                    format!("{count} of {threshold} before a ban")
+                };
                 tracing::warn!("failed login from {ip} ({limit})");
             }
             Ok(Event::Connecting { attempt, of }) if attempt > 1 => {
-                let of = if of == 0 { "unlimited".to_owned() } else { of.to_string() };
+                let of = if of == 0 {
+                    "unlimited".to_owned()
+                } else {
+                    of.to_string()
+                };
                 tracing::info!("connecting (attempt {attempt} of {of})");
             }
             Ok(_) => {}

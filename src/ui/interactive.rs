@@ -33,11 +33,20 @@ impl Prompter<'_> {
             return Ok(Err(Eof));
         }
         let answer = line.trim();
-        Ok(Ok(if answer.is_empty() { default.to_owned() } else { answer.to_owned() }))
+        Ok(Ok(if answer.is_empty() {
+            default.to_owned()
+        } else {
+            answer.to_owned()
+        }))
     }
 
     /// Asks until `parse` accepts the answer.
-    fn ask_parsed<T>(&mut self, question: &str, default: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Result<T, Eof>, io::Error> {
+    fn ask_parsed<T>(
+        &mut self,
+        question: &str,
+        default: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Result<T, Eof>, io::Error> {
         loop {
             let answer = match self.ask(question, default)? {
                 Ok(a) => a,
@@ -80,30 +89,54 @@ macro_rules! answer {
 ///
 /// # Errors
 /// I/O errors on the terminal.
-pub fn setup(base: Profile, input: &mut dyn BufRead, out: &mut dyn Write, devices: &[String]) -> io::Result<Option<Choice>> {
+pub fn setup(
+    base: Profile,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    devices: &[String],
+) -> io::Result<Option<Choice>> {
     let mut p = base;
     let mut q = Prompter { input, out };
-    writeln!(q.out, "EchoWarp setup. Press Enter to keep the value in brackets.")?;
+    writeln!(
+        q.out,
+        "EchoWarp setup. Press Enter to keep the value in brackets."
+    )?;
     let role_default = match p.role {
         Role::Server => "server",
         Role::Client => "client",
     };
-    p.role = answer!(q.ask_parsed("Role: server (capture and send) or client (receive and play)", role_default, |a| {
-        match a.to_ascii_lowercase().as_str() {
-            "server" | "s" => Ok(Role::Server),
-            "client" | "c" => Ok(Role::Client),
-            _ => Err("answer server or client".into()),
+    p.role = answer!(q.ask_parsed(
+        "Role: server (capture and send) or client (receive and play)",
+        role_default,
+        |a| {
+            match a.to_ascii_lowercase().as_str() {
+                "server" | "s" => Ok(Role::Server),
+                "client" | "c" => Ok(Role::Client),
+                _ => Err("answer server or client".into()),
+            }
         }
-    }));
+    ));
     if p.role == Role::Client {
         let current = p.server_address.clone();
-        p.server_address = answer!(q.ask_parsed("Server address (host name or IP)", &current, |a| {
-            if a.trim().is_empty() { Err("a client needs the server's address".into()) } else { Ok(a.trim().to_owned()) }
-        }));
+        p.server_address =
+            answer!(
+                q.ask_parsed("Server address (host name or IP)", &current, |a| {
+                    if a.trim().is_empty() {
+                        Err("a client needs the server's address".into())
+                    } else {
+                        Ok(a.trim().to_owned())
+                    }
+                })
+            );
     }
-    p.port = answer!(q.ask_parsed("Port (TCP and UDP)", &p.port.to_string(), |a| {
-        a.parse::<u16>().ok().filter(|&v| v != 0).ok_or_else(|| "a port is a number from 1 to 65535".to_owned())
-    }));
+    p.port = answer!(
+        q.ask_parsed("Port (TCP and UDP)", &p.port.to_string(), |a| {
+            a.parse::<u16>()
+                .ok()
+                .filter(|&v| v != 0)
+                .ok_or_else(|| "a port is a number from 1 to 65535".to_owned())
+        })
+    );
     if !devices.is_empty() {
         writeln!(q.out, "Devices:")?;
         for d in devices {
@@ -111,16 +144,41 @@ pub fn setup(base: Profile, input: &mut dyn BufRead, out: &mut dyn Write, device
         }
     }
     let current = p.device.clone();
-    p.device = answer!(q.ask_parsed("Device (index, name, default, wav:PATH, tone:HZ, null)", &current, |a| {
-        DeviceSpec::parse(a).map(|_| a.to_owned()).map_err(|e| e.to_string())
-    }));
+    p.device = answer!(q.ask_parsed(
+        "Device (index, name, default, wav:PATH, tone:HZ, null)",
+        &current,
+        |a| {
+            DeviceSpec::parse(a)
+                .map(|_| a.to_owned())
+                .map_err(|e| e.to_string())
+        }
+    ));
     if p.role == Role::Server {
         let out_default = yn(p.device_kind == DeviceKind::Output);
-        let capture_output = answer!(q.ask_parsed("Capture what an output device plays (y/n)", out_default, yes_no));
-        p.device_kind = if capture_output { DeviceKind::Output } else { DeviceKind::Input };
+        let capture_output = answer!(q.ask_parsed(
+            "Capture what an output device plays (y/n)",
+            out_default,
+            yes_no
+        ));
+        p.device_kind = if capture_output {
+            DeviceKind::Output
+        } else {
+            DeviceKind::Input
+        };
     }
-    let pw_shown = if p.password.is_empty() { "none" } else { "keep" };
-    let pw = answer!(q.ask_parsed("Password (none for no password)", pw_shown, |a| Ok::<_, String>(a.to_owned())));
+    let pw_shown = if p.password.is_empty() {
+        "none"
+    } else {
+        "keep"
+    };
+    let pw = answer!(
+        q.ask_parsed("Password (none for no password)", pw_shown, |a| Ok::<
+            _,
+            String,
+        >(
+            a.to_owned()
+        ))
+    );
     match pw.as_str() {
         "keep" => {}
         "none" => p.password.clear(),
@@ -129,13 +187,27 @@ pub fn setup(base: Profile, input: &mut dyn BufRead, out: &mut dyn Write, device
     if p.role == Role::Server {
         p.encryption = answer!(q.ask_parsed("Encrypt audio (y/n)", yn(p.encryption), yes_no));
         if !p.encryption {
-            p.integrity = answer!(q.ask_parsed("Tag every packet for integrity (y/n)", yn(p.integrity), yes_no));
+            p.integrity = answer!(q.ask_parsed(
+                "Tag every packet for integrity (y/n)",
+                yn(p.integrity),
+                yes_no
+            ));
         }
-        p.max_clients = answer!(q.ask_parsed("Most clients at once", &p.max_clients.to_string(), |a| {
-            a.parse::<u32>().ok().filter(|&v| v > 0).ok_or_else(|| "a whole number, at least 1".to_owned())
-        }));
+        p.max_clients =
+            answer!(
+                q.ask_parsed("Most clients at once", &p.max_clients.to_string(), |a| {
+                    a.parse::<u32>()
+                        .ok()
+                        .filter(|&v| v > 0)
+                        .ok_or_else(|| "a whole number, at least 1".to_owned())
+                })
+            );
     }
-    let what = if p.role == Role::Server { "Failed logins before a ban (0 = never)" } else { "Connection attempts (0 = forever)" };
+    let what = if p.role == Role::Server {
+        "Failed logins before a ban (0 = never)"
+    } else {
+        "Connection attempts (0 = forever)"
+    };
     p.reconnect_attempts = answer!(q.ask_parsed(what, &p.reconnect_attempts.to_string(), |a| {
         a.parse::<u32>().map_err(|_| "a whole number".to_owned())
     }));

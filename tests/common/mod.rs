@@ -19,7 +19,9 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> Self {
-        Self { dir: tempfile::tempdir().expect("tempdir") }
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -80,7 +82,12 @@ impl Proc {
         let err = Arc::new(Mutex::new(String::new()));
         collect(child.stdout.take().expect("stdout"), out.clone());
         collect(child.stderr.take().expect("stderr"), err.clone());
-        Self { child, out, err, label: args.join(" ") }
+        Self {
+            child,
+            out,
+            err,
+            label: args.join(" "),
+        }
     }
 
     pub fn stderr(&self) -> String {
@@ -108,10 +115,18 @@ impl Proc {
                 if self.stderr().matches(needle).count() >= times {
                     return;
                 }
-                panic!("`{}` exited ({status}) before printing {needle:?}:\n{}", self.label, self.stderr());
+                panic!(
+                    "`{}` exited ({status}) before printing {needle:?}:\n{}",
+                    self.label,
+                    self.stderr()
+                );
             }
             if Instant::now() > deadline {
-                panic!("`{}` did not print {needle:?} within {timeout:?}:\n{}", self.label, self.stderr());
+                panic!(
+                    "`{}` did not print {needle:?} within {timeout:?}:\n{}",
+                    self.label,
+                    self.stderr()
+                );
             }
             thread::sleep(Duration::from_millis(10));
         }
@@ -130,20 +145,28 @@ impl Proc {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("`{}` still running after {timeout:?}:\n{}", self.label, self.stderr());
+                panic!(
+                    "`{}` still running after {timeout:?}:\n{}",
+                    self.label,
+                    self.stderr()
+                );
             }
             thread::sleep(Duration::from_millis(10));
         }
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().expect("kill");
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
         assert!(ok.success(), "kill -{sig} failed");
     }
 
     /// Resident memory in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -162,7 +185,11 @@ impl Drop for Proc {
 /// A port free for both TCP and UDP on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     for _ in 0..1000 {
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind tcp").local_addr().expect("addr").port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind tcp")
+            .local_addr()
+            .expect("addr")
+            .port();
         // The server binds [::] dual-stack for both protocols: check exactly that.
         if TcpListener::bind(("::", port)).is_ok() && UdpSocket::bind(("::", port)).is_ok() {
             return port;
@@ -173,7 +200,12 @@ pub fn free_port() -> u16 {
 
 /// Deterministic, noise-like 16-bit audio: every sample differs, so any slip or loss shows.
 pub fn write_test_wav(path: &Path, seconds: f32, rate: u32, channels: u16) -> Vec<i16> {
-    let spec = hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut w = hound::WavWriter::create(path, spec).expect("create wav");
     let n = (seconds * rate as f32) as usize * usize::from(channels);
     let mut x: u32 = 0x1234_5678;
@@ -194,7 +226,10 @@ pub fn write_test_wav(path: &Path, seconds: f32, rate: u32, channels: u16) -> Ve
 pub fn read_wav(path: &Path) -> (hound::WavSpec, Vec<i16>) {
     let r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let spec = r.spec();
-    let s = r.into_samples::<i16>().collect::<Result<Vec<_>, _>>().expect("samples");
+    let s = r
+        .into_samples::<i16>()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("samples");
     (spec, s)
 }
 
@@ -202,9 +237,19 @@ pub fn read_wav(path: &Path) -> (hound::WavSpec, Vec<i16>) {
 pub fn assert_sample_exact(want: &[i16], got: &[i16]) {
     let lead = got.iter().position(|&s| s != 0).unwrap_or(got.len());
     let body = &got[lead..];
-    assert_eq!(body.len(), want.len(), "recording has {} samples after {} of silence; source has {}", body.len(), lead, want.len());
+    assert_eq!(
+        body.len(),
+        want.len(),
+        "recording has {} samples after {} of silence; source has {}",
+        body.len(),
+        lead,
+        want.len()
+    );
     if let Some(i) = body.iter().zip(want).position(|(a, b)| a != b) {
-        panic!("first difference at sample {i}: got {}, want {}", body[i], want[i]);
+        panic!(
+            "first difference at sample {i}: got {}, want {}",
+            body[i], want[i]
+        );
     }
 }
 

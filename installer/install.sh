@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs EchoWarp on Debian/Ubuntu and starts it: builds the release binary, puts it on PATH,
+# then runs it on defaults (a server capturing the default input, or the saved profile).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+need=(build-essential pkg-config libasound2-dev libasound2-plugins)
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ! command -v cargo >/dev/null; then
+  echo "EchoWarp builds with Rust: install a current toolchain with rustup, then run this again." >&2
+  exit 1
+fi
+cargo build --release --locked
+if [ "$(id -u)" = 0 ]; then dest=/usr/local/bin; else dest="$HOME/.local/bin"; mkdir -p "$dest"; fi
+install -m 0755 target/release/echowarp "$dest/echowarp"
+echo "installed $dest/echowarp"
+case ":$PATH:" in *":$dest:"*) ;; *) echo "note: add $dest to your PATH" ;; esac
+if [ -t 0 ]; then
+  echo "starting EchoWarp (interactive setup; Ctrl-C stops it)"
+  exec "$dest/echowarp" -I
+else
+  echo "starting EchoWarp headless from the saved profile (Ctrl-C stops it)"
+  exec "$dest/echowarp"
+fi

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# EchoWarp's whole test run, as CI runs it: system packages, formatting, lints, every test,
+# bounded fuzzing. Works on a fresh Debian/Ubuntu machine with no sound card and no display.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build needs and test infrastructure (testing.md): ALSA headers for cpal; tcpdump to check that
+# no password crosses the wire; PipeWire with null sinks reached through ALSA for real devices.
+packages=(build-essential pkg-config libasound2-dev libasound2-plugins alsa-utils tcpdump
+          dbus pipewire pipewire-pulse wireplumber pulseaudio-utils sox)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "== installing: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --locked --all-targets 2>&1 | tee /tmp/echowarp-test.log
+if [ -x scripts/fuzz.sh ]; then
+  echo "== fuzzing (bounded)"
+  bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+fi
+echo "== all tests passed"
