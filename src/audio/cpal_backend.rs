@@ -4,7 +4,7 @@
 //! through a preallocated rtrb ring and bump atomic counters. cpal streams may not be `Send`, so
 //! each one lives on a small thread of its own that parks until the stream is dropped.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
@@ -307,7 +307,7 @@ fn choose_config(
             }
         }
         if let Some(b) = best {
-            return Ok((b.config(), b.sample_format()));
+            return Ok((with_small_buffer(&b), b.sample_format()));
         }
     }
     let d = if input {
@@ -322,7 +322,20 @@ fn choose_config(
             d.sample_format()
         )));
     }
-    Ok((d.config(), d.sample_format()))
+    Ok((with_small_buffer(&d), d.sample_format()))
+}
+
+/// Device buffer the callbacks work in: 5 ms where the device lets us choose, so that callbacks
+/// come often and small (big ones force a deep queue, which is latency).
+const DEVICE_BUFFER: std::time::Duration = std::time::Duration::from_millis(5);
+
+fn with_small_buffer(c: &cpal::SupportedStreamConfig) -> StreamConfig {
+    let mut config = c.config();
+    if let cpal::SupportedBufferSize::Range { min, max } = c.buffer_size() {
+        let want = (config.sample_rate as f64 * DEVICE_BUFFER.as_secs_f64()) as u32;
+        config.buffer_size = cpal::BufferSize::Fixed(want.clamp(*min, *max));
+    }
+    config
 }
 
 /// Holds a cpal stream on its own thread until dropped.
@@ -396,7 +409,11 @@ impl std::fmt::Debug for CpalSource {
 ///
 /// # Errors
 /// [`AudioError`] when no device matches or it offers no usable configuration.
-pub fn open_source(spec: &DeviceSpec, kind: DeviceKind) -> Result<Box<dyn Source>, AudioError> {
+pub fn open_source(
+    spec: &DeviceSpec,
+    kind: DeviceKind,
+    want: Option<StreamFormat>,
+) -> Result<Box<dyn Source>, AudioError> {
     let loopback = kind == DeviceKind::Output;
     let found = if loopback {
         find_loopback(spec)?
@@ -405,10 +422,10 @@ pub fn open_source(spec: &DeviceSpec, kind: DeviceKind) -> Result<Box<dyn Source
     };
     // WASAPI loopback: an output device opened for input.
     let as_input = !(loopback && cfg!(windows));
-    let want = Some(StreamFormat {
+    let want = Some(want.unwrap_or(StreamFormat {
         sample_rate: 48_000,
         channels: 2,
-    });
+    }));
     let (config, sample_format) = if as_input {
         choose_config(&found.device, true, want, &found.info.id)?
     } else {
@@ -458,20 +475,52 @@ impl Source for CpalSource {
 
     fn start(self: Box<Self>) -> Result<Capture, AudioError> {
         let format = self.format();
-        let cap = (format.sample_rate as usize / 2).max(4096) * usize::from(format.channels);
-        let (producer, consumer) = rtrb::RingBuffer::<i16>::new(cap);
-        let overruns = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicBool::new(false));
-        let (over, name) = (overruns.clone(), self.found.info.id.clone());
         let CpalSource {
             found,
             config,
             sample_format,
             ..
         } = *self;
+        let name = found.info.id.clone();
+        let mut last = None;
+        for buffer_size in buffer_choices(config.buffer_size) {
+            let config = StreamConfig {
+                buffer_size,
+                ..config
+            };
+            match start_capture(&found.device, &name, config, sample_format, format) {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| backend(&name, "no configuration to try")))
+    }
+}
+
+/// The buffer sizes to try: the one chosen, then the host's default.
+fn buffer_choices(first: cpal::BufferSize) -> Vec<cpal::BufferSize> {
+    match first {
+        cpal::BufferSize::Default => vec![cpal::BufferSize::Default],
+        fixed => vec![fixed, cpal::BufferSize::Default],
+    }
+}
+
+fn start_capture(
+    device: &cpal::Device,
+    name: &str,
+    config: StreamConfig,
+    sample_format: SampleFormat,
+    format: StreamFormat,
+) -> Result<Capture, AudioError> {
+    {
+        let cap = (format.sample_rate as usize / 2).max(4096) * usize::from(format.channels);
+        let (producer, consumer) = rtrb::RingBuffer::<i16>::new(cap);
+        let overruns = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicBool::new(false));
+        let (over, name) = (overruns.clone(), name.to_owned());
+        let device = device.clone();
         let dev_ch = usize::from(config.channels);
         let guard = run_stream(name.clone(), move || {
-            let device = found.device;
             let fail = failed.clone();
             let on_err = move |e: cpal::Error| {
                 fail.store(true, Ordering::Relaxed);
@@ -518,6 +567,8 @@ pub struct CpalSink {
     capacity: usize,
     /// Samples the callback had to make up with silence.
     pub underruns: Arc<AtomicU64>,
+    /// The largest number of frames one callback asked for.
+    callback_frames: Arc<AtomicUsize>,
     _guard: StreamThread,
 }
 
@@ -534,11 +585,15 @@ impl std::fmt::Debug for CpalSink {
 fn output_callback<T>(
     mut consumer: rtrb::Consumer<f32>,
     underruns: Arc<AtomicU64>,
+    callback_frames: Arc<AtomicUsize>,
+    channels: usize,
 ) -> impl FnMut(&mut [T], &cpal::OutputCallbackInfo) + Send + 'static
 where
     T: SizedSample + FromSample<f32>,
 {
     move |data: &mut [T], _| {
+        // The feeder keeps this much queued: the largest request seen (an atomic max, RT-safe).
+        callback_frames.fetch_max(data.len() / channels.max(1), Ordering::Relaxed);
         for out in data.iter_mut() {
             *out = match consumer.pop() {
                 Ok(s) => <T as Sample>::from_sample(s),
@@ -563,31 +618,54 @@ pub fn open_sink(spec: &DeviceSpec, stream: StreamFormat) -> Result<Box<dyn Sink
         sample_rate: config.sample_rate,
         channels: config.channels,
     };
+    let mut last = None;
+    for buffer_size in buffer_choices(config.buffer_size) {
+        let config = StreamConfig {
+            buffer_size,
+            ..config
+        };
+        match start_playback(&found.device, &id, config, sample_format, format) {
+            Ok(s) => return Ok(Box::new(s)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| backend(&id, "no configuration to try")))
+}
+
+fn start_playback(
+    device: &cpal::Device,
+    id: &str,
+    config: StreamConfig,
+    sample_format: SampleFormat,
+    format: StreamFormat,
+) -> Result<CpalSink, AudioError> {
     // Half a second of room; the client keeps only a few milliseconds queued.
     let capacity = (format.sample_rate as usize / 2) * usize::from(format.channels);
     let (producer, consumer) = rtrb::RingBuffer::<f32>::new(capacity);
     let underruns = Arc::new(AtomicU64::new(0));
-    let under = underruns.clone();
-    let name = id.clone();
-    let guard = run_stream(id.clone(), move || {
-        let device = found.device;
+    let callback_frames = Arc::new(AtomicUsize::new(0));
+    let (under, frames) = (underruns.clone(), callback_frames.clone());
+    let name = id.to_owned();
+    let device = device.clone();
+    let ch = usize::from(config.channels);
+    let guard = run_stream(name.clone(), move || {
         let on_err = |e: cpal::Error| eprintln!("audio device error: {e}");
         let s = match sample_format {
             SampleFormat::F32 => device.build_output_stream(
                 config,
-                output_callback::<f32>(consumer, under),
+                output_callback::<f32>(consumer, under, frames, ch),
                 on_err,
                 None,
             ),
             SampleFormat::I16 => device.build_output_stream(
                 config,
-                output_callback::<i16>(consumer, under),
+                output_callback::<i16>(consumer, under, frames, ch),
                 on_err,
                 None,
             ),
             SampleFormat::I32 => device.build_output_stream(
                 config,
-                output_callback::<i32>(consumer, under),
+                output_callback::<i32>(consumer, under, frames, ch),
                 on_err,
                 None,
             ),
@@ -595,14 +673,15 @@ pub fn open_sink(spec: &DeviceSpec, stream: StreamFormat) -> Result<Box<dyn Sink
         };
         s.map_err(|e| backend(&name, e))
     })?;
-    Ok(Box::new(CpalSink {
-        id,
+    Ok(CpalSink {
+        id: id.to_owned(),
         format,
         producer,
         capacity,
         underruns,
+        callback_frames,
         _guard: guard,
-    }))
+    })
 }
 
 impl Sink for CpalSink {
@@ -615,12 +694,16 @@ impl Sink for CpalSink {
     fn clocked(&self) -> bool {
         true
     }
+    fn underruns(&self) -> u64 {
+        self.underruns.load(Ordering::Relaxed)
+    }
     fn queued_frames(&self) -> usize {
         (self.capacity - self.producer.slots()) / usize::from(self.format.channels)
     }
     fn low_water_frames(&self) -> usize {
-        // 10 ms: enough to ride over one late wake-up of the feeding thread.
-        self.format.sample_rate as usize / 100
+        // Enough for the next callback, and never below 10 ms (one late wake-up of the feeder).
+        let callback = self.callback_frames.load(Ordering::Relaxed);
+        (self.format.sample_rate as usize / 100).max(callback + callback / 2)
     }
     fn write(&mut self, samples: &[f32]) -> Result<usize, AudioError> {
         let ch = usize::from(self.format.channels);

@@ -202,6 +202,10 @@ pub trait Sink: Send {
     /// # Errors
     /// [`AudioError`] on a write failure.
     fn write(&mut self, samples: &[f32]) -> Result<usize, AudioError>;
+    /// Samples the device had to play as silence because nothing was queued.
+    fn underruns(&self) -> u64 {
+        0
+    }
     /// Flushes and closes (a WAV's header is finalised here).
     ///
     /// # Errors
@@ -213,27 +217,42 @@ pub trait Sink: Send {
 ///
 /// # Errors
 /// [`AudioError`] when the device or file cannot be found or opened.
-pub fn open_source(spec: &DeviceSpec, kind: DeviceKind) -> Result<Box<dyn Source>, AudioError> {
+pub fn open_source(
+    spec: &DeviceSpec,
+    kind: DeviceKind,
+    want: Option<StreamFormat>,
+) -> Result<Box<dyn Source>, AudioError> {
     match spec {
         DeviceSpec::Wav(path) => Ok(Box::new(wav::WavSource::open(path)?)),
         DeviceSpec::Tone(hz) => Ok(Box::new(paced::ToneSource::new(*hz))),
         DeviceSpec::Null => Ok(Box::new(paced::NullSource)),
-        _ => cpal_backend::open_source(spec, kind),
+        _ => cpal_backend::open_source(spec, kind, want),
     }
 }
 
-/// Opens the sink a client plays on, as near to `stream` as the device allows.
+/// Opens the sink a client plays on, as near to `stream` as the device allows; `device_rate`
+/// asks for a device rate other than the stream's (the client then resamples).
 ///
 /// # Errors
 /// [`AudioError`] when the device or file cannot be found or opened.
-pub fn open_sink(spec: &DeviceSpec, stream: StreamFormat) -> Result<Box<dyn Sink>, AudioError> {
+pub fn open_sink(
+    spec: &DeviceSpec,
+    stream: StreamFormat,
+    device_rate: Option<u32>,
+) -> Result<Box<dyn Sink>, AudioError> {
     match spec {
         DeviceSpec::Wav(path) => Ok(Box::new(wav::WavSink::create(path, stream)?)),
         DeviceSpec::Null => Ok(Box::new(paced::NullSink { format: stream })),
         DeviceSpec::Tone(_) => Err(AudioError::BadSpec(
             "tone: is a source; a client plays on a device or wav:PATH".into(),
         )),
-        _ => cpal_backend::open_sink(spec, stream),
+        _ => cpal_backend::open_sink(
+            spec,
+            StreamFormat {
+                sample_rate: device_rate.unwrap_or(stream.sample_rate),
+                ..stream
+            },
+        ),
     }
 }
 

@@ -166,7 +166,7 @@ pub(crate) fn run(
     commands: &Receiver<Command>,
     events: &Sender<Event>,
 ) -> Result<Outcome, EngineError> {
-    let mut player = Player::new(cfg.device.clone(), cfg.target_latency);
+    let mut player = Player::new(cfg.device.clone(), cfg.device_rate, cfg.target_latency);
     let result = run_inner(&cfg, commands, events, &mut player);
     let finished = player.finish();
     match (result, finished) {

@@ -58,6 +58,10 @@ pub struct ServerConfig {
     pub ban_list: PathBuf,
     /// Audio per datagram.
     pub frame_ms: u32,
+    /// Capture at this rate if the device allows (`None`: 48 kHz if possible, else its own).
+    pub sample_rate: Option<u32>,
+    /// Capture this many channels if the device allows (`None`: stereo if possible).
+    pub channels: Option<u16>,
     /// SO_SNDBUF/SO_RCVBUF in bytes (0: OS default).
     pub socket_buffer_size: usize,
     /// Claim another protocol major (testing 409).
@@ -79,6 +83,8 @@ pub struct ClientConfig {
     pub reconnect_attempts: u32,
     /// Jitter buffer depth.
     pub target_latency: Duration,
+    /// Open the playback device at this rate (`None`: the stream's rate if the device allows).
+    pub device_rate: Option<u32>,
     /// SO_RCVBUF in bytes (0: OS default).
     pub socket_buffer_size: usize,
     /// Claim another protocol major (testing 409).

@@ -19,6 +19,8 @@ use crate::protocol::keys::DirectionKeys;
 
 /// Sentinel: no end of stream announced.
 const NO_END: u64 = u64::MAX;
+/// The most the playout depth grows to when packets come late.
+const MAX_GROWN_TARGET: Duration = Duration::from_millis(100);
 /// After an end of stream, a gap with no datagram this long is concealed rather than awaited.
 const END_GRACE: Duration = Duration::from_millis(300);
 
@@ -41,6 +43,7 @@ struct Running {
 /// Owns the sink across sessions and runs one playout thread per session.
 pub(crate) struct Player {
     device: DeviceSpec,
+    device_rate: Option<u32>,
     target: Duration,
     sink: Option<Box<dyn Sink>>,
     stream: Option<StreamFormat>,
@@ -49,9 +52,10 @@ pub(crate) struct Player {
 }
 
 impl Player {
-    pub(crate) fn new(device: DeviceSpec, target: Duration) -> Self {
+    pub(crate) fn new(device: DeviceSpec, device_rate: Option<u32>, target: Duration) -> Self {
         Self {
             device,
+            device_rate,
             target,
             sink: None,
             stream: None,
@@ -85,10 +89,16 @@ impl Player {
         }
         let sink = match self.sink.take() {
             Some(s) => s,
-            None => audio::open_sink(&self.device, format)?,
+            None => audio::open_sink(&self.device, format, self.device_rate)?,
         };
         self.stream = Some(format);
-        let desc = sink.describe();
+        let f = sink.format();
+        let desc = format!(
+            "{} at {} Hz, {} ch",
+            sink.describe(),
+            f.sample_rate,
+            f.channels
+        );
         let opener = Opener::new(params.mode, params.session_id, keys);
         let stop = Arc::new(AtomicBool::new(false));
         let end = Arc::new(AtomicU64::new(NO_END));
@@ -183,7 +193,8 @@ impl Converter {
         })
     }
 
-    fn write(&mut self, pcm: &[i16], sink: &mut dyn Sink) -> Result<(), EngineError> {
+    /// Converts and writes; returns the frames the sink took.
+    fn write(&mut self, pcm: &[i16], sink: &mut dyn Sink) -> Result<usize, EngineError> {
         self.f32_in.clear();
         self.f32_in.extend(pcm.iter().map(|&s| i16_to_f32(s)));
         self.mapped.clear();
@@ -195,8 +206,7 @@ impl Converter {
         );
         self.out.clear();
         self.rate.process(&self.mapped, &mut self.out)?;
-        sink.write(&self.out)?;
-        Ok(())
+        Ok(sink.write(&self.out)?)
     }
 }
 
@@ -227,6 +237,21 @@ fn playout(
     let mut conv = Converter::new(stream, sink.format(), usize::from(params.frame_frames))?;
     let mut jb = JitterBuffer::new(ff as usize * ch, target, Instant::now());
     let clocked = sink.clocked();
+    let sink_rate = f64::from(sink.format().sample_rate);
+    let mut target_frames = (target.as_secs_f64() * sink_rate) as usize;
+    // A packet that arrives after it was concealed says the queue is too shallow for this
+    // network and these devices: deepen it by one packet each time, up to a bound. (Shrinking
+    // back when things calm down comes with the adaptive jitter buffer.)
+    let step =
+        (f64::from(params.frame_frames) * sink_rate / f64::from(params.sample_rate)) as usize;
+    let max_target = (MAX_GROWN_TARGET.as_secs_f64() * sink_rate) as usize;
+    let mut late_seen = 0u64;
+    let mut underruns_seen = 0u64;
+    let mut received_any = false;
+    let mut next_report = Instant::now() + Duration::from_secs(1);
+    let mut written_frames = 0usize;
+    let mut reported = (0u64, 0usize);
+    let started = Instant::now();
     let wait = if clocked {
         Duration::from_millis(2)
     } else {
@@ -247,8 +272,25 @@ fn playout(
                         stats.dropped.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok((position, samples)) => {
-                        jb.push(position / ff, samples, Instant::now());
-                        last_datagram = Instant::now();
+                        let now = Instant::now();
+                        jb.push(position / ff, samples, now);
+                        // Bursty arrival (a capture that delivers several packets at once, a
+                        // busy network) needs a queue that spans the longest silence between
+                        // bursts: learn it from the first bursts instead of from dropouts.
+                        if clocked && received_any {
+                            let gap = (now - last_datagram).as_secs_f64() * sink_rate;
+                            let needed = (gap as usize + step).min(max_target);
+                            if needed > target_frames {
+                                target_frames = needed;
+                                tracing::debug!(
+                                    "arrival gap {:.1} ms: playout depth now {:.1} ms",
+                                    gap * 1000.0 / sink_rate,
+                                    target_frames as f64 * 1000.0 / sink_rate
+                                );
+                            }
+                        }
+                        received_any = true;
+                        last_datagram = now;
                     }
                     Err(_) => {
                         stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -273,15 +315,21 @@ fn playout(
                 || end_frames == 0
                 || (jb.next_seq().is_none() && now.duration_since(seen) > END_GRACE)
             {
+                log_session_end(&jb, sink);
                 return Ok(());
             }
         }
         loop {
-            if clocked && sink.queued_frames() >= sink.low_water_frames() {
+            // A device: keep its queue topped up to the target depth with packets in order, and
+            // conceal a missing packet only when the queue is about to run dry; a file: write as
+            // soon as packets are in order.
+            let queued = if clocked { sink.queued_frames() } else { 0 };
+            let low_water = if clocked { sink.low_water_frames() } else { 0 };
+            if clocked && queued >= low_water + target_frames {
                 break;
             }
-            let force =
-                clocked || (end_frames != NO_END && now.duration_since(last_datagram) > END_GRACE);
+            let force = (clocked && queued < low_water)
+                || (end_frames != NO_END && now.duration_since(last_datagram) > END_GRACE);
             let Some(p) = jb.pop(now, force, &mut pcm) else {
                 break;
             };
@@ -293,15 +341,62 @@ fn playout(
                 break;
             }
             let frames = (end_frames - start).min(ff) as usize;
-            conv.write(&pcm[..(frames * ch).min(pcm.len())], sink)?;
+            written_frames += conv.write(&pcm[..(frames * ch).min(pcm.len())], sink)?;
             if start + ff >= end_frames {
                 break;
             }
         }
         let s = jb.stats();
+        if now >= next_report {
+            next_report += Duration::from_secs(1);
+            tracing::debug!(
+                "last second: {} packets in, {} frames out, queued {}, depth {}",
+                s.received - reported.0,
+                written_frames - reported.1,
+                sink.queued_frames(),
+                jb.depth()
+            );
+            reported = (s.received, written_frames);
+        }
+        if clocked && sink.underruns() > underruns_seen {
+            let u = sink.underruns();
+            tracing::debug!(
+                "t={:.3}s device underrun +{} samples (queued {}, low water {}, target {}, depth {})",
+                started.elapsed().as_secs_f64(),
+                u - underruns_seen,
+                sink.queued_frames(),
+                sink.low_water_frames(),
+                target_frames,
+                jb.depth()
+            );
+            underruns_seen = u;
+        }
+        if clocked && s.late > late_seen {
+            late_seen = s.late;
+            if target_frames + step <= max_target {
+                target_frames += step;
+                tracing::debug!(
+                    "late packet: playout depth now {:.1} ms",
+                    target_frames as f64 * 1000.0 / sink_rate
+                );
+            }
+        }
         stats.received.store(s.received, Ordering::Relaxed);
         stats.lost.store(s.lost, Ordering::Relaxed);
         stats.depth.store(jb.depth(), Ordering::Relaxed);
     }
+    log_session_end(&jb, sink);
     Ok(())
+}
+
+fn log_session_end(jb: &JitterBuffer, sink: &dyn Sink) {
+    let s = jb.stats();
+    tracing::info!(
+        "session played {} packets: {} concealed, {} late, {} duplicate, {} device underrun samples",
+        s.received,
+        s.lost,
+        s.late,
+        s.duplicates,
+        sink.underruns()
+    );
 }

@@ -90,7 +90,11 @@ pub(crate) fn run(
     commands: &Receiver<Command>,
     events: &Sender<Event>,
 ) -> Result<Outcome, EngineError> {
-    let source = audio::open_source(&cfg.device, cfg.device_kind)?;
+    let want = (cfg.sample_rate.is_some() || cfg.channels.is_some()).then(|| StreamFormat {
+        sample_rate: cfg.sample_rate.unwrap_or(48_000),
+        channels: cfg.channels.unwrap_or(2),
+    });
+    let source = audio::open_source(&cfg.device, cfg.device_kind, want)?;
     let format = source.format();
     let frames = frame_frames(format, cfg.frame_ms);
     let (listener, udp) =

@@ -202,7 +202,8 @@ mod tests {
             check_client_line(b"hello\n", &ours, false),
             Err(Status::BadRequest)
         );
-        let err = check_client_line(b"ECHOWARP/99.0 x\n", &ours, false).expect_err("major 99 is refused");
+        let err =
+            check_client_line(b"ECHOWARP/99.0 x\n", &ours, false).expect_err("major 99 is refused");
         assert_eq!(
             err.to_line(),
             "409 Conflict (Client version mismatch: server 1.0, client 99.0)\n"

@@ -304,6 +304,8 @@ pub fn engine_role(p: &Profile, args: &Args) -> Result<EngineRole, CliError> {
             ban_threshold: p.reconnect_attempts,
             ban_list: paths::ban_list_path()?,
             frame_ms: p.audio.frame_ms,
+            sample_rate: (p.audio.sample_rate != 0).then_some(p.audio.sample_rate),
+            channels: (p.audio.channels != 0).then_some(p.audio.channels),
             socket_buffer_size: p.socket_buffer_size as usize,
             protocol_major: args.protocol_major,
         })),
@@ -323,6 +325,7 @@ pub fn engine_role(p: &Profile, args: &Args) -> Result<EngineRole, CliError> {
                 password: p.password.clone(),
                 reconnect_attempts: p.reconnect_attempts,
                 target_latency: Duration::from_millis(u64::from(p.audio.target_latency_ms)),
+                device_rate: (p.audio.sample_rate != 0).then_some(p.audio.sample_rate),
                 socket_buffer_size: p.socket_buffer_size as usize,
                 protocol_major: args.protocol_major,
             }))

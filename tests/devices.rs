@@ -1,0 +1,354 @@
+//! Real devices, no sound card: a private PipeWire session with null sinks, reached from cpal's
+//! ALSA host through the ALSA pulse plugin (testing.md). A tone played into sink A is captured by
+//! the server from A's monitor, played by the client into sink B (or C, at 44.1 kHz), and found in
+//! that sink's monitor at the right frequency and level.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ASOUNDRC: &str = r#"
+pcm.micA     { type pulse device "sinkA.monitor" hint { show on description "capture of sink A" } }
+pcm.speakerB { type pulse device "sinkB"         hint { show on description "playback into sink B" } }
+pcm.speakerC { type pulse device "sinkC"         hint { show on description "playback into sink C (44.1 kHz)" } }
+pcm.!default { type pulse }
+ctl.!default { type pulse }
+"#;
+
+/// A D-Bus session bus plus PipeWire, WirePlumber and pipewire-pulse, all private to one test.
+struct PipeWire {
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+    children: Vec<Child>,
+}
+
+impl PipeWire {
+    fn start(sb: &Sandbox) -> Self {
+        let dir = sb.path("pw");
+        let runtime = dir.join("run");
+        let config = sb.path("config");
+        std::fs::create_dir_all(config.join("alsa")).expect("mkdir");
+        std::fs::create_dir_all(&runtime).expect("mkdir");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700))
+                .expect("chmod");
+        }
+        std::fs::write(config.join("alsa/asoundrc"), ASOUNDRC).expect("asoundrc");
+        let mut dbus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .arg(format!(
+                "--address=unix:path={}",
+                runtime.join("bus").display()
+            ))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon is installed by the test command");
+        let mut addr = String::new();
+        let mut out = dbus.stdout.take().expect("stdout");
+        let mut byte = [0u8; 1];
+        while !addr.ends_with('\n') {
+            assert_eq!(
+                out.read(&mut byte).expect("dbus address"),
+                1,
+                "dbus-daemon exited"
+            );
+            addr.push(byte[0] as char);
+        }
+        let env = vec![
+            ("XDG_RUNTIME_DIR".to_owned(), runtime.display().to_string()),
+            ("XDG_CONFIG_HOME".to_owned(), config.display().to_string()),
+            (
+                "DBUS_SESSION_BUS_ADDRESS".to_owned(),
+                addr.trim().to_owned(),
+            ),
+            ("PIPEWIRE_LOG_LEVEL".to_owned(), "0".to_owned()),
+        ];
+        let mut pw = Self {
+            dir,
+            env,
+            children: vec![dbus],
+        };
+        for prog in ["pipewire", "wireplumber", "pipewire-pulse"] {
+            let child = pw
+                .cmd(prog)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect(prog);
+            pw.children.push(child);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let deadline = Instant::now() + SECS(15);
+        while !pw
+            .cmd("pactl")
+            .arg("info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert!(Instant::now() < deadline, "pipewire-pulse did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for (name, rate) in [("sinkA", 48_000), ("sinkB", 48_000), ("sinkC", 44_100)] {
+            let ok = pw
+                .cmd("pactl")
+                .args([
+                    "load-module",
+                    "module-null-sink",
+                    &format!("sink_name={name}"),
+                    &format!("rate={rate}"),
+                ])
+                .stdout(Stdio::null())
+                .status()
+                .expect("pactl");
+            assert!(ok.success(), "could not create {name}");
+        }
+        pw
+    }
+
+    fn cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new(prog);
+        c.current_dir(self.dir.parent().expect("sandbox"));
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// An echowarp command inside the session (the sandbox's folders, the session's devices).
+    fn echowarp(&self, sb: &Sandbox, args: &[&str]) -> Proc {
+        let mut c = sb.command(args);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        Proc::spawn(c, args)
+    }
+
+    /// Records a sink's monitor as raw s16le stereo at `rate` into a file.
+    fn record(&self, monitor: &str, rate: u32, file: &Path) -> Child {
+        let out = std::fs::File::create(file).expect("create");
+        self.cmd("pacat")
+            .args([
+                "--record",
+                "-d",
+                monitor,
+                "--format=s16le",
+                "--channels=2",
+                &format!("--rate={rate}"),
+                "--latency-msec=20",
+            ])
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pacat")
+    }
+
+    /// Plays `seconds` of a sine at `hz`, amplitude 0.5, into a sink (48 kHz, same on both channels).
+    fn play_tone(&self, sink: &str, hz: f32, seconds: f32) -> Child {
+        let mut p = self
+            .cmd("pacat")
+            .args([
+                "--playback",
+                "-d",
+                sink,
+                "--format=s16le",
+                "--channels=2",
+                "--rate=48000",
+            ])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pacat");
+        let n = (48_000.0 * seconds) as usize;
+        let data: Vec<u8> = (0..n)
+            .flat_map(|i| {
+                let s = (((std::f32::consts::TAU * hz * i as f32 / 48_000.0).sin() * 16_384.0)
+                    as i16)
+                    .to_le_bytes();
+                [s[0], s[1], s[0], s[1]]
+            })
+            .collect();
+        let mut stdin = p.stdin.take().expect("stdin");
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+        p
+    }
+}
+
+impl Drop for PipeWire {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The left channel of a raw s16le stereo recording.
+fn samples(file: &Path) -> Vec<i16> {
+    std::fs::read(file)
+        .expect("recording")
+        .chunks_exact(4)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+/// Frequency (median zero-crossing period), RMS level in dBFS, length, and the longest near-silent run (a
+/// dropout: a 1 kHz sine stays within ±50 of zero for well under one sample) of the loud part.
+fn analyse(recording: &[i16], rate: u32) -> (f64, f64, usize, usize) {
+    let loud: Vec<f64> = {
+        let start = recording
+            .iter()
+            .position(|s| s.unsigned_abs() > 2_000)
+            .unwrap_or(recording.len());
+        let end = recording
+            .iter()
+            .rposition(|s| s.unsigned_abs() > 2_000)
+            .unwrap_or(0);
+        if end <= start + 4_800 {
+            return (0.0, f64::NEG_INFINITY, 0, 0);
+        }
+        // Skip the edges, where the tone fades in and out of the buffers.
+        let margin = (end - start) / 10;
+        recording[start + margin..end - margin]
+            .iter()
+            .map(|&s| f64::from(s) / 32_768.0)
+            .collect()
+    };
+    // The median period between upward zero crossings (interpolated): a dropout spoils one or
+    // two periods, not the estimate.
+    let ups: Vec<f64> = loud
+        .windows(2)
+        .enumerate()
+        .filter(|(_, w)| w[0] < 0.0 && w[1] >= 0.0)
+        .map(|(i, w)| i as f64 + w[0] / (w[0] - w[1]))
+        .collect();
+    let mut periods: Vec<f64> = ups.windows(2).map(|p| p[1] - p[0]).collect();
+    periods.sort_by(f64::total_cmp);
+    let freq = periods
+        .get(periods.len() / 2)
+        .map_or(0.0, |p| f64::from(rate) / p);
+    let rms = (loud.iter().map(|x| x * x).sum::<f64>() / loud.len() as f64).sqrt();
+    let (mut run, mut longest) = (0usize, 0usize);
+    for x in &loud {
+        run = if x.abs() < 50.0 / 32_768.0 {
+            run + 1
+        } else {
+            0
+        };
+        longest = longest.max(run);
+    }
+    (freq, 20.0 * rms.log10(), loud.len(), longest)
+}
+
+/// Two PipeWire sessions at once are too much for a 2-core machine: one at a time.
+static ONE_SESSION: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn tone_through_devices(
+    sink: &str,
+    client_profile: Option<&str>,
+    record_rate: u32,
+) -> (f64, f64, usize, usize, String) {
+    let _one = ONE_SESSION.lock().unwrap_or_else(|p| p.into_inner());
+    let sb = Sandbox::new();
+    let pw = PipeWire::start(&sb);
+    let port = free_port().to_string();
+    let rec = sb.path("rec.raw");
+    let mut recorder = pw.record(&format!("{sink}.monitor"), record_rate, &rec);
+    let mut server = pw.echowarp(&sb, &["-d", "micA", "-u", &port]);
+    server.wait_for("listening on", SECS(15));
+    let mut client_args = vec![
+        "-c",
+        "-a",
+        "127.0.0.1",
+        "-u",
+        &port,
+        "-d",
+        if sink == "sinkB" {
+            "speakerB"
+        } else {
+            "speakerC"
+        },
+    ];
+    if let Some(profile) = client_profile {
+        std::fs::write(sb.path("client.toml"), profile).expect("profile");
+        client_args.extend_from_slice(&["-f", "client.toml"]);
+    }
+    let mut client = pw.echowarp(&sb, &client_args);
+    client.wait_for("connected to", SECS(15));
+    let mut tone = pw.play_tone("sinkA", 1_000.0, 2.0);
+    let _ = tone.wait();
+    // Wait for the tone to come out of the far sink's monitor (no fixed delay assumed).
+    let deadline = Instant::now() + SECS(15);
+    loop {
+        let s = samples(&rec);
+        let loud = s.iter().filter(|x| x.unsigned_abs() > 2_000).count();
+        if loud > record_rate as usize {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no tone in {sink}.monitor ({loud} loud samples)\nserver:\n{}\nclient:\n{}",
+            server.stderr(),
+            client.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1_500));
+    let _ = recorder.kill();
+    let _ = recorder.wait();
+    client.signal("TERM");
+    assert!(
+        client.wait_timeout(SECS(10)).success(),
+        "{}",
+        client.stderr()
+    );
+    server.signal("TERM");
+    assert!(
+        server.wait_timeout(SECS(10)).success(),
+        "{}",
+        server.stderr()
+    );
+    let (f, db, n, gap) = analyse(&samples(&rec), record_rate);
+    (f, db, n, gap, client.stderr())
+}
+
+#[test]
+fn a_tone_crosses_real_devices_at_the_right_frequency_and_level() {
+    let (freq, level, n, gap, _) = tone_through_devices("sinkB", None, 48_000);
+    eprintln!("48 kHz: {freq:.2} Hz, {level:.2} dBFS, longest dropout {gap} samples");
+    // One clock end to end: nothing should drop out; allow less than one packet (5 ms) for a
+    // loaded machine. Tighter bounds under loss and drift are issue 4's acceptance.
+    assert!(gap < 240, "a dropout of {gap} samples inside the tone");
+    // Input: a 1 kHz sine at amplitude 0.5, RMS -9.03 dBFS.
+    assert!(n > 48_000, "only {n} samples of tone");
+    assert!((freq - 1_000.0).abs() < 5.0, "frequency {freq:.1} Hz");
+    assert!((level - -9.03).abs() < 1.0, "level {level:.2} dBFS");
+}
+
+#[test]
+fn a_48k_stream_on_a_44k1_device_keeps_its_pitch() {
+    let profile = "[audio]\nsample_rate = 44100\n";
+    let (freq, level, n, gap, client_log) = tone_through_devices("sinkC", Some(profile), 44_100);
+    // PipeWire runs the 44.1 kHz sink on a clock about 2500 ppm off the 48 kHz one; following a
+    // drifting clock without dropouts is the drift corrector's job (issue 4): reported only.
+    eprintln!("44.1 kHz: {freq:.2} Hz, {level:.2} dBFS, longest dropout {gap} samples");
+    assert!(
+        client_log.contains("at 44100 Hz"),
+        "the client must open its device at 44.1 kHz:\n{client_log}"
+    );
+    assert!(n > 44_100, "only {n} samples of tone");
+    assert!(
+        (freq - 1_000.0).abs() < 5.0,
+        "frequency {freq:.1} Hz (a missing resampler gives 918.75)"
+    );
+    assert!((level - -9.03).abs() < 1.0, "level {level:.2} dBFS");
+}
