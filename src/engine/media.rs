@@ -72,28 +72,7 @@ pub(crate) fn run(
     let mut rx = [0u8; 2048];
 
     while !shared.stop.load(Ordering::Relaxed) {
-        while let Ok(cmd) = commands.try_recv() {
-            match cmd {
-                MediaCommand::Add {
-                    params,
-                    ip,
-                    keys,
-                    ready,
-                } => {
-                    let session = Session {
-                        ip,
-                        sealer: Sealer::new(params.mode, params.session_id, &keys.server_to_client),
-                        opener: Opener::new(params.mode, params.session_id, &keys.client_to_server),
-                        addr: None,
-                        ready: Some(ready),
-                    };
-                    sessions.insert(params.session_id, session);
-                }
-                MediaCommand::Remove { session_id } => {
-                    sessions.remove(&session_id);
-                }
-            }
-        }
+        apply_commands(&commands, &mut sessions);
 
         // Wait for a datagram at most until the next frame is due.
         let wait = match &capture {
@@ -108,7 +87,11 @@ pub(crate) fn run(
         ))
         .map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
         match udp.recv_from(&mut rx) {
-            Ok((n, from)) => handle_datagram(&mut sessions, &mut rx[..n], from, &shared),
+            Ok((n, from)) => {
+                // A session registered while we waited may be the one this hello is for.
+                apply_commands(&commands, &mut sessions);
+                handle_datagram(&mut sessions, &mut rx[..n], from, &shared)
+            }
             Err(e) if is_timeout(&e) => {}
             // ICMP errors from earlier sends surface here on some systems; they are not fatal.
             Err(e) => tracing::debug!("UDP receive: {e}"),
@@ -165,6 +148,31 @@ pub(crate) fn run(
         }
     }
     Ok(())
+}
+
+fn apply_commands(commands: &Receiver<MediaCommand>, sessions: &mut HashMap<u32, Session>) {
+    while let Ok(cmd) = commands.try_recv() {
+        match cmd {
+            MediaCommand::Add {
+                params,
+                ip,
+                keys,
+                ready,
+            } => {
+                let session = Session {
+                    ip,
+                    sealer: Sealer::new(params.mode, params.session_id, &keys.server_to_client),
+                    opener: Opener::new(params.mode, params.session_id, &keys.client_to_server),
+                    addr: None,
+                    ready: Some(ready),
+                };
+                sessions.insert(params.session_id, session);
+            }
+            MediaCommand::Remove { session_id } => {
+                sessions.remove(&session_id);
+            }
+        }
+    }
 }
 
 fn handle_datagram(

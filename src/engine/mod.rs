@@ -34,6 +34,8 @@ pub const BACKOFF_START: Duration = Duration::from_millis(500);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Handshakes in progress at once; more connections are closed at once.
 pub const MAX_PENDING_HANDSHAKES: usize = 16;
+/// Handshakes in progress at once from one address.
+pub const MAX_PENDING_PER_IP: usize = 4;
 
 /// What a server needs to run.
 #[derive(Debug, Clone)]

@@ -1,6 +1,7 @@
 //! The server: listens on one port (TCP control, UDP audio), authenticates clients, bans
 //! repeat offenders, and streams one capture to up to `max_clients` of them.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,7 +14,7 @@ use super::conn::{Conn, ConnError, POLL};
 use super::media::{self, MediaCommand, NOT_ENDED};
 use super::{
     sock, Command, EngineError, Event, Outcome, ServerConfig, Stats, HANDSHAKE_TIMEOUT,
-    HEARTBEAT_INTERVAL, MAX_PENDING_HANDSHAKES, PEER_TIMEOUT,
+    HEARTBEAT_INTERVAL, MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_IP, PEER_TIMEOUT,
 };
 use crate::audio::{self, StreamFormat};
 use crate::protocol::frame::{
@@ -43,7 +44,7 @@ pub(crate) struct Shared {
     active: AtomicUsize,
     /// Connections not yet finished (handshaking or streaming).
     live: AtomicUsize,
-    pending: AtomicUsize,
+    pending: PendingSlots,
     pub(crate) stop: AtomicBool,
     pub(crate) end_position: AtomicU64,
     pub(crate) counters: Counters,
@@ -117,7 +118,7 @@ pub(crate) fn run(
         bans: Mutex::new((bans, FailureCounter::new(cfg.ban_threshold))),
         active: AtomicUsize::new(0),
         live: AtomicUsize::new(0),
-        pending: AtomicUsize::new(0),
+        pending: PendingSlots::default(),
         stop: AtomicBool::new(false),
         end_position: AtomicU64::new(NOT_ENDED),
         counters: Counters::default(),
@@ -218,9 +219,10 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
-        // Bound the handshakes in flight: a flood of idle connections costs a socket each, briefly.
-        if shared.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_HANDSHAKES {
-            shared.pending.fetch_sub(1, Ordering::AcqRel);
+        // Bound the handshakes in flight, in all and per address: a flood of idle connections
+        // costs a socket each, briefly, and one address cannot lock everyone else out.
+        let ip = canonical(peer.ip());
+        if !shared.pending.try_acquire(ip) {
             tracing::debug!("too many handshakes in progress; dropped {peer}");
             continue;
         }
@@ -233,20 +235,49 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 s.live.fetch_sub(1, Ordering::AcqRel);
             });
         if spawned.is_err() {
-            shared.pending.fetch_sub(1, Ordering::AcqRel);
+            shared.pending.release(ip);
             shared.live.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
 
+/// Handshakes in progress, in all and per address.
+#[derive(Debug, Default)]
+pub(crate) struct PendingSlots {
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PendingSlots {
+    fn try_acquire(&self, ip: IpAddr) -> bool {
+        let mut map = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = map.values().sum();
+        let mine = map.get(&ip).copied().unwrap_or(0);
+        if total >= MAX_PENDING_HANDSHAKES || mine >= MAX_PENDING_PER_IP {
+            return false;
+        }
+        map.insert(ip, mine + 1);
+        true
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut map = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&ip);
+            }
+        }
+    }
+}
+
 /// Releases a pending-handshake slot when the handshake phase ends, however it ends.
-struct Pending<'a>(&'a AtomicUsize, bool);
+struct Pending<'a>(&'a PendingSlots, IpAddr, bool);
 
 impl Pending<'_> {
     fn done(&mut self) {
-        if !self.1 {
-            self.1 = true;
-            self.0.fetch_sub(1, Ordering::AcqRel);
+        if !self.2 {
+            self.2 = true;
+            self.0.release(self.1);
         }
     }
 }
@@ -259,7 +290,7 @@ impl Drop for Pending<'_> {
 
 fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
     let ip = canonical(peer.ip());
-    let mut pending = Pending(&shared.pending, false);
+    let mut pending = Pending(&shared.pending, ip, false);
     let mut conn = Conn::new(stream);
     let banned = {
         let mut guard = shared.bans();
@@ -414,9 +445,7 @@ fn session(
         frame_frames: shared.frame_frames,
         session_id: random_u32(),
     };
-    if let Err(e) = conn.send(&Message::Params(params)) {
-        return format!("could not send session parameters: {e}");
-    }
+    // Register with the media thread before announcing: the client's hello may follow at once.
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let _ = shared.media.send(MediaCommand::Add {
         params,
@@ -424,6 +453,12 @@ fn session(
         keys: Box::new(keys),
         ready: ready_tx,
     });
+    if let Err(e) = conn.send(&Message::Params(params)) {
+        let _ = shared.media.send(MediaCommand::Remove {
+            session_id: params.session_id,
+        });
+        return format!("could not send session parameters: {e}");
+    }
     tracing::info!("{peer} joined (session {:08x})", params.session_id);
     let _ = shared.events.send(Event::ClientJoined(peer));
 
