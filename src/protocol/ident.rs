@@ -56,6 +56,10 @@ impl Ident {
         }
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        // The limit counts the newline the line is sent with.
+        if line.len() >= MAX_IDENT_LEN {
+            return None;
+        }
         if !line.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
             return None;
         }
@@ -190,6 +194,8 @@ mod tests {
             b"ECHOWARP/99999999.0 x\n",
             b"ECHOWARP/1.0 \xff\n",
             &[b'E'; 65][..],
+            // 64 bytes without the newline: 65 with it, one over the limit (found by fuzzing).
+            b"ECHOWARP/1.0 EwwdwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwH",
         ] {
             assert_eq!(Ident::parse(bad), None, "{bad:?}");
         }

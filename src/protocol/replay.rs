@@ -40,6 +40,11 @@ impl ReplayWindow {
 
     /// True when `counter` is new and not too old: worth authenticating.
     pub fn check(&self, counter: u64) -> bool {
+        // No sender ever reaches the last counter; accepting it would overflow the head and
+        // wrap the window back to zero (found by fuzzing).
+        if counter == u64::MAX {
+            return false;
+        }
         if counter >= self.next {
             return true;
         }
@@ -113,6 +118,15 @@ mod tests {
         for c in (head - WINDOW + 1)..head {
             assert!(w.check(c), "{c} should be fresh");
         }
+    }
+
+    #[test]
+    fn the_last_counter_is_refused_without_wrapping() {
+        let mut w = ReplayWindow::new();
+        assert!(w.commit(5));
+        assert!(!w.commit(u64::MAX));
+        assert!(!w.check(5), "still remembers 5: the window did not wrap");
+        assert!(w.commit(u64::MAX - 1));
     }
 
     #[test]
