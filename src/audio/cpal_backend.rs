@@ -549,13 +549,12 @@ fn start_capture(
             };
             stream.map_err(|e| backend(&name, e))
         })?;
-        Ok(Capture {
-            ring: consumer,
+        Ok(Capture::from_ring(
+            consumer,
             format,
-            ended: Arc::new(AtomicBool::new(false)),
             overruns,
-            guard: Box::new(guard),
-        })
+            Box::new(guard),
+        ))
     }
 }
 

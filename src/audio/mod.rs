@@ -151,23 +151,140 @@ impl DeviceSpec {
     }
 }
 
-/// A running capture: samples arrive in `ring` until it is dropped.
+/// Where a capture's samples come from.
+enum Feed {
+    /// A device callback pushes into an SPSC ring in real time.
+    Ring {
+        consumer: rtrb::Consumer<i16>,
+        ended: Arc<AtomicBool>,
+    },
+    /// A generator (file, tone, silence) the reader pulls on the capture clock: no thread, no
+    /// ring, no extra wake-ups.
+    Pull {
+        gen: paced::Generator,
+        start: Option<std::time::Instant>,
+        produced: u64,
+    },
+    /// The last frame has been read.
+    Ended,
+}
+
+/// What [`Capture::next_frame`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// `out` holds a whole frame.
+    Full,
+    /// The stream ended: `out[..n]` (whole frames, maybe none) are its last samples.
+    Last(usize),
+    /// Not enough yet: try again after this long.
+    Wait(std::time::Duration),
+    /// Nothing more will come.
+    Ended,
+}
+
+/// A running capture; dropping it stops the device.
 pub struct Capture {
-    /// Interleaved s16 samples at `format`.
-    pub ring: rtrb::Consumer<i16>,
+    feed: Feed,
     /// The format of what arrives.
     pub format: StreamFormat,
-    /// Set once a finite source (a file) has pushed its last sample.
-    pub ended: Arc<AtomicBool>,
-    /// Samples the source could not push because the ring was full.
+    /// Samples the source could not deliver in time (device ring full).
     pub overruns: Arc<AtomicU64>,
-    /// Stops the capture when dropped.
-    pub guard: Box<dyn Send>,
+    _guard: Box<dyn Send>,
 }
 
 impl std::fmt::Debug for Capture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Capture {{ format: {:?} }}", self.format)
+    }
+}
+
+impl Capture {
+    /// A capture fed by a device callback through `consumer`.
+    pub fn from_ring(
+        consumer: rtrb::Consumer<i16>,
+        format: StreamFormat,
+        overruns: Arc<AtomicU64>,
+        guard: Box<dyn Send>,
+    ) -> Self {
+        let ended = Arc::new(AtomicBool::new(false));
+        Self {
+            feed: Feed::Ring { consumer, ended },
+            format,
+            overruns,
+            _guard: guard,
+        }
+    }
+
+    /// A capture pulled from `gen` at `format`'s real-time rate, from the first read on.
+    pub fn paced(format: StreamFormat, gen: paced::Generator) -> Self {
+        Self {
+            feed: Feed::Pull {
+                gen,
+                start: None,
+                produced: 0,
+            },
+            format,
+            overruns: Arc::new(AtomicU64::new(0)),
+            _guard: Box::new(()),
+        }
+    }
+
+    /// Reads the next frame (`out.len()` interleaved samples) if it is due.
+    pub fn next_frame(&mut self, now: std::time::Instant, out: &mut [i16]) -> Frame {
+        let ch = usize::from(self.format.channels.max(1));
+        let rate = f64::from(self.format.sample_rate);
+        let frames = (out.len() / ch) as u64;
+        let (frame, done) = match &mut self.feed {
+            Feed::Ended => return Frame::Ended,
+            Feed::Ring { consumer, ended } => {
+                let slots = consumer.slots();
+                if slots >= out.len() {
+                    if let Ok(chunk) = consumer.read_chunk(out.len()) {
+                        let (a, b) = chunk.as_slices();
+                        out[..a.len()].copy_from_slice(a);
+                        out[a.len()..].copy_from_slice(b);
+                        chunk.commit_all();
+                    }
+                    (Frame::Full, false)
+                } else if ended.load(std::sync::atomic::Ordering::Acquire) {
+                    let left = slots / ch * ch;
+                    for s in out.iter_mut().take(left) {
+                        *s = consumer.pop().unwrap_or(0);
+                    }
+                    (Frame::Last(left), true)
+                } else {
+                    let missing = (out.len() - slots) / ch;
+                    (
+                        Frame::Wait(std::time::Duration::from_secs_f64(missing as f64 / rate)),
+                        false,
+                    )
+                }
+            }
+            Feed::Pull {
+                gen,
+                start,
+                produced,
+            } => {
+                let start = *start.get_or_insert(now);
+                let due_at =
+                    start + std::time::Duration::from_secs_f64((*produced + frames) as f64 / rate);
+                if now < due_at {
+                    (Frame::Wait(due_at - now), false)
+                } else {
+                    let n = gen(out) / ch * ch;
+                    *produced += (n / ch) as u64;
+                    if n < out.len() {
+                        (Frame::Last(n), true)
+                    } else {
+                        (Frame::Full, false)
+                    }
+                }
+            }
+        };
+        if done {
+            self.feed = Feed::Ended;
+        }
+        frame
     }
 }
 

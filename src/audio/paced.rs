@@ -1,95 +1,14 @@
-//! Sources that generate samples on a thread paced by the wall clock (files, tones, silence), and
-//! the null sink. Pacing keeps them honest: a file streams in real time, like a microphone.
+//! Sources that generate samples when pulled on the capture clock (tones, silence; files in
+//! `wav`), and the null sink. Pacing keeps them honest: a file streams in real time, like a
+//! microphone.
 
 use std::f32::consts::TAU;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
 
 use super::{AudioError, Capture, Sink, Source, StreamFormat};
-
-/// How often a paced source wakes to push what is due.
-const TICK: Duration = Duration::from_millis(2);
-/// Seconds of audio the ring holds.
-const RING_SECONDS: f32 = 0.5;
 
 /// Fills `buf` (interleaved) with the next samples; returns how many it wrote. Fewer than asked
 /// means the source has ended.
 pub type Generator = Box<dyn FnMut(&mut [i16]) -> usize + Send>;
-
-struct StopOnDrop {
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Runs `gen` on a thread that pushes samples into a ring at `format`'s real-time rate.
-///
-/// # Errors
-/// [`AudioError::Backend`] if the thread cannot be spawned.
-pub fn spawn_paced(
-    format: StreamFormat,
-    name: &str,
-    mut gen: Generator,
-) -> Result<Capture, AudioError> {
-    let ch = usize::from(format.channels);
-    let cap = ((format.sample_rate as f32 * RING_SECONDS) as usize).max(1024) * ch;
-    let (mut producer, consumer) = rtrb::RingBuffer::<i16>::new(cap);
-    let stop = Arc::new(AtomicBool::new(false));
-    let ended = Arc::new(AtomicBool::new(false));
-    let overruns = Arc::new(AtomicU64::new(0));
-    let (stop2, ended2, over2) = (stop.clone(), ended.clone(), overruns.clone());
-    let rate = u64::from(format.sample_rate);
-    let thread = thread::Builder::new()
-        .name(format!("source {name}"))
-        .spawn(move || {
-            let start = Instant::now();
-            let mut produced: u64 = 0;
-            let mut buf = vec![0i16; (rate as usize / 50).max(1) * ch];
-            while !stop2.load(Ordering::Relaxed) {
-                let due = start.elapsed().as_micros() as u64 * rate / 1_000_000;
-                while produced < due {
-                    let frames = ((due - produced) as usize).min(buf.len() / ch);
-                    let n = gen(&mut buf[..frames * ch]);
-                    let n_frames = n / ch;
-                    for &s in &buf[..n_frames * ch] {
-                        if producer.push(s).is_err() {
-                            over2.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    produced += n_frames as u64;
-                    if n < frames * ch {
-                        ended2.store(true, Ordering::Release);
-                        return;
-                    }
-                }
-                thread::sleep(TICK);
-            }
-        })
-        .map_err(|e| AudioError::Backend {
-            device: name.to_owned(),
-            message: e.to_string(),
-        })?;
-    Ok(Capture {
-        ring: consumer,
-        format,
-        ended,
-        overruns,
-        guard: Box::new(StopOnDrop {
-            stop,
-            thread: Some(thread),
-        }),
-    })
-}
 
 /// A sine wave at a fixed frequency, 48 kHz stereo, at -6 dBFS.
 #[derive(Debug)]
@@ -128,7 +47,7 @@ impl Source for ToneSource {
             }
             buf.len()
         });
-        spawn_paced(format, &self.describe(), gen)
+        Ok(Capture::paced(format, gen))
     }
 }
 
@@ -149,14 +68,13 @@ impl Source for NullSource {
     }
 
     fn start(self: Box<Self>) -> Result<Capture, AudioError> {
-        spawn_paced(
+        Ok(Capture::paced(
             self.format(),
-            "null",
             Box::new(|buf: &mut [i16]| {
                 buf.fill(0);
                 buf.len()
             }),
-        )
+        ))
     }
 }
 

@@ -5,15 +5,25 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use super::convert::f32_to_i16;
-use super::paced::{spawn_paced, Generator};
+use super::paced::Generator;
 use super::{AudioError, Capture, Sink, Source, StreamFormat};
 
-/// A WAV file read into memory and streamed at its own rate (at most 2 channels).
-#[derive(Debug)]
+/// A WAV file streamed from disk at its own rate (at most 2 channels). Only the samples due are
+/// read, so a file of any length costs the same memory.
 pub struct WavSource {
     path: PathBuf,
     format: StreamFormat,
-    samples: Vec<i16>,
+    reader: hound::WavReader<std::io::BufReader<File>>,
+}
+
+impl std::fmt::Debug for WavSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "WavSource {{ path: {:?}, format: {:?} }}",
+            self.path, self.format
+        )
+    }
 }
 
 fn wav_err(path: &Path) -> impl FnOnce(hound::Error) -> AudioError + '_ {
@@ -23,12 +33,21 @@ fn wav_err(path: &Path) -> impl FnOnce(hound::Error) -> AudioError + '_ {
     }
 }
 
+/// How a file's samples become i16.
+#[derive(Clone, Copy)]
+enum Decode {
+    I16,
+    /// Wider integers, shifted down by this many bits.
+    Int(u16),
+    F32,
+}
+
 impl WavSource {
-    /// Reads the whole file (16-bit, 24-bit, 32-bit integer or float PCM).
+    /// Opens the file and checks its format (16-bit, 24-bit, 32-bit integer or float PCM).
     ///
     /// # Errors
     /// [`AudioError::Wav`] when the file is missing or malformed; [`AudioError::Format`] for
-    /// more than two channels.
+    /// more than two channels or an unsupported sample format.
     pub fn open(path: &Path) -> Result<Self, AudioError> {
         let reader = hound::WavReader::open(path).map_err(wav_err(path))?;
         let spec = reader.spec();
@@ -39,36 +58,31 @@ impl WavSource {
                 spec.channels
             )));
         }
-        let samples: Vec<i16> = match (spec.sample_format, spec.bits_per_sample) {
-            (hound::SampleFormat::Int, 16) => reader
-                .into_samples::<i16>()
-                .collect::<Result<_, _>>()
-                .map_err(wav_err(path))?,
-            (hound::SampleFormat::Int, bits) if bits > 16 => reader
-                .into_samples::<i32>()
-                .map(|s| s.map(|v| (v >> (bits - 16)) as i16))
-                .collect::<Result<_, _>>()
-                .map_err(wav_err(path))?,
-            (hound::SampleFormat::Float, 32) => reader
-                .into_samples::<f32>()
-                .map(|s| s.map(f32_to_i16))
-                .collect::<Result<_, _>>()
-                .map_err(wav_err(path))?,
-            (fmt, bits) => {
-                return Err(AudioError::Format(format!(
-                    "{}: {bits}-bit {fmt:?}",
-                    path.display()
-                )))
-            }
-        };
+        decoder(spec).ok_or_else(|| {
+            AudioError::Format(format!(
+                "{}: {}-bit {:?}",
+                path.display(),
+                spec.bits_per_sample,
+                spec.sample_format
+            ))
+        })?;
         Ok(Self {
             path: path.to_owned(),
             format: StreamFormat {
                 sample_rate: spec.sample_rate,
                 channels: spec.channels,
             },
-            samples,
+            reader,
         })
+    }
+}
+
+fn decoder(spec: hound::WavSpec) -> Option<Decode> {
+    match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Int, 16) => Some(Decode::I16),
+        (hound::SampleFormat::Int, bits @ 17..=32) => Some(Decode::Int(bits - 16)),
+        (hound::SampleFormat::Float, 32) => Some(Decode::F32),
+        _ => None,
     }
 }
 
@@ -82,17 +96,42 @@ impl Source for WavSource {
     }
 
     fn start(self: Box<Self>) -> Result<Capture, AudioError> {
-        let name = self.describe();
         let format = self.format;
-        let samples = self.samples;
-        let mut at = 0usize;
+        let mut reader = self.reader;
+        let decode = decoder(reader.spec()).unwrap_or(Decode::I16);
+        let path = self.path;
         let gen: Generator = Box::new(move |buf: &mut [i16]| {
-            let n = buf.len().min(samples.len() - at);
-            buf[..n].copy_from_slice(&samples[at..at + n]);
-            at += n;
+            // A read error mid-file ends the stream where it broke; it is logged, not hidden.
+            let mut n = 0;
+            let result: Result<(), hound::Error> = (|| {
+                match decode {
+                    Decode::I16 => {
+                        for (dst, s) in buf.iter_mut().zip(reader.samples::<i16>()) {
+                            *dst = s?;
+                            n += 1;
+                        }
+                    }
+                    Decode::Int(shift) => {
+                        for (dst, s) in buf.iter_mut().zip(reader.samples::<i32>()) {
+                            *dst = (s? >> shift) as i16;
+                            n += 1;
+                        }
+                    }
+                    Decode::F32 => {
+                        for (dst, s) in buf.iter_mut().zip(reader.samples::<f32>()) {
+                            *dst = f32_to_i16(s?);
+                            n += 1;
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            if let Err(e) = result {
+                tracing::error!("{}: {e}; ending the stream here", path.display());
+            }
             n
         });
-        spawn_paced(format, &name, gen)
+        Ok(Capture::paced(format, gen))
     }
 }
 

@@ -169,6 +169,13 @@ pub(crate) fn run(
     let mut player = Player::new(cfg.device.clone(), cfg.device_rate, cfg.target_latency);
     let result = run_inner(&cfg, commands, events, &mut player);
     let finished = player.finish();
+    tracing::info!(
+        "received {} bytes of datagrams in all",
+        player
+            .stats
+            .bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
     match (result, finished) {
         (Ok(o), Ok(())) => Ok(o),
         (Ok(_), Err(e)) => Err(e),

@@ -7,13 +7,13 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::server::Shared;
 use super::EngineError;
-use crate::audio::{Capture, Source};
+use crate::audio::{Capture, Frame, Source};
 use crate::protocol::datagram::{write_audio_body, Header, Kind, Opener, Sealer, MAX_DATAGRAM};
 use crate::protocol::frame::SessionParams;
 use crate::protocol::keys::SessionKeys;
@@ -60,32 +60,69 @@ pub(crate) fn run(
     let format = source.format();
     let ch = usize::from(format.channels);
     let frame_samples = frame_frames * ch;
-    let frame_period = Duration::from_secs_f64(frame_frames as f64 / f64::from(format.sample_rate));
     let mut source = Some(source);
     let mut capture: Option<Capture> = None;
     let mut sessions: HashMap<u32, Session> = HashMap::new();
     let mut position: u64 = 0;
-    let mut ended = false;
     let mut frame = vec![0i16; frame_samples];
     let mut body = Vec::with_capacity(MAX_DATAGRAM);
     let mut out = [0u8; MAX_DATAGRAM];
     let mut rx = [0u8; 2048];
+    let mut timeout = Duration::ZERO;
 
     while !shared.stop.load(Ordering::Relaxed) {
         apply_commands(&commands, &mut sessions);
 
-        // Wait for a datagram at most until the next frame is due.
-        let wait = match &capture {
-            Some(c) => {
-                let missing = frame_samples.saturating_sub(c.ring.slots());
-                frame_period.mul_f64(missing as f64 / frame_samples as f64)
+        // Send every frame that is due; then wait for datagrams until the next one is.
+        let mut wait = IDLE_WAIT;
+        if let Some(cap) = capture.as_mut() {
+            loop {
+                match cap.next_frame(Instant::now(), &mut frame) {
+                    Frame::Full => {
+                        send_frame(
+                            &udp,
+                            &mut sessions,
+                            position,
+                            &frame,
+                            &mut body,
+                            &mut out,
+                            &shared,
+                        );
+                        position += frame_frames as u64;
+                    }
+                    Frame::Last(n) => {
+                        // The last, partial frame goes out at its own length.
+                        if n > 0 {
+                            send_frame(
+                                &udp,
+                                &mut sessions,
+                                position,
+                                &frame[..n],
+                                &mut body,
+                                &mut out,
+                                &shared,
+                            );
+                        }
+                        let end = position + (n / ch) as u64;
+                        tracing::info!("end of stream at frame {end}");
+                        shared.end_position.store(end, Ordering::Release);
+                        break;
+                    }
+                    Frame::Wait(d) => {
+                        wait = d;
+                        break;
+                    }
+                    Frame::Ended => break,
+                }
             }
-            None => Duration::from_millis(50),
-        };
-        udp.set_read_timeout(Some(
-            wait.clamp(Duration::from_micros(500), Duration::from_millis(50)),
-        ))
-        .map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
+        }
+        // Only touch the socket option when the wait changes (it is a system call).
+        let wanted = wait.clamp(Duration::from_micros(500), IDLE_WAIT);
+        if wanted != timeout {
+            udp.set_read_timeout(Some(wanted))
+                .map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
+            timeout = wanted;
+        }
         match udp.recv_from(&mut rx) {
             Ok((n, from)) => {
                 // A session registered while we waited may be the one this hello is for.
@@ -103,52 +140,12 @@ pub(crate) fn run(
                 capture = Some(src.start()?);
             }
         }
-        let Some(cap) = capture.as_mut() else {
-            continue;
-        };
-        while cap.ring.slots() >= frame_samples {
-            if let Ok(chunk) = cap.ring.read_chunk(frame_samples) {
-                let (a, b) = chunk.as_slices();
-                frame[..a.len()].copy_from_slice(a);
-                frame[a.len()..].copy_from_slice(b);
-                chunk.commit_all();
-            }
-            send_frame(
-                &udp,
-                &mut sessions,
-                position,
-                &frame,
-                &mut body,
-                &mut out,
-                &shared,
-            );
-            position += frame_frames as u64;
-        }
-        if !ended && cap.ended.load(Ordering::Acquire) && cap.ring.slots() < frame_samples {
-            // The last, partial frame goes out at its own length, whole frames only.
-            let left = cap.ring.slots() / ch * ch;
-            for s in frame.iter_mut().take(left) {
-                *s = cap.ring.pop().unwrap_or(0);
-            }
-            let end = position + (left / ch) as u64;
-            if left > 0 {
-                send_frame(
-                    &udp,
-                    &mut sessions,
-                    position,
-                    &frame[..left],
-                    &mut body,
-                    &mut out,
-                    &shared,
-                );
-            }
-            ended = true;
-            tracing::info!("end of stream at frame {end}");
-            shared.end_position.store(end, Ordering::Release);
-        }
     }
     Ok(())
 }
+
+/// How long the media thread waits for datagrams when no frame is due.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
 
 fn apply_commands(commands: &Receiver<MediaCommand>, sessions: &mut HashMap<u32, Session>) {
     while let Ok(cmd) = commands.try_recv() {

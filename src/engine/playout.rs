@@ -31,6 +31,8 @@ pub(crate) struct PlayStats {
     pub(crate) lost: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) depth: AtomicUsize,
+    /// UDP payload bytes received, every datagram counted.
+    pub(crate) bytes: AtomicU64,
 }
 
 struct Running {
@@ -252,10 +254,11 @@ fn playout(
     let mut written_frames = 0usize;
     let mut reported = (0u64, 0usize);
     let started = Instant::now();
+    // A device needs feeding every few milliseconds; a file only when data comes.
     let wait = if clocked {
         Duration::from_millis(2)
     } else {
-        Duration::from_millis(5)
+        Duration::from_millis(20)
     };
     udp.set_read_timeout(Some(wait))
         .map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
@@ -265,7 +268,11 @@ fn playout(
     let mut end_seen_at: Option<Instant> = None;
 
     while !stop.load(Ordering::Acquire) {
-        match udp.recv(&mut buf) {
+        let got = udp.recv(&mut buf);
+        if let Ok(n) = got {
+            stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        match got {
             Ok(n) => match opener.open(&mut buf[..n]) {
                 Ok((Kind::Audio, body)) => match read_audio_body(body) {
                     Ok((position, _)) if position % ff != 0 => {

@@ -202,6 +202,12 @@ pub(crate) fn run(
     while shared.live.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(10));
     }
+    tracing::info!(
+        "sent {} datagrams, {} bytes in all; dropped {} hostile or stray",
+        shared.counters.sent.load(Ordering::Relaxed),
+        shared.counters.bytes.load(Ordering::Relaxed),
+        shared.counters.dropped.load(Ordering::Relaxed)
+    );
     match media.join() {
         Ok(Err(e)) if outcome.is_ok() => outcome = Err(e),
         Err(_) => outcome = Err(EngineError::Audio("the media thread panicked".into())),
