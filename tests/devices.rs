@@ -352,3 +352,61 @@ fn a_48k_stream_on_a_44k1_device_keeps_its_pitch() {
     );
     assert!((level - -9.03).abs() < 1.0, "level {level:.2} dBFS");
 }
+
+#[test]
+fn dash_o_captures_what_an_output_plays() {
+    let _one = ONE_SESSION.lock().unwrap_or_else(|p| p.into_inner());
+    let sb = Sandbox::new();
+    let pw = PipeWire::start(&sb);
+    let port = free_port().to_string();
+    // No such sink: one clear error at start-up, no spinning, no silence streamed.
+    let mut bad = pw.echowarp(&sb, &["-o", "-d", "nosuchsink", "-u", &port]);
+    let status = bad.wait_timeout(SECS(15));
+    assert_eq!(status.code(), Some(1), "{}", bad.stderr());
+    assert!(
+        bad.stderr().contains("nosuchsink.monitor"),
+        "{}",
+        bad.stderr()
+    );
+    // The monitor of sinkA, chosen by the sink's own name.
+    let rec = sb.path("rec.raw");
+    let mut recorder = pw.record("sinkB.monitor", 48_000, &rec);
+    let mut server = pw.echowarp(&sb, &["-o", "-d", "sinkA", "-u", &port]);
+    server.wait_for("listening on", SECS(15));
+    assert!(
+        server.stderr().contains("sinkA.monitor"),
+        "{}",
+        server.stderr()
+    );
+    let mut client = pw.echowarp(
+        &sb,
+        &["-c", "-a", "127.0.0.1", "-u", &port, "-d", "speakerB"],
+    );
+    client.wait_for("connected to", SECS(15));
+    let mut tone = pw.play_tone("sinkA", 440.0, 1.5);
+    let _ = tone.wait();
+    let deadline = Instant::now() + SECS(15);
+    while samples(&rec)
+        .iter()
+        .filter(|x| x.unsigned_abs() > 2_000)
+        .count()
+        < 24_000
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no tone from sinkA's monitor:\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = recorder.kill();
+    let _ = recorder.wait();
+    let (freq, level, _, _) = analyse(&samples(&rec), 48_000);
+    assert!((freq - 440.0).abs() < 3.0, "frequency {freq:.1} Hz");
+    assert!((level - -9.03).abs() < 1.0, "level {level:.2} dBFS");
+    client.signal("TERM");
+    assert!(client.wait_timeout(SECS(10)).success());
+    server.signal("TERM");
+    assert!(server.wait_timeout(SECS(10)).success());
+}

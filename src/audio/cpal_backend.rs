@@ -214,61 +214,96 @@ fn find_device(spec: &DeviceSpec, kind: DeviceKind) -> Result<Found, AudioError>
     pick(all.into_iter().filter(is_kind).collect(), spec, kind.name())
 }
 
-/// For `-o` on a server: the input that carries what an output device plays. PulseAudio and
-/// PipeWire expose it as a monitor source, which ALSA and cpal show as an input device whose id or
-/// name mentions "monitor"; WASAPI captures an output device directly in loopback mode.
+/// For `-o` on a server: the input that carries what an output device plays.
+///
+/// - Windows: WASAPI captures an output device directly in loopback mode.
+/// - An ALSA input whose id or name mentions "monitor" and the wanted device (a monitor PCM the
+///   user defined) is used as it is.
+/// - PulseAudio and PipeWire: the ALSA `pulse` PCM records from whatever libpulse's
+///   `PULSE_SOURCE` names, so `-o -d SINK` records `SINK.monitor` and `-o` alone the default
+///   sink's monitor (`@DEFAULT_MONITOR@`). `-d` then names a sink as `pactl list sinks` shows it.
 fn find_loopback(spec: &DeviceSpec) -> Result<Found, AudioError> {
     if cfg!(windows) {
         return find_device(spec, DeviceKind::Output);
     }
     let all = enumerate()?;
-    let monitors: Vec<Found> = all
-        .into_iter()
-        .filter(|f| {
-            f.info.input
-                && (f.info.id.to_lowercase().contains("monitor")
-                    || f.info.name.to_lowercase().contains("monitor"))
-        })
-        .collect();
     let wanted = match spec {
-        DeviceSpec::Default => None,
-        DeviceSpec::Index(_) => {
-            let out = find_device(spec, DeviceKind::Output)?;
-            Some(out.info.name)
-        }
+        DeviceSpec::Index(_) => Some(find_device(spec, DeviceKind::Output)?.info.name),
         DeviceSpec::Name(n) => Some(n.clone()),
         _ => None,
     };
     let label = wanted.clone().unwrap_or_else(|| "default".to_owned());
-    let hint = "no monitor source is visible to ALSA; on PulseAudio/PipeWire add an ALSA PCM \
-                `pcm.NAME { type pulse device \"<sink>.monitor\" }` to ~/.asoundrc and pick it with -d";
-    match wanted {
-        None if monitors.len() == 1 => monitors
-            .into_iter()
-            .next()
-            .ok_or_else(|| AudioError::NoLoopback(label, hint.into())),
-        None => {
-            let default_monitor = monitors.into_iter().find(|f| {
-                f.info.name.to_lowercase().contains("default")
-                    || f.info.id.to_lowercase().contains("default")
-            });
-            default_monitor.ok_or_else(|| AudioError::NoLoopback(label, hint.into()))
-        }
-        Some(name) => {
-            let lower = name.to_lowercase();
-            let exact = monitors.iter().position(|f| {
-                f.info.id.to_lowercase().contains(&lower)
-                    || f.info.name.to_lowercase().contains(&lower)
-            });
-            match exact {
-                Some(i) => Ok(monitors
-                    .into_iter()
-                    .nth(i)
-                    .ok_or_else(|| AudioError::NoLoopback(label.clone(), hint.into()))?),
-                None => Err(AudioError::NoLoopback(label, hint.into())),
-            }
-        }
+    let mentions = |f: &Found, what: &str| {
+        f.info.id.to_lowercase().contains(what) || f.info.name.to_lowercase().contains(what)
+    };
+    let mut monitors = all
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.info.input && mentions(f, "monitor"));
+    let alsa_monitor = match &wanted {
+        Some(name) => monitors
+            .find(|(_, f)| mentions(f, &name.to_lowercase()))
+            .map(|(i, _)| i),
+        None => monitors
+            .find(|(_, f)| mentions(f, "default"))
+            .map(|(i, _)| i),
+    };
+    let pulse = all
+        .iter()
+        .position(|f| f.info.input && f.info.id.rsplit(':').next() == Some("pulse"));
+    let mut all = all;
+    if let Some(i) = alsa_monitor {
+        return Ok(all.swap_remove(i));
     }
+    let Some(i) = pulse else {
+        return Err(AudioError::NoLoopback(
+            label,
+            "no monitor source is visible to ALSA and there is no PulseAudio/PipeWire `pulse` device; \
+             define an ALSA PCM for the monitor and pick it with -d"
+                .into(),
+        ));
+    };
+    let source = match &wanted {
+        Some(sink) => {
+            check_sink_exists(sink)?;
+            format!("{sink}.monitor")
+        }
+        None => "@DEFAULT_MONITOR@".to_owned(),
+    };
+    // libpulse reads PULSE_SOURCE when the pulse PCM connects, on the device thread started
+    // right after this. It is set once, before the server starts any thread of its own that could
+    // read the environment concurrently.
+    std::env::set_var("PULSE_SOURCE", &source);
+    let mut found = all.swap_remove(i);
+    found.info.name = format!("{source} through {}", found.info.id);
+    Ok(found)
+}
+
+/// PipeWire accepts a recording stream for a source that does not exist and then delivers
+/// nothing, so ask the sound server for its sinks first (with `pactl`, where installed).
+fn check_sink_exists(sink: &str) -> Result<(), AudioError> {
+    let Ok(out) = std::process::Command::new("pactl")
+        .args(["list", "short", "sinks"])
+        .stderr(std::process::Stdio::null())
+        .output()
+    else {
+        return Ok(()); // no pactl: the capture watchdog still catches a silent device
+    };
+    if !out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let sinks: Vec<&str> = text.lines().filter_map(|l| l.split('\t').nth(1)).collect();
+    if sinks.contains(&sink) {
+        return Ok(());
+    }
+    Err(AudioError::NoLoopback(
+        format!("{sink}.monitor"),
+        format!(
+            "the sound server has no sink named {sink:?}; its sinks are: {}",
+            sinks.join(", ")
+        ),
+    ))
 }
 
 /// Chooses a stream configuration: `want` if supported, else the same rate, else the default.
@@ -431,6 +466,28 @@ pub fn open_source(
     } else {
         choose_config(&found.device, false, want, &found.info.id)?
     };
+    // Open the stream once now, so a device that cannot capture fails at start-up with its own
+    // words, not when the first client arrives.
+    let probe = CpalSource {
+        found,
+        config,
+        sample_format,
+        loopback,
+    };
+    let format = probe.format();
+    drop(start_capture(
+        &probe.found.device,
+        &probe.found.info.id,
+        probe.config,
+        probe.sample_format,
+        format,
+    )?);
+    let CpalSource {
+        found,
+        config,
+        sample_format,
+        loopback,
+    } = probe;
     Ok(Box::new(CpalSource {
         found,
         config,

@@ -69,6 +69,7 @@ pub(crate) fn run(
     let mut out = [0u8; MAX_DATAGRAM];
     let mut rx = [0u8; 2048];
     let mut timeout = Duration::ZERO;
+    let mut last_audio = Instant::now();
 
     while !shared.stop.load(Ordering::Relaxed) {
         apply_commands(&commands, &mut sessions);
@@ -79,6 +80,7 @@ pub(crate) fn run(
             loop {
                 match cap.next_frame(Instant::now(), &mut frame) {
                     Frame::Full => {
+                        last_audio = Instant::now();
                         send_frame(
                             &udp,
                             &mut sessions,
@@ -110,6 +112,12 @@ pub(crate) fn run(
                     }
                     Frame::Wait(d) => {
                         wait = d;
+                        if last_audio.elapsed() > SILENT_DEVICE {
+                            return Err(EngineError::Audio(format!(
+                                "the capture device delivered no audio for {} s (is it connected, and is it the right one?)",
+                                SILENT_DEVICE.as_secs()
+                            )));
+                        }
                         break;
                     }
                     Frame::Ended => break,
@@ -138,12 +146,16 @@ pub(crate) fn run(
             if let Some(src) = source.take() {
                 tracing::info!("capture started: {}", src.describe());
                 capture = Some(src.start()?);
+                last_audio = Instant::now();
             }
         }
     }
     Ok(())
 }
 
+/// A capture that delivers nothing this long has failed (a running device always delivers,
+/// silence included).
+const SILENT_DEVICE: Duration = Duration::from_secs(2);
 /// How long the media thread waits for datagrams when no frame is due.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
 

@@ -209,7 +209,8 @@ pub(crate) fn run(
         shared.counters.dropped.load(Ordering::Relaxed)
     );
     match media.join() {
-        Ok(Err(e)) if outcome.is_ok() => outcome = Err(e),
+        // The media thread's own error says more than "the capture stopped".
+        Ok(Err(e)) => outcome = Err(e),
         Err(_) => outcome = Err(EngineError::Audio("the media thread panicked".into())),
         _ => {}
     }
