@@ -25,9 +25,12 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
+# pipefail makes a failing test fail the script even through tee.
 cargo test --locked --all-targets 2>&1 | tee /tmp/echowarp-test.log
 if [ -x scripts/fuzz.sh ]; then
   echo "== fuzzing (bounded)"
   bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 fi
+passed=$(grep -Eo '^test result: ok\. [0-9]+ passed' /tmp/echowarp-test.log | awk '{s+=$4} END {print s+0}')
 echo "== all tests passed"
+echo "tests: ${passed} passed, 0 failed"

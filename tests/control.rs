@@ -17,6 +17,35 @@ fn server(sb: &Sandbox, args: &[&str]) -> (Proc, String) {
     (p, port)
 }
 
+/// A client with `password`, once it reports its session up.
+fn connected_client(sb: &Sandbox, port: &str, password: &str) -> Proc {
+    let mut c = sb.spawn(&[
+        "-c",
+        "-a",
+        "127.0.0.1",
+        "-u",
+        port,
+        "-p",
+        password,
+        "-d",
+        "null",
+    ]);
+    c.wait_for("connected to", SECS(10));
+    c
+}
+
+/// Opens a raw TCP connection, sends `bytes`, and returns everything the server says before
+/// closing.
+fn raw_exchange(port: &str, bytes: &[u8]) -> String {
+    let mut raw =
+        TcpStream::connect(("127.0.0.1", port.parse::<u16>().expect("port"))).expect("connect");
+    raw.set_read_timeout(Some(SECS(5))).expect("timeout");
+    raw.write_all(bytes).expect("write");
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).expect("read");
+    answer
+}
+
 fn client(sb: &Sandbox, port: &str, password: &str) -> (i32, String) {
     let (code, _, err) = sb.run(
         &[
@@ -192,12 +221,10 @@ fn repeated_failures_ban_the_ip_across_restarts_until_unbanned() {
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("403 Forbidden (Client is banned)"), "{err}");
     // A raw connection gets the 403 line at once, before saying anything.
-    let mut raw =
-        TcpStream::connect(("127.0.0.1", port.parse::<u16>().expect("port"))).expect("connect");
-    let mut line = String::new();
-    raw.set_read_timeout(Some(SECS(5))).expect("timeout");
-    raw.read_to_string(&mut line).expect("read");
-    assert_eq!(line, "403 Forbidden (Client is banned)\n");
+    assert_eq!(
+        raw_exchange(&port, b""),
+        "403 Forbidden (Client is banned)\n"
+    );
     let list = std::fs::read_to_string(sb.ban_list()).expect("ban list written");
     assert_eq!(list.lines().collect::<Vec<_>>(), ["127.0.0.1"]);
 
@@ -212,18 +239,7 @@ fn repeated_failures_ban_the_ip_across_restarts_until_unbanned() {
 
     let (code, out, _) = sb.run(&["--unban", "127.0.0.1"], SECS(10));
     assert_eq!((code, out.trim()), (0, "unbanned 127.0.0.1"));
-    let mut ok = sb.spawn(&[
-        "-c",
-        "-a",
-        "127.0.0.1",
-        "-u",
-        &port,
-        "-p",
-        "right",
-        "-d",
-        "null",
-    ]);
-    ok.wait_for("connected to", SECS(10));
+    let mut ok = connected_client(&sb, &port, "right");
     ok.signal("INT");
     assert!(ok.wait_timeout(SECS(10)).success());
     srv.signal("TERM");
@@ -237,18 +253,7 @@ fn reconnect_zero_bans_nobody() {
     for _ in 0..6 {
         assert_eq!(client(&sb, &port, "wrong").0, 3);
     }
-    let mut ok = sb.spawn(&[
-        "-c",
-        "-a",
-        "127.0.0.1",
-        "-u",
-        &port,
-        "-p",
-        "right",
-        "-d",
-        "null",
-    ]);
-    ok.wait_for("connected to", SECS(10));
+    let ok = connected_client(&sb, &port, "right");
     drop(ok);
     assert!(
         !sb.ban_list().exists()
@@ -265,21 +270,13 @@ fn reconnect_zero_bans_nobody() {
 fn version_mismatch_409_both_ways() {
     let sb = Sandbox::new();
     let (mut srv, port) = server(&sb, &["-d", "null", "-r", "0"]);
-    let mut raw =
-        TcpStream::connect(("127.0.0.1", port.parse::<u16>().expect("port"))).expect("connect");
-    raw.write_all(b"ECHOWARP/99.0 x\n").expect("write");
-    raw.set_read_timeout(Some(SECS(5))).expect("timeout");
-    let mut answer = String::new();
-    raw.read_to_string(&mut answer).expect("read");
+    let answer = raw_exchange(&port, b"ECHOWARP/99.0 x\n");
     assert!(answer.starts_with("409 Conflict"), "{answer:?}");
     // Garbage gets 400.
-    let mut raw =
-        TcpStream::connect(("127.0.0.1", port.parse::<u16>().expect("port"))).expect("connect");
-    raw.write_all(b"GET / HTTP/1.0\r\n").expect("write");
-    let mut answer = String::new();
-    raw.set_read_timeout(Some(SECS(5))).expect("timeout");
-    raw.read_to_string(&mut answer).expect("read");
-    assert_eq!(answer, "400 Bad Request\n");
+    assert_eq!(
+        raw_exchange(&port, b"GET / HTTP/1.0\r\n"),
+        "400 Bad Request\n"
+    );
     // A client of another major exits 5.
     let (code, _, err) = sb.run(
         &[
