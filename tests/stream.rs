@@ -133,3 +133,111 @@ fn sigint_finalises_the_recording() {
 fn sigterm_finalises_the_recording() {
     recording_survives("TERM");
 }
+
+/// `got` is a contiguous run of `want` that ends where `want` ends (a client that joined late).
+fn assert_exact_suffix(want: &[i16], got: &[i16]) {
+    assert!(
+        got.len() > 48_000,
+        "recording too short: {} samples",
+        got.len()
+    );
+    let probe = &got[..64];
+    let at = want
+        .windows(64)
+        .position(|w| w == probe)
+        .expect("recording's start not found in the source");
+    assert_eq!(
+        &want[at..],
+        got,
+        "recording differs from the source after sample {at}"
+    );
+}
+
+#[test]
+fn one_capture_fans_out_to_several_clients() {
+    let sb = Sandbox::new();
+    let want = write_test_wav(&sb.path("in.wav"), 2.0, 48_000, 2);
+    let port = free_port().to_string();
+    let mut server = sb.spawn(&["-d", "wav:in.wav", "-u", &port, "-w", "3"]);
+    server.wait_for("listening on", SECS(10));
+    let mut first = sb.spawn(&["-c", "-a", "127.0.0.1", "-u", &port, "-d", "wav:a.wav"]);
+    first.wait_for("connected to", SECS(10));
+    let mut second = sb.spawn(&["-c", "-a", "::1", "-u", &port, "-d", "wav:b.wav"]);
+    second.wait_for("connected to [::1]", SECS(10));
+    let mut third = sb.spawn(&["-c", "-a", "localhost", "-u", &port, "-d", "wav:c.wav"]);
+    third.wait_for("connected to", SECS(10));
+    for c in [&mut first, &mut second, &mut third] {
+        let status = c.wait_timeout(SECS(20));
+        assert!(status.success(), "{}", c.stderr());
+    }
+    assert!(
+        server.wait_timeout(SECS(10)).success(),
+        "{}",
+        server.stderr()
+    );
+    assert_sample_exact(&want, &read_wav(&sb.path("a.wav")).1);
+    // Later clients join a stream already under way: they get the rest of it, exactly.
+    assert_exact_suffix(&want, &read_wav(&sb.path("b.wav")).1);
+    assert_exact_suffix(&want, &read_wav(&sb.path("c.wav")).1);
+}
+
+#[test]
+fn bind_limits_the_listening_address() {
+    let sb = Sandbox::new();
+    let port = free_port().to_string();
+    let mut server = sb.spawn(&["-d", "null", "-u", &port, "--bind", "127.0.0.1"]);
+    server.wait_for("listening on 127.0.0.1:", SECS(10));
+    // Not listening on ::1: the client gives up with exit 6.
+    let (code, _, err) = sb.run(
+        &["-c", "-a", "::1", "-u", &port, "-d", "null", "-r", "1"],
+        SECS(20),
+    );
+    assert_eq!(code, 6, "{err}");
+    let mut ok = sb.spawn(&["-c", "-a", "127.0.0.1", "-u", &port, "-d", "null"]);
+    ok.wait_for("connected to", SECS(10));
+    drop(ok);
+    server.signal("TERM");
+    assert!(server.wait_timeout(SECS(10)).success());
+}
+
+#[test]
+fn error_log_writes_warnings_to_the_log_folder() {
+    let sb = Sandbox::new();
+    let port = free_port().to_string();
+    let mut server = sb.spawn(&["-d", "null", "-u", &port, "-p", "right", "-l"]);
+    server.wait_for("listening on", SECS(10));
+    let (code, _, _) = sb.run(
+        &[
+            "-c",
+            "-a",
+            "127.0.0.1",
+            "-u",
+            &port,
+            "-p",
+            "wrong",
+            "-d",
+            "null",
+            "-r",
+            "1",
+        ],
+        SECS(20),
+    );
+    assert_eq!(code, 3);
+    server.wait_for("failed login", SECS(10));
+    server.signal("TERM");
+    assert!(server.wait_timeout(SECS(10)).success());
+    let logs = sb.path("data/echowarp/logs");
+    let text: String = std::fs::read_dir(&logs)
+        .unwrap_or_else(|e| panic!("{}: {e}", logs.display()))
+        .filter_map(Result::ok)
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(
+        text.contains("failed login from 127.0.0.1"),
+        "log files hold: {text:?}"
+    );
+    assert!(
+        !text.contains(" INFO "),
+        "only warnings and errors go to the file"
+    );
+}
