@@ -66,10 +66,10 @@ sent = grab(r"sent \d+ datagrams, (\d+) bytes", server_err)
 received = grab(r"received (\d+) bytes", client_err)
 pcm_rate = 48000 * 2 * 2
 print(f"streamed {seconds} s of 48 kHz stereo PCM ({' '.join(extra) or 'encrypted'}) in {wall:.1f} s wall; exit codes {cstatus >> 8}, {sstatus >> 8}")
-print(f"{'side':8} {'CPU s':>7} {'% of a core':>12} {'peak RSS MiB':>13} {'bytes':>12}")
+print(f"{'side':8} {'CPU s':>7} {'user s':>7} {'sys s':>7} {'% of a core':>12} {'peak RSS MiB':>13} {'bytes':>12}")
 for name, ru, b, pid in (("server", srusage, sent, server.pid), ("client", crusage, received, client.pid)):
     cpu = ru.ru_utime + ru.ru_stime
-    print(f"{name:8} {cpu:7.2f} {100 * cpu / seconds:11.2f}% {peak[pid] / 1024:13.1f} {b:12d}")
+    print(f"{name:8} {cpu:7.2f} {ru.ru_utime:7.2f} {ru.ru_stime:7.2f} {100 * cpu / seconds:11.2f}% {peak[pid] / 1024:13.1f} {b:12d}")
 both = (srusage.ru_utime + srusage.ru_stime + crusage.ru_utime + crusage.ru_stime)
 print(f"both sides: {100 * both / seconds:.2f}% of one core")
 if sent > 0:

@@ -3,7 +3,6 @@
 //! address is proven. It never sends to any other address.
 
 use std::collections::HashMap;
-use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,6 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::server::Shared;
+use super::sock;
 use super::EngineError;
 use crate::audio::{Capture, Frame, Source};
 use crate::protocol::datagram::{write_audio_body, Header, Kind, Opener, Sealer, MAX_DATAGRAM};
@@ -43,13 +43,6 @@ struct Session {
     ready: Option<Sender<()>>,
 }
 
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-    )
-}
-
 pub(crate) fn run(
     udp: UdpSocket,
     source: Box<dyn Source>,
@@ -68,7 +61,7 @@ pub(crate) fn run(
     let mut body = Vec::with_capacity(MAX_DATAGRAM);
     let mut out = [0u8; MAX_DATAGRAM];
     let mut rx = [0u8; 2048];
-    let mut timeout = Duration::ZERO;
+    sock::prepare_for_polling(&udp).map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
     let mut last_audio = Instant::now();
 
     while !shared.stop.load(Ordering::Relaxed) {
@@ -124,20 +117,13 @@ pub(crate) fn run(
                 }
             }
         }
-        // Only touch the socket option when the wait changes (it is a system call).
-        let wanted = wait.clamp(Duration::from_micros(500), IDLE_WAIT);
-        if wanted != timeout {
-            udp.set_read_timeout(Some(wanted))
-                .map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
-            timeout = wanted;
-        }
-        match udp.recv_from(&mut rx) {
-            Ok((n, from)) => {
+        match sock::recv_within(&udp, &mut rx, wait.min(IDLE_WAIT)) {
+            Ok(Some((n, from))) => {
                 // A session registered while we waited may be the one this hello is for.
                 apply_commands(&commands, &mut sessions);
                 handle_datagram(&mut sessions, &mut rx[..n], from, &shared)
             }
-            Err(e) if is_timeout(&e) => {}
+            Ok(None) => {}
             // ICMP errors from earlier sends surface here on some systems; they are not fatal.
             Err(e) => tracing::debug!("UDP receive: {e}"),
         }

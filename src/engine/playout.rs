@@ -260,7 +260,7 @@ fn playout(
     } else {
         Duration::from_millis(20)
     };
-    udp.set_read_timeout(Some(wait))
+    super::sock::prepare_for_polling(udp)
         .map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
     let mut buf = [0u8; MAX_DATAGRAM + 64];
     let mut pcm = Vec::with_capacity(ff as usize * ch);
@@ -268,12 +268,13 @@ fn playout(
     let mut end_seen_at: Option<Instant> = None;
 
     while !stop.load(Ordering::Acquire) {
-        let got = udp.recv(&mut buf);
-        if let Ok(n) = got {
+        let got = super::sock::recv_within(udp, &mut buf, wait);
+        if let Ok(Some((n, _))) = got {
             stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
         }
         match got {
-            Ok(n) => match opener.open(&mut buf[..n]) {
+            Ok(None) => {}
+            Ok(Some((n, _))) => match opener.open(&mut buf[..n]) {
                 Ok((Kind::Audio, body)) => match read_audio_body(body) {
                     Ok((position, _)) if position % ff != 0 => {
                         stats.dropped.fetch_add(1, Ordering::Relaxed);

@@ -88,3 +88,53 @@ fn set_buffers(s: &Socket, asked: usize) -> io::Result<()> {
     let _ = s.set_send_buffer_size(size);
     Ok(())
 }
+
+/// Readies a UDP socket for [`recv_within`].
+pub(crate) fn prepare_for_polling(sock: &UdpSocket) -> io::Result<()> {
+    // With poll(2) the socket itself never blocks.
+    #[cfg(unix)]
+    sock.set_nonblocking(true)?;
+    #[cfg(not(unix))]
+    let _ = sock;
+    Ok(())
+}
+
+/// Receives one datagram, waiting at most `timeout`; `Ok(None)` when none came.
+///
+/// The wait uses poll(2) where there is one: its timer is precise to microseconds, where a
+/// socket receive timeout (SO_RCVTIMEO) is rounded up to the kernel's tick, 10 ms on many
+/// kernels, which would send 5 ms packets in pairs.
+pub(crate) fn recv_within(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    timeout: std::time::Duration,
+) -> io::Result<Option<(usize, SocketAddr)>> {
+    #[cfg(unix)]
+    {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let ts = Timespec {
+            tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
+            tv_nsec: timeout.subsec_nanos().into(),
+        };
+        let mut fds = [PollFd::new(sock, PollFlags::IN)];
+        match poll(&mut fds, Some(&ts)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    #[cfg(not(unix))]
+    sock.set_read_timeout(Some(timeout.max(std::time::Duration::from_millis(1))))?;
+    match sock.recv_from(buf) {
+        Ok(got) => Ok(Some(got)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
