@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-need=(build-essential pkg-config libasound2-dev libasound2-plugins)
+need=(build-essential pkg-config libasound2-dev libasound2-plugins
+      libgtk-3-dev libayatana-appindicator3-dev libdbus-1-dev pulseaudio-utils)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,10 +24,14 @@ if [ "$(id -u)" = 0 ]; then dest=/usr/local/bin; else dest="$HOME/.local/bin"; m
 install -m 0755 target/release/echowarp "$dest/echowarp"
 echo "installed $dest/echowarp"
 case ":$PATH:" in *":$dest:"*) ;; *) echo "note: add $dest to your PATH" ;; esac
-if [ -t 0 ]; then
-  echo "starting EchoWarp (interactive setup; Ctrl-C stops it)"
+if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
+  echo "starting EchoWarp in the system tray"
+  nohup "$dest/echowarp" --tray >/dev/null 2>&1 &
+  echo "EchoWarp is in your tray (its menu starts, stops and configures it)"
+elif [ -t 0 ]; then
+  echo "no desktop session: interactive setup, then EchoWarp runs headless (Ctrl-C stops it)"
   exec "$dest/echowarp" -I
 else
-  echo "starting EchoWarp headless from the saved profile (Ctrl-C stops it)"
+  echo "no desktop session: running headless from the saved profile (Ctrl-C stops it)"
   exec "$dest/echowarp"
 fi

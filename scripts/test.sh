@@ -4,10 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Build needs and test infrastructure (testing.md): ALSA headers for cpal; tcpdump to check that
-# no password crosses the wire; PipeWire with null sinks reached through ALSA for real devices.
+# Build needs and test infrastructure (testing.md): ALSA headers for cpal, GTK, appindicator and
+# D-Bus for the tray; tcpdump to check that no password crosses the wire; PipeWire with null sinks
+# reached through ALSA for real devices; Xvfb, trayer, xdotool and ImageMagick to drive the tray.
 packages=(build-essential pkg-config libasound2-dev libasound2-plugins alsa-utils tcpdump
-          dbus pipewire pipewire-pulse wireplumber pulseaudio-utils sox)
+          libgtk-3-dev libayatana-appindicator3-dev libdbus-1-dev
+          dbus pipewire pipewire-pulse wireplumber pulseaudio-utils sox
+          xvfb xauth trayer xdotool x11-utils imagemagick)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,8 +25,9 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+echo "== cargo clippy (with the tray, and headless)"
 cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --all-targets --locked --no-default-features -- -D warnings
 echo "== cargo test"
 # pipefail makes a failing test fail the script even through tee.
 cargo test --locked --all-targets 2>&1 | tee /tmp/echowarp-test.log

@@ -67,14 +67,21 @@ fn run(args: Args, no_args: bool) -> Result<Outcome, CliError> {
     if cli::run_admin(&args)? {
         return Ok(Outcome::Stopped);
     }
+    let mut profile = cli::effective_profile(&args)?;
+    #[cfg(feature = "tray")]
+    if args.tray || (no_args && echowarp::ui::tray::desktop_present()) {
+        echowarp::ui::tray::run(profile, args)?;
+        return Ok(Outcome::Stopped);
+    }
+    #[cfg(not(feature = "tray"))]
     if args.tray {
         return Err(CliError {
             code: cli::EXIT_USAGE,
-            message: "this build has no tray; run headless (see --help)".into(),
+            message: "this build has no tray (built without the `tray` feature); run headless"
+                .into(),
             hints: Vec::new(),
         });
     }
-    let mut profile = cli::effective_profile(&args)?;
     let interactive = args.interactive || (no_args && std::io::stdin().is_terminal());
     let mut save_to = args.save_config.clone();
     if interactive {

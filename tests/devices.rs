@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ struct PipeWire {
     dir: PathBuf,
     env: Vec<(String, String)>,
     children: Vec<Child>,
+    _dbus: DbusSession,
 }
 
 impl PipeWire {
@@ -39,40 +40,18 @@ impl PipeWire {
                 .expect("chmod");
         }
         std::fs::write(config.join("alsa/asoundrc"), ASOUNDRC).expect("asoundrc");
-        let mut dbus = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--print-address=1"])
-            .arg(format!(
-                "--address=unix:path={}",
-                runtime.join("bus").display()
-            ))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon is installed by the test command");
-        let mut addr = String::new();
-        let mut out = dbus.stdout.take().expect("stdout");
-        let mut byte = [0u8; 1];
-        while !addr.ends_with('\n') {
-            assert_eq!(
-                out.read(&mut byte).expect("dbus address"),
-                1,
-                "dbus-daemon exited"
-            );
-            addr.push(byte[0] as char);
-        }
+        let dbus = DbusSession::start(&runtime.join("bus"));
         let env = vec![
             ("XDG_RUNTIME_DIR".to_owned(), runtime.display().to_string()),
             ("XDG_CONFIG_HOME".to_owned(), config.display().to_string()),
-            (
-                "DBUS_SESSION_BUS_ADDRESS".to_owned(),
-                addr.trim().to_owned(),
-            ),
+            ("DBUS_SESSION_BUS_ADDRESS".to_owned(), dbus.address.clone()),
             ("PIPEWIRE_LOG_LEVEL".to_owned(), "0".to_owned()),
         ];
         let mut pw = Self {
             dir,
             env,
-            children: vec![dbus],
+            children: Vec::new(),
+            _dbus: dbus,
         };
         for prog in ["pipewire", "wireplumber", "pipewire-pulse"] {
             let child = pw

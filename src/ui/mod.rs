@@ -17,3 +17,6 @@ pub fn display_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+#[cfg(feature = "tray")]
+pub mod tray;
+pub mod tray_menu;

@@ -254,3 +254,44 @@ pub fn assert_sample_exact(want: &[i16], got: &[i16]) {
 }
 
 pub const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// A private D-Bus session bus for one test (PipeWire, GTK and notifications want one).
+pub struct DbusSession {
+    pub address: String,
+    child: Child,
+}
+
+impl DbusSession {
+    pub fn start(socket: &Path) -> Self {
+        use std::io::Read;
+        let mut child = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .arg(format!("--address=unix:path={}", socket.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon is installed by the test command");
+        let mut address = String::new();
+        let mut out = child.stdout.take().expect("stdout");
+        let mut byte = [0u8; 1];
+        while !address.ends_with('\n') {
+            assert_eq!(
+                out.read(&mut byte).expect("dbus address"),
+                1,
+                "dbus-daemon exited"
+            );
+            address.push(byte[0] as char);
+        }
+        Self {
+            address: address.trim().to_owned(),
+            child,
+        }
+    }
+}
+
+impl Drop for DbusSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

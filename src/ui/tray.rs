@@ -1,0 +1,379 @@
+//! The system tray (feature `tray`): a tao event loop on the main thread, a tray-icon icon whose
+//! picture follows the engine's state, and a menu computed by [`super::tray_menu`].
+//!
+//! Event-driven, never polling: menu clicks come through `MenuEvent::set_event_handler`, engine
+//! events through a forwarding thread, both into the loop's proxy; with `ControlFlow::Wait` the
+//! loop sleeps until one arrives (STYLE.md habit 14).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::thread;
+
+use tao::event::{Event as TaoEvent, StartCause};
+use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy};
+use tray_icon::menu::{
+    CheckMenuItem, IsMenuItem, Menu, MenuEvent, MenuId, MenuItem, PredefinedMenuItem, Submenu,
+};
+use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
+
+use super::cli::{self, Args, CliError};
+use super::tray_menu::{Action, Item, TrayState, TrayView};
+use crate::audio::DeviceKind;
+use crate::engine::{EngineHandle, Event};
+use crate::store::bans::BanList;
+use crate::store::paths;
+use crate::store::profile::{Profile, Role};
+
+enum UserEvent {
+    Menu(MenuId),
+    /// An engine event, tagged with the generation of the engine that sent it.
+    Engine(u64, Event),
+}
+
+const ICONS: [(&str, &[u8]); 4] = [
+    ("idle", include_bytes!("../../icons/idle.png")),
+    ("connecting", include_bytes!("../../icons/connecting.png")),
+    ("streaming", include_bytes!("../../icons/streaming.png")),
+    ("error", include_bytes!("../../icons/error.png")),
+];
+
+fn decode_icon(bytes: &[u8]) -> Option<Icon> {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .ok()?;
+    let mut buf = vec![0; reader.output_buffer_size()?];
+    let info = reader.next_frame(&mut buf).ok()?;
+    if info.color_type != png::ColorType::Rgba {
+        return None;
+    }
+    buf.truncate(info.buffer_size());
+    Icon::from_rgba(buf, info.width, info.height).ok()
+}
+
+struct App {
+    profile: Profile,
+    args: Args,
+    view: TrayView,
+    engine: Option<EngineHandle>,
+    generation: u64,
+    tray: Option<TrayIcon>,
+    actions: HashMap<MenuId, Action>,
+    icons: HashMap<&'static str, Icon>,
+    proxy: EventLoopProxy<UserEvent>,
+}
+
+impl App {
+    fn start(&mut self) {
+        self.generation += 1;
+        let role = match cli::engine_role(&self.profile, &self.args) {
+            Ok(r) => r,
+            Err(e) => return self.fail(e.message),
+        };
+        match EngineHandle::start(role) {
+            Ok(handle) => {
+                let (events, proxy, generation) =
+                    (handle.events().clone(), self.proxy.clone(), self.generation);
+                let forwarder =
+                    thread::Builder::new()
+                        .name("tray events".into())
+                        .spawn(move || {
+                            for e in events.iter() {
+                                if proxy.send_event(UserEvent::Engine(generation, e)).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                if let Err(e) = forwarder {
+                    return self.fail(format!("cannot start the event thread: {e}"));
+                }
+                self.engine = Some(handle);
+                self.view.running = true;
+                self.view.state = TrayState::Connecting;
+                self.view.detail = "starting".into();
+            }
+            Err(e) => self.fail(e.to_string()),
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        tracing::error!("{why}");
+        self.view.running = false;
+        self.view.state = TrayState::Error;
+        self.view.detail = why;
+    }
+
+    /// Stops the engine without blocking the loop: the handle joins on a thread of its own.
+    fn stop(&mut self) {
+        self.generation += 1;
+        if let Some(handle) = self.engine.take() {
+            let _ = thread::Builder::new()
+                .name("engine stop".into())
+                .spawn(move || drop(handle));
+        }
+        self.view.running = false;
+        self.view.state = TrayState::Idle;
+        self.view.detail.clear();
+    }
+
+    fn restart_if_running(&mut self) {
+        if self.engine.is_some() {
+            self.stop();
+            self.start();
+        }
+    }
+
+    fn save_profile(&mut self) {
+        match paths::profile_path() {
+            Ok(path) => {
+                if let Err(e) = self.profile.save(&path) {
+                    self.fail(format!("cannot save the profile: {e}"));
+                }
+            }
+            Err(e) => self.fail(e.to_string()),
+        }
+    }
+
+    fn refresh_devices(&mut self) {
+        let want_output =
+            self.profile.role == Role::Client || self.profile.device_kind == DeviceKind::Output;
+        self.view.devices = crate::audio::cpal_backend::list_devices()
+            .map(|ds| {
+                ds.into_iter()
+                    .filter(|d| if want_output { d.output } else { d.input })
+                    .map(|d| (d.id, d.name))
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+
+    fn refresh_bans(&mut self) {
+        self.view.bans = paths::ban_list_path()
+            .ok()
+            .and_then(|p| BanList::load(&p).ok())
+            .map(|l| l.list())
+            .unwrap_or_default();
+    }
+
+    fn edit_bans(
+        &mut self,
+        edit: impl FnOnce(&mut BanList) -> Result<(), crate::store::StoreError>,
+    ) {
+        let result = paths::ban_list_path()
+            .and_then(|p| BanList::load(&p))
+            .and_then(|mut l| edit(&mut l));
+        if let Err(e) = result {
+            self.fail(format!("ban list: {e}"));
+        }
+        self.refresh_bans();
+    }
+
+    /// Returns false to quit.
+    fn act(&mut self, action: Action) -> bool {
+        match action {
+            Action::Start => self.start(),
+            Action::Stop => self.stop(),
+            Action::SetRole(role) => {
+                self.profile.role = role;
+                self.view.role = role;
+                self.save_profile();
+                self.refresh_devices();
+                self.restart_if_running();
+            }
+            Action::SelectDevice(spec) => {
+                self.profile.device = spec.clone();
+                self.view.device = spec;
+                self.save_profile();
+                self.restart_if_running();
+            }
+            Action::RefreshDevices => self.refresh_devices(),
+            Action::Unban(ip) => self.edit_bans(|l| l.remove(ip).map(|_| ())),
+            Action::ClearBans => self.edit_bans(|l| l.clear().map(|_| ())),
+            Action::EditProfile => {
+                if let Ok(path) = paths::profile_path() {
+                    if !path.exists() {
+                        self.save_profile();
+                    }
+                    open_with_desktop(path);
+                }
+            }
+            Action::OpenLogs => {
+                if let Ok(dir) = paths::log_dir() {
+                    let _ = std::fs::create_dir_all(&dir);
+                    open_with_desktop(dir);
+                }
+            }
+            Action::Quit => {
+                self.generation += 1;
+                drop(self.engine.take());
+                return false;
+            }
+        }
+        true
+    }
+
+    fn redraw(&mut self) {
+        let Some(tray) = &self.tray else { return };
+        self.actions.clear();
+        let menu = Menu::new();
+        for item in self.view.menu() {
+            let built = build_item(&item, &mut self.actions);
+            if let Err(e) = menu.append(built.as_ref()) {
+                tracing::warn!("tray menu: {e}");
+            }
+        }
+        tray.set_menu(Some(Box::new(menu)));
+        if let Some(icon) = self.icons.get(self.view.state.icon_name()) {
+            let _ = tray.set_icon(Some(icon.clone()));
+        }
+        let _ = tray.set_tooltip(Some(self.view.status_line()));
+    }
+}
+
+fn build_item(item: &Item, actions: &mut HashMap<MenuId, Action>) -> Box<dyn IsMenuItem> {
+    match item {
+        Item::Label(text) => Box::new(MenuItem::new(text, false, None)),
+        Item::Button {
+            text,
+            action,
+            enabled,
+        } => {
+            let mi = MenuItem::new(text, *enabled, None);
+            actions.insert(mi.id().clone(), action.clone());
+            Box::new(mi)
+        }
+        Item::Check {
+            text,
+            action,
+            checked,
+        } => {
+            let mi = CheckMenuItem::new(text, true, *checked, None);
+            actions.insert(mi.id().clone(), action.clone());
+            Box::new(mi)
+        }
+        Item::Submenu { text, items } => {
+            let sm = Submenu::new(text, true);
+            for i in items {
+                let built = build_item(i, actions);
+                if let Err(e) = sm.append(built.as_ref()) {
+                    tracing::warn!("tray menu: {e}");
+                }
+            }
+            Box::new(sm)
+        }
+        Item::Separator => Box::new(PredefinedMenuItem::separator()),
+    }
+}
+
+fn open_with_desktop(path: PathBuf) {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else if cfg!(windows) {
+        "explorer"
+    } else {
+        "xdg-open"
+    };
+    if let Err(e) = std::process::Command::new(opener).arg(&path).spawn() {
+        tracing::warn!("cannot open {}: {e}", path.display());
+    }
+}
+
+/// Whether a desktop session is there to show a tray in.
+pub fn desktop_present() -> bool {
+    cfg!(any(windows, target_os = "macos"))
+        || std::env::var_os("DISPLAY").is_some()
+        || std::env::var_os("WAYLAND_DISPLAY").is_some()
+}
+
+/// Runs the tray until Quit. Streams at once when the profile says `start_streaming`.
+///
+/// # Errors
+/// [`CliError`] when there is no desktop session.
+pub fn run(profile: Profile, args: Args) -> Result<(), CliError> {
+    if !desktop_present() {
+        return Err(CliError {
+            code: cli::EXIT_USAGE,
+            message: "no desktop session for the tray (DISPLAY and WAYLAND_DISPLAY are unset); run headless instead".into(),
+            hints: Vec::new(),
+        });
+    }
+    let event_loop = EventLoopBuilder::<UserEvent>::with_user_event().build();
+    let proxy = event_loop.create_proxy();
+    let menu_proxy = proxy.clone();
+    MenuEvent::set_event_handler(Some(move |e: MenuEvent| {
+        let _ = menu_proxy.send_event(UserEvent::Menu(e.id));
+    }));
+    let mut view = TrayView::new(profile.role, &profile.device);
+    view.detail.clear();
+    let mut app = App {
+        view,
+        profile,
+        args,
+        engine: None,
+        generation: 0,
+        tray: None,
+        actions: HashMap::new(),
+        icons: ICONS
+            .iter()
+            .filter_map(|(name, bytes)| decode_icon(bytes).map(|i| (*name, i)))
+            .collect(),
+        proxy,
+    };
+    event_loop.run(move |event, _, control_flow| {
+        *control_flow = ControlFlow::Wait;
+        match event {
+            // Icons are created once the loop runs (tray-icon's rule; GTK is ready then).
+            TaoEvent::NewEvents(StartCause::Init) => {
+                app.refresh_devices();
+                app.refresh_bans();
+                let built = TrayIconBuilder::new()
+                    .with_tooltip("EchoWarp")
+                    .with_title("EchoWarp")
+                    .with_menu_on_left_click(true)
+                    .with_icon(app.icons.get("idle").cloned().unwrap_or_else(|| {
+                        Icon::from_rgba(vec![0; 4], 1, 1).expect("a 1x1 icon is valid")
+                    }))
+                    .build();
+                match built {
+                    Ok(t) => app.tray = Some(t),
+                    Err(e) => {
+                        eprintln!("error: cannot create the tray icon: {e}");
+                        *control_flow = ControlFlow::ExitWithCode(1);
+                        return;
+                    }
+                }
+                tracing::info!("tray ready");
+                if app.profile.start_streaming {
+                    app.start();
+                }
+                app.redraw();
+            }
+            TaoEvent::UserEvent(UserEvent::Menu(id)) => {
+                let Some(action) = app.actions.get(&id).cloned() else {
+                    return;
+                };
+                tracing::info!("menu: {action:?}");
+                if !app.act(action) {
+                    app.tray = None;
+                    *control_flow = ControlFlow::Exit;
+                    return;
+                }
+                app.redraw();
+            }
+            TaoEvent::UserEvent(UserEvent::Engine(generation, e)) => {
+                if generation != app.generation {
+                    return; // a stopped engine's last words
+                }
+                if matches!(e, Event::Stopped(_)) {
+                    app.engine = None;
+                }
+                if matches!(e, Event::Banned(_)) {
+                    app.refresh_bans();
+                }
+                if app.view.apply(&e) {
+                    app.redraw();
+                }
+            }
+            _ => {}
+        }
+    })
+}
