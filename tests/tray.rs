@@ -10,6 +10,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Clicks land where a person's would: one tray on screen at a time.
+static ONE_DESKTOP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Desktop {
     display: String,
     children: Vec<Child>,
@@ -31,8 +34,11 @@ type Geometry = (i32, i32, i32, i32);
 impl Desktop {
     fn start(sb: &Sandbox) -> Self {
         let dbus = DbusSession::start(&sb.path("bus"));
-        // A display number no other test or session uses.
-        let n = 90 + std::process::id() % 100;
+        // A display number no other test or session uses: one per test, per process.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = 100
+            + (std::process::id() % 200) * 4
+            + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let display = format!(":{n}");
         let xvfb = Command::new("Xvfb")
             .args([&display, "-screen", "0", "800x600x24", "-nolisten", "tcp"])
@@ -209,6 +215,7 @@ fn listening(port: u16) -> bool {
 
 #[test]
 fn the_tray_menu_starts_and_stops_the_server() {
+    let _one = ONE_DESKTOP.lock().unwrap_or_else(|p| p.into_inner());
     let sb = Sandbox::new();
     let desk = Desktop::start(&sb);
     let port = free_port();
@@ -280,4 +287,130 @@ fn the_tray_menu_starts_and_stops_the_server() {
     desk.click_row(menu, 7, 3);
     let status = tray.wait_timeout(SECS(10));
     assert!(status.success(), "Quit: {status}\n{}", tray.stderr());
+}
+
+#[test]
+fn failed_logins_notify_and_the_ban_menu_unbans() {
+    let _one = ONE_DESKTOP.lock().unwrap_or_else(|p| p.into_inner());
+    let sb = Sandbox::new();
+    let desk = Desktop::start(&sb);
+    let monitor_log = sb.path("notifications.log");
+    let monitor = desk
+        .cmd("dbus-monitor")
+        .args([
+            "--address",
+            &desk._dbus.address,
+            "interface='org.freedesktop.Notifications'",
+        ])
+        .stdout(std::fs::File::create(&monitor_log).expect("log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dbus-monitor");
+    let _monitor = KillOnDrop(monitor);
+    let port = free_port();
+    std::fs::create_dir_all(sb.path("config/echowarp")).expect("mkdir");
+    std::fs::write(
+        sb.path("config/echowarp/profile.toml"),
+        format!("port = {port}\ndevice = \"null\"\npassword = \"right\"\nreconnect_attempts = 2\n"),
+    )
+    .expect("profile");
+    let mut cmd = sb.command(&["--tray"]);
+    cmd.env("DISPLAY", &desk.display)
+        .env("DBUS_SESSION_BUS_ADDRESS", &desk._dbus.address)
+        .env("NO_AT_BRIDGE", "1");
+    let mut tray = Proc::spawn(cmd, &["--tray"]);
+    tray.wait_for("server on", SECS(20));
+
+    let p = port.to_string();
+    for _ in 0..2 {
+        let (code, _, err) = sb.run(
+            &[
+                "-c",
+                "-a",
+                "127.0.0.1",
+                "-u",
+                &p,
+                "-p",
+                "wrong",
+                "-d",
+                "null",
+                "-r",
+                "1",
+            ],
+            SECS(20),
+        );
+        assert_eq!(code, 3, "{err}");
+    }
+    let deadline = Instant::now() + SECS(10);
+    loop {
+        let log = std::fs::read_to_string(&monitor_log).unwrap_or_default();
+        if log.contains("Wrong password from 127.0.0.1 (1 of 2 before a ban)")
+            && log.contains("127.0.0.1 is banned")
+        {
+            assert!(log.contains("member=Notify"), "{log}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "notifications not seen on the bus:\n{log}\n{}",
+            tray.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        std::fs::read_to_string(sb.ban_list()).expect("ban list"),
+        "127.0.0.1\n"
+    );
+
+    // Banned clients (row 4, after one separator) opens a submenu whose first row unbans.
+    let menu = desk.open_menu();
+    desk.click_row(menu, 4, 1);
+    let sub = desk.wait_window(
+        |n, g| n == "echowarp" && g != menu && g.2 > 50 && g.1 >= 0 && g.3 > 20,
+        "the Banned clients submenu",
+    );
+    desk.screenshot("tray-banned.png");
+    desk.click(sub.0 + 40, sub.1 + 16);
+    let deadline = Instant::now() + SECS(10);
+    while std::fs::read_to_string(sb.ban_list())
+        .unwrap_or_default()
+        .contains("127.0.0.1")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "Unban did not edit the ban list:\n{}",
+            tray.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, _, err) = sb.run(
+        &[
+            "-c",
+            "-a",
+            "127.0.0.1",
+            "-u",
+            &p,
+            "-p",
+            "wrong",
+            "-d",
+            "null",
+            "-r",
+            "1",
+        ],
+        SECS(20),
+    );
+    assert_eq!(
+        code, 3,
+        "unbanned: a wrong password is 401 again, not 403: {err}"
+    );
+    tray.signal("TERM");
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

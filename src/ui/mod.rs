@@ -17,6 +17,7 @@ pub fn display_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+pub mod notice;
 #[cfg(feature = "tray")]
 pub mod tray;
 pub mod tray_menu;

@@ -17,6 +17,7 @@ use tray_icon::menu::{
 use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
 
 use super::cli::{self, Args, CliError};
+use super::notice::{Notice, Notifier};
 use super::tray_menu::{Action, Item, TrayState, TrayView};
 use crate::audio::DeviceKind;
 use crate::engine::{EngineHandle, Event};
@@ -50,7 +51,35 @@ fn decode_icon(bytes: &[u8]) -> Option<Icon> {
     Icon::from_rgba(buf, info.width, info.height).ok()
 }
 
+/// Shows notices on a thread of its own: a slow or missing notification service never stalls the
+/// loop. Where there is no service, each failure is logged and the tray carries on.
+fn spawn_notifier() -> crossbeam_channel::Sender<Notice> {
+    let (tx, rx) = crossbeam_channel::unbounded::<Notice>();
+    let spawned = thread::Builder::new()
+        .name("notifications".into())
+        .spawn(move || {
+            for n in rx.iter() {
+                tracing::info!("notification: {}: {}", n.summary, n.body);
+                let shown = notify_rust::Notification::new()
+                    .appname("EchoWarp")
+                    .summary(&n.summary)
+                    .body(&n.body)
+                    .icon("audio-card")
+                    .show();
+                if let Err(e) = shown {
+                    tracing::warn!("no notification service: {e}");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("notifications are off: {e}");
+    }
+    tx
+}
+
 struct App {
+    notifier: Notifier,
+    notices: crossbeam_channel::Sender<Notice>,
     profile: Profile,
     args: Args,
     view: TrayView,
@@ -305,6 +334,8 @@ pub fn run(profile: Profile, args: Args) -> Result<(), CliError> {
     let mut view = TrayView::new(profile.role, &profile.device);
     view.detail.clear();
     let mut app = App {
+        notifier: Notifier::new(),
+        notices: spawn_notifier(),
         view,
         profile,
         args,
@@ -366,10 +397,16 @@ pub fn run(profile: Profile, args: Args) -> Result<(), CliError> {
                 if matches!(e, Event::Stopped(_)) {
                     app.engine = None;
                 }
-                if matches!(e, Event::Banned(_)) {
-                    app.refresh_bans();
+                for notice in app.notifier.on_event(&e, std::time::Instant::now()) {
+                    let _ = app.notices.send(notice);
                 }
-                if app.view.apply(&e) {
+                let mut changed = app.view.apply(&e);
+                if matches!(e, Event::Banned(_)) {
+                    // The file is the truth (a hand edit may have changed it too).
+                    app.refresh_bans();
+                    changed = true;
+                }
+                if changed {
                     app.redraw();
                 }
             }

@@ -145,7 +145,12 @@ impl TrayView {
 
     /// Folds an engine event into the view; returns true when the menu or icon must change.
     pub fn apply(&mut self, event: &Event) -> bool {
-        let before = (self.state, self.detail.clone(), self.running);
+        let before = (
+            self.state,
+            self.detail.clone(),
+            self.running,
+            self.bans.len(),
+        );
         match event {
             Event::Listening(addr) => {
                 self.state = TrayState::Connecting;
@@ -203,7 +208,13 @@ impl TrayView {
             }
             _ => {}
         }
-        before != (self.state, self.detail.clone(), self.running)
+        before
+            != (
+                self.state,
+                self.detail.clone(),
+                self.running,
+                self.bans.len(),
+            )
     }
 
     /// The menu for this view.
@@ -405,7 +416,8 @@ mod tests {
         assert!(!v.apply(&Event::Stats(stats)), "same figures: no redraw");
         assert_eq!(texts(&v.menu())[2], "Stop");
         let ip: IpAddr = "10.0.0.7".parse().expect("ip");
-        v.apply(&Event::Banned(ip));
+        assert!(v.apply(&Event::Banned(ip)), "a ban changes the menu");
+        assert!(!v.apply(&Event::Banned(ip)), "the same ban twice does not");
         let m = v.menu();
         let bans = submenu(&m, "Banned clients");
         assert_eq!(texts(bans), ["Unban 10.0.0.7", "---", "Clear all"]);
