@@ -46,26 +46,6 @@ fn raw_exchange(port: &str, bytes: &[u8]) -> String {
     answer
 }
 
-fn client(sb: &Sandbox, port: &str, password: &str) -> (i32, String) {
-    let (code, _, err) = sb.run(
-        &[
-            "-c",
-            "-a",
-            "127.0.0.1",
-            "-u",
-            port,
-            "-p",
-            password,
-            "-d",
-            "null",
-            "-r",
-            "1",
-        ],
-        SECS(20),
-    );
-    (code, err)
-}
-
 /// Captures loopback traffic on one port with tcpdump and rebuilds the packets' bytes from its
 /// hex dump (`-x`). (Writing a pcap file with `-w` captures nothing on some sandboxed kernels;
 /// the live dump works everywhere.)
@@ -153,7 +133,7 @@ fn wrong_password_exits_3_and_the_password_never_crosses_the_wire() {
     let password = "Correct-Horse-9137";
     let (mut srv, port) = server(&sb, &["-d", "tone:440", "-p", password, "-r", "0"]);
     let cap = Capture::start(&port);
-    let (code, err) = client(&sb, &port, "Wrong-Guess-5521");
+    let (code, err) = one_attempt(&sb, &port, "Wrong-Guess-5521");
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("401 Unauthorized (Invalid password)"), "{err}");
     // A good session too, so the capture holds a whole handshake and audio.
@@ -215,9 +195,9 @@ fn repeated_failures_ban_the_ip_across_restarts_until_unbanned() {
     let sb = Sandbox::new();
     let (mut srv, port) = server(&sb, &["-d", "tone:440", "-p", "right", "-r", "2"]);
     for _ in 0..2 {
-        assert_eq!(client(&sb, &port, "wrong").0, 3);
+        assert_eq!(one_attempt(&sb, &port, "wrong").0, 3);
     }
-    let (code, err) = client(&sb, &port, "right");
+    let (code, err) = one_attempt(&sb, &port, "right");
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("403 Forbidden (Client is banned)"), "{err}");
     // A raw connection gets the 403 line at once, before saying anything.
@@ -232,7 +212,7 @@ fn repeated_failures_ban_the_ip_across_restarts_until_unbanned() {
     assert!(srv.wait_timeout(SECS(10)).success());
     let (mut srv, port) = server(&sb, &["-d", "tone:440", "-p", "right", "-r", "2"]);
     assert_eq!(
-        client(&sb, &port, "right").0,
+        one_attempt(&sb, &port, "right").0,
         4,
         "still banned after a restart"
     );
@@ -251,7 +231,7 @@ fn reconnect_zero_bans_nobody() {
     let sb = Sandbox::new();
     let (mut srv, port) = server(&sb, &["-d", "null", "-p", "right", "-r", "0"]);
     for _ in 0..6 {
-        assert_eq!(client(&sb, &port, "wrong").0, 3);
+        assert_eq!(one_attempt(&sb, &port, "wrong").0, 3);
     }
     let ok = connected_client(&sb, &port, "right");
     drop(ok);
@@ -317,7 +297,7 @@ fn a_killed_client_frees_its_slot_within_6_seconds() {
     let mut a = sb.spawn(&["-c", "-a", "127.0.0.1", "-u", &port, "-d", "null"]);
     a.wait_for("connected to", SECS(10));
     // While A holds the only slot, another client is told the server is full.
-    let (code, err) = client(&sb, &port, "");
+    let (code, err) = one_attempt(&sb, &port, "");
     assert_eq!(code, 6, "{err}");
     assert!(
         err.contains("503 Service Unavailable (Server is full)"),

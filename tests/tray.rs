@@ -323,22 +323,7 @@ fn failed_logins_notify_and_the_ban_menu_unbans() {
 
     let p = port.to_string();
     for _ in 0..2 {
-        let (code, _, err) = sb.run(
-            &[
-                "-c",
-                "-a",
-                "127.0.0.1",
-                "-u",
-                &p,
-                "-p",
-                "wrong",
-                "-d",
-                "null",
-                "-r",
-                "1",
-            ],
-            SECS(20),
-        );
+        let (code, err) = one_attempt(&sb, &p, "wrong");
         assert_eq!(code, 3, "{err}");
     }
     let deadline = Instant::now() + SECS(10);
@@ -383,22 +368,7 @@ fn failed_logins_notify_and_the_ban_menu_unbans() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (code, _, err) = sb.run(
-        &[
-            "-c",
-            "-a",
-            "127.0.0.1",
-            "-u",
-            &p,
-            "-p",
-            "wrong",
-            "-d",
-            "null",
-            "-r",
-            "1",
-        ],
-        SECS(20),
-    );
+    let (code, err) = one_attempt(&sb, &p, "wrong");
     assert_eq!(
         code, 3,
         "unbanned: a wrong password is 401 again, not 403: {err}"

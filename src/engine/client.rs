@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::conn::{Conn, ConnError, POLL};
+use super::conn::{Conn, ConnError, HeartbeatClock, POLL};
 use super::playout::Player;
 use super::{
     sock, ClientConfig, Command, EngineError, Event, Outcome, Stats, BACKOFF_MAX, BACKOFF_START,
     HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, PEER_TIMEOUT,
 };
 use crate::protocol::datagram::{Kind, Sealer, HEADER_LEN};
-use crate::protocol::frame::{Goodbye, GoodbyeReason, Heartbeat, Message, SessionParams};
+use crate::protocol::frame::{Goodbye, GoodbyeReason, Message, SessionParams};
 use crate::protocol::handshake::{ClientHandshake, HandshakeError};
 use crate::protocol::ident::{Ident, Status, MAX_STATUS_LEN};
 use crate::protocol::keys::{ControlCipher, TAG_LEN};
@@ -262,12 +262,10 @@ fn stream(
         format: format.clone(),
     });
 
-    let started = Instant::now();
     let mut last_heard = Instant::now();
-    let mut next_heartbeat = Instant::now();
+    let mut heartbeat = HeartbeatClock::new(Instant::now());
     let mut next_hello = Instant::now();
     let mut udp_ready = false;
-    let mut seq = 0u32;
     let mut ending = false;
     let mut ending_since: Option<Instant> = None;
     let mut dg = [0u8; HEADER_LEN + TAG_LEN];
@@ -303,15 +301,9 @@ fn stream(
                 tracing::debug!("hello: {e}");
             }
         }
-        if now >= next_heartbeat {
-            next_heartbeat += HEARTBEAT_INTERVAL;
-            seq = seq.wrapping_add(1);
-            let hb = Heartbeat {
-                seq,
-                time_us: started.elapsed().as_micros() as u64,
-                received: player.stats.received.load(Ordering::Relaxed),
-                lost: player.stats.lost.load(Ordering::Relaxed),
-            };
+        let received = player.stats.received.load(Ordering::Relaxed);
+        let lost = player.stats.lost.load(Ordering::Relaxed);
+        if let Some(hb) = heartbeat.poll(now, received, lost) {
             if let Err(e) = s.conn.send(&Message::Heartbeat(hb)) {
                 if !ending {
                     break SessionEnd::Lost(format!("control channel: {e}"));
@@ -327,7 +319,7 @@ fn stream(
                 clients: 0,
             }));
         }
-        let wake = (now + POLL).min(next_heartbeat).min(next_hello);
+        let wake = (now + POLL).min(heartbeat.next_at()).min(next_hello);
         match s.conn.recv_until(wake) {
             Ok(Some(msg)) => {
                 last_heard = Instant::now();

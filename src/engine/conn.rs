@@ -141,3 +141,69 @@ impl Conn {
         self.recv_until(deadline)?.ok_or(ConnError::TimedOut)
     }
 }
+
+/// When the next heartbeat is due, and what it says (DESIGN.md §3.5): one per
+/// [`super::HEARTBEAT_INTERVAL`], numbered, stamped with the time since the session began.
+pub(crate) struct HeartbeatClock {
+    started: Instant,
+    next: Instant,
+    seq: u32,
+}
+
+impl HeartbeatClock {
+    /// The first heartbeat is due at once.
+    pub(crate) fn new(now: Instant) -> Self {
+        Self {
+            started: now,
+            next: now,
+            seq: 0,
+        }
+    }
+
+    /// When the next one is due (for the read deadline).
+    pub(crate) fn next_at(&self) -> Instant {
+        self.next
+    }
+
+    /// The heartbeat to send now, if one is due, carrying the sender's counters.
+    pub(crate) fn poll(
+        &mut self,
+        now: Instant,
+        received: u64,
+        lost: u64,
+    ) -> Option<crate::protocol::frame::Heartbeat> {
+        if now < self.next {
+            return None;
+        }
+        self.next += super::HEARTBEAT_INTERVAL;
+        self.seq = self.seq.wrapping_add(1);
+        Some(crate::protocol::frame::Heartbeat {
+            seq: self.seq,
+            time_us: now.duration_since(self.started).as_micros() as u64,
+            received,
+            lost,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_come_once_per_interval_numbered() {
+        let t0 = Instant::now();
+        let mut c = HeartbeatClock::new(t0);
+        let first = c.poll(t0, 5, 1).expect("due at once");
+        assert_eq!(
+            (first.seq, first.time_us, first.received, first.lost),
+            (1, 0, 5, 1)
+        );
+        assert!(c.poll(t0 + Duration::from_millis(999), 0, 0).is_none());
+        assert_eq!(c.next_at(), t0 + Duration::from_secs(1));
+        let second = c
+            .poll(t0 + Duration::from_millis(1_010), 0, 0)
+            .expect("due");
+        assert_eq!((second.seq, second.time_us), (2, 1_010_000));
+    }
+}

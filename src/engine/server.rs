@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::conn::{Conn, ConnError, POLL};
+use super::conn::{Conn, ConnError, HeartbeatClock, POLL};
 use super::media::{self, MediaCommand, NOT_ENDED};
 use super::{
     sock, Command, EngineError, Event, Outcome, ServerConfig, Stats, HANDSHAKE_TIMEOUT,
@@ -18,7 +18,7 @@ use super::{
 };
 use crate::audio::{self, StreamFormat};
 use crate::protocol::frame::{
-    Codec, Direction, Goodbye, GoodbyeReason, Heartbeat, Message, SessionParams, MAX_AUDIO_BYTES,
+    Codec, Direction, Goodbye, GoodbyeReason, Message, SessionParams, MAX_AUDIO_BYTES,
 };
 use crate::protocol::handshake::{HandshakeError, ServerHandshake};
 use crate::protocol::ident::{check_client_line, Ident, Status, MAX_IDENT_LEN};
@@ -469,10 +469,8 @@ fn session(
     tracing::info!("{peer} joined (session {:08x})", params.session_id);
     let _ = shared.events.send(Event::ClientJoined(peer));
 
-    let started = Instant::now();
     let mut last_heard = Instant::now();
-    let mut next_heartbeat = Instant::now();
-    let mut seq = 0u32;
+    let mut heartbeat = HeartbeatClock::new(Instant::now());
     let mut eos_deadline: Option<Instant> = None;
     let reason = loop {
         let now = Instant::now();
@@ -500,20 +498,12 @@ fn session(
                 break format!("control channel: {e}");
             }
         }
-        if now >= next_heartbeat {
-            next_heartbeat += HEARTBEAT_INTERVAL;
-            seq = seq.wrapping_add(1);
-            let hb = Heartbeat {
-                seq,
-                time_us: started.elapsed().as_micros() as u64,
-                received: 0,
-                lost: 0,
-            };
+        if let Some(hb) = heartbeat.poll(now, 0, 0) {
             if let Err(e) = conn.send(&Message::Heartbeat(hb)) {
                 break format!("control channel: {e}");
             }
         }
-        match conn.recv_until((now + POLL).min(next_heartbeat)) {
+        match conn.recv_until((now + POLL).min(heartbeat.next_at())) {
             Ok(Some(msg)) => {
                 last_heard = Instant::now();
                 match msg {

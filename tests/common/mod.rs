@@ -56,6 +56,26 @@ impl Sandbox {
     }
 }
 
+/// One client connection attempt with `password` (`-r 1`, playing into `null`); returns the
+/// exit code and stderr.
+pub fn one_attempt(sb: &Sandbox, port: &str, password: &str) -> (i32, String) {
+    let args = [
+        "-c",
+        "-a",
+        "127.0.0.1",
+        "-u",
+        port,
+        "-p",
+        password,
+        "-d",
+        "null",
+        "-r",
+        "1",
+    ];
+    let (code, _, err) = sb.run(&args, SECS(20));
+    (code, err)
+}
+
 /// A running echowarp whose output is collected in the background.
 pub struct Proc {
     pub child: Child,
