@@ -6,11 +6,12 @@ cd "$(dirname "$0")/.."
 
 # Build needs and test infrastructure (testing.md): ALSA headers for cpal, GTK, appindicator and
 # D-Bus for the tray; tcpdump to check that no password crosses the wire; PipeWire with null sinks
-# reached through ALSA for real devices; Xvfb, trayer, xdotool and ImageMagick to drive the tray.
+# reached through ALSA for real devices; Xvfb, trayer, xdotool and ImageMagick to drive the tray,
+# dunst to receive its notifications.
 packages=(build-essential pkg-config libasound2-dev libasound2-plugins alsa-utils tcpdump
           libgtk-3-dev libayatana-appindicator3-dev libdbus-1-dev
           dbus pipewire pipewire-pulse wireplumber pulseaudio-utils sox
-          xvfb xauth trayer xdotool x11-utils imagemagick)
+          xvfb xauth trayer xdotool x11-utils imagemagick dunst)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

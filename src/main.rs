@@ -67,12 +67,14 @@ fn run(args: Args, no_args: bool) -> Result<Outcome, CliError> {
     if cli::run_admin(&args)? {
         return Ok(Outcome::Stopped);
     }
-    let mut profile = cli::effective_profile(&args)?;
+    let profile = cli::effective_profile(&args);
     #[cfg(feature = "tray")]
     if args.tray || (no_args && echowarp::ui::tray::desktop_present()) {
+        // The tray shows a bad profile and waits for a fix instead of exiting.
         echowarp::ui::tray::run(profile, args)?;
         return Ok(Outcome::Stopped);
     }
+    let mut profile = profile?;
     #[cfg(not(feature = "tray"))]
     if args.tray {
         return Err(CliError {

@@ -84,6 +84,33 @@ impl Desktop {
             .expect("trayer");
         d.children.push(trayer);
         d.wait_window(|name, _| name == "panel", "trayer's panel");
+        // A real notification daemon (testing.md), so notifications are shown, not just sent.
+        let dunst = d
+            .cmd("dunst")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dunst");
+        d.children.push(dunst);
+        let deadline = Instant::now() + SECS(10);
+        while !d
+            .x(&[
+                "dbus-send",
+                &format!("--bus={}", d._dbus.address),
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.NameHasOwner",
+                "string:org.freedesktop.Notifications",
+            ])
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "dunst did not take the notification name"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         d
     }
 
@@ -177,7 +204,8 @@ impl Desktop {
 
     /// Opens the tray menu by clicking the icon; returns the menu window's geometry.
     fn open_menu(&self) -> Geometry {
-        let (px, py, pw, ph) = self.wait_window(|n, _| n == "panel", "panel");
+        // The icon is in once the panel has grown to hold it.
+        let (px, py, pw, ph) = self.wait_window(|n, g| n == "panel" && g.2 >= 30, "the icon");
         // The icon sits at the right end of the panel.
         self.click(px + pw - 16, py + ph / 2);
         self.wait_window(
@@ -206,6 +234,63 @@ impl Desktop {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+impl Desktop {
+    /// The tray, started from `exe` in the sandbox, on this desktop.
+    fn tray(&self, sb: &Sandbox, exe: &std::path::Path) -> Proc {
+        // The sandbox's environment, with another program.
+        let cmd = sb.command(&["--tray"]);
+        let mut with_exe = Command::new(exe);
+        with_exe
+            .arg("--tray")
+            .current_dir(sb.dir.path())
+            .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .env_remove("ECHOWARP_LOG")
+            .env("DISPLAY", &self.display)
+            .env("DBUS_SESSION_BUS_ADDRESS", &self._dbus.address)
+            .env("NO_AT_BRIDGE", "1")
+            .stdin(Stdio::null());
+        Proc::spawn(with_exe, &["--tray"])
+    }
+
+    /// Records the session bus's notification calls into a file.
+    fn watch_notifications(&self, sb: &Sandbox) -> (KillOnDrop, PathBuf) {
+        let log = sb.path("notifications.log");
+        let monitor = self
+            .cmd("dbus-monitor")
+            .args([
+                "--address",
+                &self._dbus.address,
+                "interface='org.freedesktop.Notifications'",
+            ])
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-monitor");
+        // dbus-monitor must be listening before anything is sent.
+        std::thread::sleep(Duration::from_millis(300));
+        (KillOnDrop(monitor), log)
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds; panics with `what` and `context()` after `timeout`.
+fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}:\n{}", context());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn write_profile(sb: &Sandbox, text: &str) {
+    std::fs::create_dir_all(sb.path("config/echowarp")).expect("mkdir");
+    std::fs::write(sb.path("config/echowarp/profile.toml"), text).expect("profile");
 }
 
 fn listening(port: u16) -> bool {
@@ -282,9 +367,10 @@ fn the_tray_menu_starts_and_stops_the_server() {
     let peak = samples.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
     assert!(peak > 15_000, "the tone arrived (peak {peak})");
 
-    // Rows: status | Start/Stop, Role, Device, Banned clients | Edit profile, Open logs | Quit.
+    // Rows: status | Start/Stop, Role, Device, Banned clients | Start at login, Edit profile,
+    // Open logs | Quit.
     let menu = desk.open_menu();
-    desk.click_row(menu, 7, 3);
+    desk.click_row(menu, 8, 3);
     let status = tray.wait_timeout(SECS(10));
     assert!(status.success(), "Quit: {status}\n{}", tray.stderr());
 }
@@ -383,4 +469,250 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[test]
+fn profile_edits_move_the_server_and_a_bad_edit_is_told() {
+    let _one = ONE_DESKTOP.lock().unwrap_or_else(|p| p.into_inner());
+    let sb = Sandbox::new();
+    let desk = Desktop::start(&sb);
+    let (_monitor, log) = desk.watch_notifications(&sb);
+    let (p1, p2) = (free_port(), free_port());
+    write_profile(
+        &sb,
+        &format!("# my settings\nport = {p1}\ndevice = \"null\"\nserver_address = \"127.0.0.1\"\n"),
+    );
+    let mut tray = desk.tray(&sb, std::path::Path::new(BIN));
+    tray.wait_for("server on", SECS(20));
+    assert!(listening(p1));
+
+    // A hand edit of the port moves the server.
+    write_profile(
+        &sb,
+        &format!("# my settings\nport = {p2}\ndevice = \"null\"\nserver_address = \"127.0.0.1\"\n"),
+    );
+    wait_until(
+        "the server did not move to the new port",
+        SECS(15),
+        || listening(p2) && !listening(p1),
+        || tray.stderr(),
+    );
+
+    // A broken edit leaves it where it is and says which line is wrong.
+    write_profile(&sb, &format!("# my settings\nport = {p1}\ndevice = null\n"));
+    wait_until(
+        "no notification naming the bad line",
+        SECS(15),
+        || {
+            std::fs::read_to_string(&log)
+                .is_ok_and(|l| l.contains("line 3") && l.contains("profile error"))
+        },
+        || {
+            format!(
+                "{}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                tray.stderr()
+            )
+        },
+    );
+    assert!(
+        listening(p2) && !listening(p1),
+        "the running settings are kept"
+    );
+    assert!(
+        !tray.stderr().contains("no notification service"),
+        "dunst showed it: {}",
+        tray.stderr()
+    );
+
+    // Fixed again (same settings as running): nothing restarts. Then Role -> Client from the
+    // menu: the tray's server stops and its client connects to the profile's server address.
+    write_profile(
+        &sb,
+        &format!("# my settings\nport = {p2}\ndevice = \"null\"\nserver_address = \"127.0.0.1\"\n"),
+    );
+    std::thread::sleep(Duration::from_millis(800)); // past the watch's debounce
+    assert_eq!(
+        tray.stderr().matches("server on").count(),
+        2,
+        "{}",
+        tray.stderr()
+    );
+    let menu = desk.open_menu();
+    desk.click_row(menu, 2, 1); // Role
+    let sub = desk.wait_window(
+        |n, g| n == "echowarp" && g != menu && g.2 > 50 && g.1 >= 0 && g.3 > 20,
+        "the Role submenu",
+    );
+    desk.click(sub.0 + 40, sub.1 + 16 + 25); // Client
+    wait_until(
+        "the tray's server did not stop",
+        SECS(10),
+        || !listening(p2),
+        || tray.stderr(),
+    );
+    let p = p2.to_string();
+    // The sandbox's profile now says client: the server reads an empty one of its own.
+    std::fs::write(sb.path("server.toml"), "").expect("server profile");
+    let mut server = sb.spawn(&["-f", "server.toml", "-u", &p, "-d", "tone:440", "-r", "0"]);
+    server.wait_for("server on", SECS(10));
+    tray.wait_for("connected to 127.0.0.1", SECS(20));
+    server.wait_for(" joined (session", SECS(10));
+    let saved = std::fs::read_to_string(sb.path("config/echowarp/profile.toml")).expect("profile");
+    assert!(
+        saved.starts_with("# my settings\n") && saved.contains("role = \"client\""),
+        "the menu's change is written back, keeping the comment:\n{saved}"
+    );
+    tray.signal("TERM");
+    server.signal("TERM");
+}
+
+#[test]
+fn start_at_login_survives_a_path_with_a_space() {
+    let _one = ONE_DESKTOP.lock().unwrap_or_else(|p| p.into_inner());
+    let sb = Sandbox::new();
+    let desk = Desktop::start(&sb);
+    // Installed where a space would break an unquoted Exec line.
+    let dir = sb.path("Echo Warp/bin");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let exe = dir.join("echowarp");
+    std::fs::copy(BIN, &exe).expect("copy the binary");
+    write_profile(&sb, "# mine\nstart_streaming = false\n");
+    let mut tray = desk.tray(&sb, &exe);
+    tray.wait_for("tray ready", SECS(20));
+    let entry = sb.path(".config/autostart/echowarp.desktop");
+    assert!(!entry.exists());
+
+    let menu = desk.open_menu();
+    desk.click_row(menu, 5, 2); // Start at login
+    desk.wait_menu_closed();
+    wait_until(
+        "no autostart entry",
+        SECS(10),
+        || entry.exists(),
+        || tray.stderr(),
+    );
+    let text = std::fs::read_to_string(&entry).expect("entry");
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Exec="))
+        .unwrap_or_else(|| panic!("no Exec line:\n{text}"));
+    let args = desktop_exec(exec);
+    assert_eq!(args, [exe.to_str().expect("utf-8"), "--tray"], "{exec}");
+    let out = Command::new(&args[0])
+        .arg("--version")
+        .output()
+        .expect("Exec runs");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("echowarp "));
+    let profile = sb.path("config/echowarp/profile.toml");
+    let saved = std::fs::read_to_string(&profile).expect("profile");
+    assert!(
+        saved.starts_with("# mine\n") && saved.contains("autostart = true"),
+        "{saved}"
+    );
+
+    // Off from the menu: the entry goes, the profile follows.
+    let menu = desk.open_menu();
+    desk.click_row(menu, 5, 2);
+    desk.wait_menu_closed();
+    wait_until(
+        "the entry stayed",
+        SECS(10),
+        || !entry.exists(),
+        || tray.stderr(),
+    );
+    let saved = std::fs::read_to_string(&profile).expect("profile");
+    assert!(saved.contains("autostart = false"), "{saved}");
+
+    // And a hand edit of the profile turns it back on.
+    std::fs::write(
+        &profile,
+        "# mine\nstart_streaming = false\nautostart = true\n",
+    )
+    .expect("edit");
+    wait_until(
+        "a hand edit did not register the login entry",
+        SECS(10),
+        || entry.exists(),
+        || tray.stderr(),
+    );
+    tray.signal("TERM");
+}
+
+/// Splits a desktop entry's Exec value as a session does: string unescape, then arguments
+/// split on spaces outside double quotes, with backslash escapes inside them.
+fn desktop_exec(value: &str) -> Vec<String> {
+    let mut plain = String::new();
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            plain.extend(chars.next());
+        } else {
+            plain.push(c);
+        }
+    }
+    let (mut args, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    let mut it = plain
+        .replace("%%", "%")
+        .chars()
+        .collect::<Vec<_>>()
+        .into_iter();
+    while let Some(c) = it.next() {
+        match c {
+            '"' => quoted = !quoted,
+            '\\' if quoted => cur.extend(it.next()),
+            ' ' if !quoted => args.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    args.push(cur);
+    args
+}
+
+#[test]
+fn a_bad_profile_at_start_is_told_and_fixing_it_starts_the_stream() {
+    let _one = ONE_DESKTOP.lock().unwrap_or_else(|p| p.into_inner());
+    let sb = Sandbox::new();
+    let desk = Desktop::start(&sb);
+    let (_monitor, log) = desk.watch_notifications(&sb);
+    let port = free_port();
+    write_profile(
+        &sb,
+        &format!("port = {port}\nmax_clients = 0\ndevice = \"null\"\n"),
+    );
+    let mut tray = desk.tray(&sb, std::path::Path::new(BIN));
+    tray.wait_for("tray ready", SECS(20));
+    wait_until(
+        "no notification for the bad profile",
+        SECS(10),
+        || {
+            std::fs::read_to_string(&log).is_ok_and(|l| {
+                l.contains("profile error") && l.contains("line 2, key `max_clients`")
+            })
+        },
+        || {
+            format!(
+                "{}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                tray.stderr()
+            )
+        },
+    );
+    assert!(
+        !listening(port),
+        "nothing streams on settings the user did not choose"
+    );
+    write_profile(
+        &sb,
+        &format!("port = {port}\nmax_clients = 2\ndevice = \"null\"\n# fixed\n"),
+    );
+    tray.wait_for("server on", SECS(15));
+    assert!(listening(port));
+    let text = std::fs::read_to_string(sb.path("config/echowarp/profile.toml")).expect("profile");
+    assert!(
+        text.ends_with("# fixed\n"),
+        "the user's file is untouched: {text}"
+    );
+    tray.signal("TERM");
 }

@@ -255,12 +255,48 @@ impl Profile {
         }
     }
 
-    /// Writes the profile atomically with explanatory comments, mode 0600.
+    /// Writes the profile atomically, mode 0600. A new file gets explanatory comments; an
+    /// existing one keeps the user's layout and comments, with only the changed values replaced.
     ///
     /// # Errors
-    /// [`StoreError::Io`] when it cannot be written.
+    /// [`StoreError::Io`] when it cannot be written; [`StoreError::Profile`] when the existing
+    /// file does not parse (it is never replaced: the user's edit would be lost).
     pub fn save(&self, path: &Path) -> Result<(), StoreError> {
-        write_atomic(path, self.to_toml().as_bytes(), true)
+        let text = match std::fs::read_to_string(path) {
+            Ok(old) if super::ini::looks_like_ini(&old) => {
+                return Err(StoreError::Profile {
+                    path: path.to_owned(),
+                    line: 1,
+                    key: None,
+                    message: "an EchoWarp 0.4 .conf is read, never rewritten; save to a .toml profile with -s".into(),
+                })
+            }
+            Ok(old) if !old.trim().is_empty() => self.merged_into(&old, path)?,
+            Ok(_) => self.to_toml(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.to_toml(),
+            Err(e) => return Err(StoreError::io(path)(e)),
+        };
+        write_atomic(path, text.as_bytes(), true)
+    }
+
+    /// `old` (a valid profile) with the values that differ from `self` replaced in place:
+    /// comments, order and spacing stay as the user left them; keys the file lacked are added.
+    fn merged_into(&self, old: &str, path: &Path) -> Result<String, StoreError> {
+        let before = Self::parse(old, path)?;
+        let mut doc: toml_edit::DocumentMut =
+            old.parse()
+                .map_err(|e: toml_edit::TomlError| StoreError::Profile {
+                    path: path.to_owned(),
+                    line: e.span().map_or(1, |s| line_of_offset(old, s.start)),
+                    key: None,
+                    message: e.message().to_owned(),
+                })?;
+        let table = |p: &Profile| match toml::Value::try_from(p) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => toml::Table::new(),
+        };
+        merge_changed(doc.as_table_mut(), &table(self), &table(&before));
+        Ok(doc.to_string())
     }
 
     /// The profile as commented TOML.
@@ -323,6 +359,46 @@ impl Profile {
     }
 }
 
+/// Sets in `doc` every value of `new` that differs from `prev`, keeping each value's decoration
+/// (the spacing and trailing comment around it).
+fn merge_changed(doc: &mut dyn toml_edit::TableLike, new: &toml::Table, prev: &toml::Table) {
+    for (key, value) in new {
+        if prev.get(key) == Some(value) {
+            continue;
+        }
+        if let toml::Value::Table(sub_new) = value {
+            let empty = toml::Table::new();
+            let sub_prev = prev
+                .get(key)
+                .and_then(toml::Value::as_table)
+                .unwrap_or(&empty);
+            if doc.get(key).is_none() {
+                doc.insert(key, toml_edit::Item::Table(toml_edit::Table::new()));
+            }
+            if let Some(sub) = doc
+                .get_mut(key)
+                .and_then(toml_edit::Item::as_table_like_mut)
+            {
+                merge_changed(sub, sub_new, sub_prev);
+            }
+            continue;
+        }
+        // Scalars print as valid TOML values, so this parse cannot fail for them.
+        let Ok(mut fresh) = value.to_string().parse::<toml_edit::Value>() else {
+            continue;
+        };
+        match doc.get_mut(key).and_then(toml_edit::Item::as_value_mut) {
+            Some(slot) => {
+                *fresh.decor_mut() = slot.decor().clone();
+                *slot = fresh;
+            }
+            None => {
+                doc.insert(key, toml_edit::Item::Value(fresh));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +422,45 @@ mod tests {
             Profile::parse("", Path::new("p.toml")).expect("empty is defaults"),
             Profile::default()
         );
+    }
+
+    #[test]
+    fn saving_keeps_the_users_comments_and_layout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("profile.toml");
+        let mine = "# my studio laptop\nport = 5000   # the firewall allows this one\n\n\
+                    # the USB mic\ndevice = \"tone:440\"\n\n[audio]\n# keep it low\ntarget_latency_ms = 20\n";
+        std::fs::write(&path, mine).expect("write");
+        let mut p = Profile::load(&path).expect("loads");
+        p.port = 5001;
+        p.role = Role::Client;
+        p.audio.frame_ms = 10;
+        p.save(&path).expect("saves");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(
+            text.starts_with("# my studio laptop\nport = 5001   # the firewall allows this one\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# the USB mic\ndevice = \"tone:440\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("# keep it low\ntarget_latency_ms = 20"),
+            "{text}"
+        );
+        assert!(text.contains("role = \"client\""), "{text}");
+        assert_eq!(Profile::load(&path).expect("reloads"), p);
+        // Unchanged values stay out of a file that did not have them.
+        assert!(!text.contains("encryption"), "{text}");
+
+        // A broken file is never replaced.
+        std::fs::write(&path, "port = \n").expect("write");
+        assert!(matches!(
+            p.save(&path),
+            Err(StoreError::Profile { line: 1, .. })
+        ));
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "port = \n");
     }
 
     #[test]

@@ -1,7 +1,12 @@
-//! Front ends over the engine: the headless command line and the interactive setup.
+//! Front ends over the engine: the headless command line, the interactive setup and the tray.
 
+pub mod autostart;
 pub mod cli;
 pub mod interactive;
+pub mod notice;
+#[cfg(feature = "tray")]
+pub mod tray;
+pub mod tray_menu;
 
 /// An error and all its causes, joined with ": ".
 pub fn display_chain(e: &dyn std::error::Error) -> String {
@@ -17,7 +22,3 @@ pub fn display_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
-pub mod notice;
-#[cfg(feature = "tray")]
-pub mod tray;
-pub mod tray_menu;

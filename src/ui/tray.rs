@@ -6,8 +6,9 @@
 //! loop sleeps until one arrives (STYLE.md habit 14).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use tao::event::{Event as TaoEvent, StartCause};
 use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy};
@@ -16,6 +17,7 @@ use tray_icon::menu::{
 };
 use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
 
+use super::autostart;
 use super::cli::{self, Args, CliError};
 use super::notice::{Notice, Notifier};
 use super::tray_menu::{Action, Item, TrayState, TrayView};
@@ -29,6 +31,58 @@ enum UserEvent {
     Menu(MenuId),
     /// An engine event, tagged with the generation of the engine that sent it.
     Engine(u64, Event),
+    /// A stopped engine has released its sockets and device.
+    EngineReleased,
+    /// The profile file changed on disk (after the writes settled).
+    ProfileChanged,
+}
+
+/// Writes closer together than this are one change (editors write, rename and chmod in a burst).
+const PROFILE_DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Watches the profile's folder, not the file: editors (and our own atomic writes) replace the
+/// file by renaming a new one over it, which ends a watch on the old file. One
+/// [`UserEvent::ProfileChanged`] is sent per burst of writes.
+fn watch_profile(
+    path: &Path,
+    proxy: EventLoopProxy<UserEvent>,
+) -> Result<notify::RecommendedWatcher, String> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let name = path.file_name().map(ToOwned::to_owned);
+    let (tx, rx) = crossbeam_channel::unbounded::<()>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else { return };
+        let ours = event.paths.iter().any(|p| p.file_name() == name.as_deref());
+        let written = matches!(
+            event.kind,
+            EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
+        );
+        if ours && written {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    watcher
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    thread::Builder::new()
+        .name("profile watch".into())
+        .spawn(move || {
+            // Ends when the watcher (and with it `tx`) is dropped.
+            while rx.recv().is_ok() {
+                while rx.recv_timeout(PROFILE_DEBOUNCE).is_ok() {}
+                if proxy.send_event(UserEvent::ProfileChanged).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(watcher)
 }
 
 const ICONS: [(&str, &[u8]); 4] = [
@@ -80,7 +134,16 @@ fn spawn_notifier() -> crossbeam_channel::Sender<Notice> {
 struct App {
     notifier: Notifier,
     notices: crossbeam_channel::Sender<Notice>,
+    /// The effective settings: the profile file with the command line's flags over it.
     profile: Profile,
+    /// The file read, watched and written back to.
+    profile_path: PathBuf,
+    /// The last profile problem told (told once until it changes or is fixed).
+    profile_error: Option<String>,
+    /// The tray started without a valid profile: stream once one loads.
+    waiting_for_profile: bool,
+    /// Start again once the stopping engine has let go of its port and device.
+    restart_pending: bool,
     args: Args,
     view: TrayView,
     engine: Option<EngineHandle>,
@@ -131,34 +194,120 @@ impl App {
         self.view.detail = why;
     }
 
-    /// Stops the engine without blocking the loop: the handle joins on a thread of its own.
+    /// Stops the engine without blocking the loop: the handle joins on a thread of its own,
+    /// which reports [`UserEvent::EngineReleased`] once the port and device are free.
     fn stop(&mut self) {
         self.generation += 1;
+        self.restart_pending = false;
         if let Some(handle) = self.engine.take() {
+            let proxy = self.proxy.clone();
             let _ = thread::Builder::new()
                 .name("engine stop".into())
-                .spawn(move || drop(handle));
+                .spawn(move || {
+                    drop(handle);
+                    let _ = proxy.send_event(UserEvent::EngineReleased);
+                });
         }
         self.view.running = false;
         self.view.state = TrayState::Idle;
         self.view.detail.clear();
     }
 
+    /// Restarts a running engine with the current settings, once the old one has released its
+    /// port (the new one usually binds the same).
     fn restart_if_running(&mut self) {
         if self.engine.is_some() {
             self.stop();
-            self.start();
+            self.restart_pending = true;
+            self.view.running = true;
+            self.view.state = TrayState::Connecting;
+            self.view.detail = "restarting".into();
         }
     }
 
-    fn save_profile(&mut self) {
-        match paths::profile_path() {
-            Ok(path) => {
-                if let Err(e) = self.profile.save(&path) {
-                    self.fail(format!("cannot save the profile: {e}"));
-                }
+    fn tell(&mut self, summary: &str, body: String) {
+        let notice = Notice {
+            summary: summary.to_owned(),
+            body,
+        };
+        for n in self.notifier.limit(notice, Instant::now()) {
+            let _ = self.notices.send(n);
+        }
+    }
+
+    /// A change made from the menu: applied to the running settings and to the file, where only
+    /// that value is replaced (the user's comments and the command line's flags stay out of it).
+    fn edit_profile(&mut self, change: impl Fn(&mut Profile)) {
+        change(&mut self.profile);
+        let path = self.profile_path.clone();
+        let saved = Profile::load_if_exists(&path).and_then(|file| {
+            let mut file = file.unwrap_or_default();
+            change(&mut file);
+            file.save(&path)
+        });
+        if let Err(e) = saved {
+            let why = format!("the change is not saved: {e}");
+            tracing::warn!("{why}");
+            self.tell("EchoWarp: profile not saved", why);
+        }
+    }
+
+    /// Makes the login entry match the profile's `autostart` (re-registering the current path
+    /// when on, so a moved install keeps working).
+    fn apply_autostart(&mut self) {
+        match autostart::set(self.profile.autostart) {
+            Ok(()) => self.view.autostart = self.profile.autostart,
+            Err(e) => {
+                self.view.autostart = autostart::is_enabled().unwrap_or(false);
+                tracing::warn!("{e}");
+                self.tell("EchoWarp: start at login", e.to_string());
             }
-            Err(e) => self.fail(e.to_string()),
+        }
+    }
+
+    /// The profile file changed: take the new settings, restarting the stream if they touch it;
+    /// a file that does not load leaves everything running as it is and says why.
+    fn reload_profile(&mut self) {
+        let fresh = match cli::effective_profile(&self.args) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(
+                    "profile not loaded, keeping the running settings: {}",
+                    e.message
+                );
+                if self.profile_error.as_deref() != Some(e.message.as_str()) {
+                    self.profile_error = Some(e.message.clone());
+                    let body = format!("{}. The running settings are kept.", e.message);
+                    self.tell("EchoWarp: profile error", body);
+                }
+                return;
+            }
+        };
+        if self.profile_error.take().is_some() {
+            tracing::info!("the profile loads again");
+        }
+        if fresh == self.profile && !self.waiting_for_profile {
+            return; // our own write, or only comments changed
+        }
+        tracing::info!("profile changed on disk; applying it");
+        let old = std::mem::replace(&mut self.profile, fresh);
+        self.view.role = self.profile.role;
+        self.view.device.clone_from(&self.profile.device);
+        if old.autostart != self.profile.autostart || self.waiting_for_profile {
+            self.apply_autostart();
+        }
+        if (old.role, old.device_kind) != (self.profile.role, self.profile.device_kind) {
+            self.refresh_devices();
+        }
+        if std::mem::take(&mut self.waiting_for_profile) {
+            if self.profile.start_streaming && self.engine.is_none() {
+                self.start();
+            } else {
+                self.view.state = TrayState::Idle;
+                self.view.detail.clear();
+            }
+        } else if stream_settings_differ(&old, &self.profile) {
+            self.restart_if_running();
         }
     }
 
@@ -202,28 +351,33 @@ impl App {
             Action::Start => self.start(),
             Action::Stop => self.stop(),
             Action::SetRole(role) => {
-                self.profile.role = role;
+                self.edit_profile(|p| p.role = role);
                 self.view.role = role;
-                self.save_profile();
                 self.refresh_devices();
                 self.restart_if_running();
             }
             Action::SelectDevice(spec) => {
-                self.profile.device = spec.clone();
+                self.edit_profile(|p| p.device.clone_from(&spec));
                 self.view.device = spec;
-                self.save_profile();
                 self.restart_if_running();
+            }
+            Action::ToggleAutostart => {
+                let on = !self.view.autostart;
+                self.edit_profile(|p| p.autostart = on);
+                self.apply_autostart();
             }
             Action::RefreshDevices => self.refresh_devices(),
             Action::Unban(ip) => self.edit_bans(|l| l.remove(ip).map(|_| ())),
             Action::ClearBans => self.edit_bans(|l| l.clear().map(|_| ())),
             Action::EditProfile => {
-                if let Ok(path) = paths::profile_path() {
-                    if !path.exists() {
-                        self.save_profile();
+                let path = self.profile_path.clone();
+                if !path.exists() {
+                    // A commented file to edit, holding the settings in use.
+                    if let Err(e) = self.profile.save(&path) {
+                        self.fail(format!("cannot write the profile: {e}"));
                     }
-                    open_with_desktop(path);
                 }
+                open_with_desktop(path);
             }
             Action::OpenLogs => {
                 if let Ok(dir) = paths::log_dir() {
@@ -256,6 +410,18 @@ impl App {
         }
         let _ = tray.set_tooltip(Some(self.view.status_line()));
     }
+}
+
+/// Whether moving from `a` to `b` needs the stream restarted (what only the tray or the log
+/// file reads does not).
+fn stream_settings_differ(a: &Profile, b: &Profile) -> bool {
+    let tray_only = |p: &Profile| Profile {
+        autostart: false,
+        start_streaming: false,
+        error_log: false,
+        ..p.clone()
+    };
+    tray_only(a) != tray_only(b)
 }
 
 fn build_item(item: &Item, actions: &mut HashMap<MenuId, Action>) -> Box<dyn IsMenuItem> {
@@ -315,16 +481,28 @@ pub fn desktop_present() -> bool {
 
 /// Runs the tray until Quit. Streams at once when the profile says `start_streaming`.
 ///
+/// A profile that does not load does not stop the tray: it shows the error, tells the desktop,
+/// and starts once the file is fixed.
+///
 /// # Errors
-/// [`CliError`] when there is no desktop session.
-pub fn run(profile: Profile, args: Args) -> Result<(), CliError> {
+/// [`CliError`] when there is no desktop session (the profile's own error first, if any).
+pub fn run(profile: Result<Profile, CliError>, args: Args) -> Result<(), CliError> {
     if !desktop_present() {
+        profile?;
         return Err(CliError {
             code: cli::EXIT_USAGE,
             message: "no desktop session for the tray (DISPLAY and WAYLAND_DISPLAY are unset); run headless instead".into(),
             hints: Vec::new(),
         });
     }
+    let profile_path = match &args.config_file {
+        Some(p) => PathBuf::from(p),
+        None => paths::profile_path()?,
+    };
+    let (profile, profile_error) = match profile {
+        Ok(p) => (p, None),
+        Err(e) => (Profile::default(), Some(e.message)),
+    };
     let event_loop = EventLoopBuilder::<UserEvent>::with_user_event().build();
     let proxy = event_loop.create_proxy();
     let menu_proxy = proxy.clone();
@@ -333,11 +511,22 @@ pub fn run(profile: Profile, args: Args) -> Result<(), CliError> {
     }));
     let mut view = TrayView::new(profile.role, &profile.device);
     view.detail.clear();
+    let _watcher = match watch_profile(&profile_path, proxy.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("profile edits will not be picked up while running: {e}");
+            None
+        }
+    };
     let mut app = App {
         notifier: Notifier::new(),
         notices: spawn_notifier(),
         view,
         profile,
+        profile_path,
+        waiting_for_profile: profile_error.is_some(),
+        profile_error: None,
+        restart_pending: false,
         args,
         engine: None,
         generation: 0,
@@ -373,8 +562,18 @@ pub fn run(profile: Profile, args: Args) -> Result<(), CliError> {
                     }
                 }
                 tracing::info!("tray ready");
-                if app.profile.start_streaming {
-                    app.start();
+                if let Some(why) = profile_error.clone() {
+                    app.fail(format!("profile error: {why}"));
+                    app.profile_error = Some(why.clone());
+                    app.tell(
+                        "EchoWarp: profile error",
+                        format!("{why}. Fix the file; EchoWarp starts when it loads."),
+                    );
+                } else {
+                    app.apply_autostart();
+                    if app.profile.start_streaming {
+                        app.start();
+                    }
                 }
                 app.redraw();
             }
@@ -388,6 +587,15 @@ pub fn run(profile: Profile, args: Args) -> Result<(), CliError> {
                     *control_flow = ControlFlow::Exit;
                     return;
                 }
+                app.redraw();
+            }
+            TaoEvent::UserEvent(UserEvent::EngineReleased) if app.restart_pending => {
+                app.restart_pending = false;
+                app.start();
+                app.redraw();
+            }
+            TaoEvent::UserEvent(UserEvent::ProfileChanged) => {
+                app.reload_profile();
                 app.redraw();
             }
             TaoEvent::UserEvent(UserEvent::Engine(generation, e)) => {

@@ -49,6 +49,8 @@ pub enum Action {
     Unban(IpAddr),
     /// Lift every ban.
     ClearBans,
+    /// Turn start at login on or off.
+    ToggleAutostart,
     /// Open the profile in the desktop's editor.
     EditProfile,
     /// Open the logs folder.
@@ -108,6 +110,8 @@ pub struct TrayView {
     pub running: bool,
     /// Live figures or the last problem, for the status line.
     pub detail: String,
+    /// Start at login is on.
+    pub autostart: bool,
 }
 
 impl TrayView {
@@ -121,6 +125,7 @@ impl TrayView {
             state: TrayState::Idle,
             running: false,
             detail: String::new(),
+            autostart: false,
         }
     }
 
@@ -293,6 +298,11 @@ impl TrayView {
             });
         }
         items.push(Item::Separator);
+        items.push(Item::Check {
+            text: "Start at login".into(),
+            action: Action::ToggleAutostart,
+            checked: self.autostart,
+        });
         items.push(Item::Button {
             text: "Edit profile".into(),
             action: Action::EditProfile,
@@ -355,6 +365,7 @@ mod tests {
                 "Device",
                 "Banned clients",
                 "---",
+                "Start at login",
                 "Edit profile",
                 "Open logs folder",
                 "---",
@@ -362,6 +373,20 @@ mod tests {
             ]
         );
         assert_eq!(submenu(&m, "Banned clients"), [Item::Label("None".into())]);
+        let login = |v: &TrayView| {
+            v.menu().into_iter().find_map(|i| match i {
+                Item::Check {
+                    text,
+                    action: Action::ToggleAutostart,
+                    checked,
+                } if text == "Start at login" => Some(checked),
+                _ => None,
+            })
+        };
+        assert_eq!(login(&v), Some(false));
+        let mut on = v.clone();
+        on.autostart = true;
+        assert_eq!(login(&on), Some(true), "the check follows the profile");
         let roles = submenu(&m, "Role");
         assert!(matches!(&roles[0], Item::Check { checked: true, .. }));
         assert!(matches!(&roles[1], Item::Check { checked: false, .. }));
