@@ -177,7 +177,11 @@ impl TrayView {
                 self.state = TrayState::Connecting;
                 self.detail = format!("reconnecting: {why}");
             }
-            Event::ClientJoined(_) => self.state = TrayState::Streaming,
+            Event::ClientJoined(peer) => {
+                // The next Stats (within a second) replaces this with the figures.
+                self.state = TrayState::Streaming;
+                self.detail = format!("{} joined", peer.ip().to_canonical());
+            }
             Event::Stats(s) => {
                 if self.role == Role::Server {
                     self.state = if s.clients > 0 {
