@@ -20,9 +20,19 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 cargo build --release --locked
-if [ "$(id -u)" = 0 ]; then dest=/usr/local/bin; else dest="$HOME/.local/bin"; mkdir -p "$dest"; fi
+if [ "$(id -u)" = 0 ]; then prefix=/usr/local; else prefix="$HOME/.local"; fi
+dest="$prefix/bin"
+mkdir -p "$dest" "$prefix/share/applications"
 install -m 0755 target/release/echowarp "$dest/echowarp"
-echo "installed $dest/echowarp"
+# The application menu entry and its icon (the .deb from scripts/package-deb.sh does the same
+# under /usr). The entry names the full path, quoted, so it works without PATH changes.
+sed "s|^Exec=echowarp |Exec=\"$dest/echowarp\" |" installer/linux/echowarp.desktop \
+  > "$prefix/share/applications/echowarp.desktop"
+for size in 48 128 256; do
+  install -D -m 0644 "icons/echowarp-$size.png" \
+    "$prefix/share/icons/hicolor/${size}x${size}/apps/echowarp.png"
+done
+echo "installed $dest/echowarp, with a menu entry and icons under $prefix/share"
 case ":$PATH:" in *":$dest:"*) ;; *) echo "note: add $dest to your PATH" ;; esac
 if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
   echo "starting EchoWarp in the system tray"

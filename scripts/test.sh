@@ -7,11 +7,12 @@ cd "$(dirname "$0")/.."
 # Build needs and test infrastructure (testing.md): ALSA headers for cpal, GTK, appindicator and
 # D-Bus for the tray; tcpdump to check that no password crosses the wire; PipeWire with null sinks
 # reached through ALSA for real devices; Xvfb, trayer, xdotool and ImageMagick to drive the tray,
-# dunst to receive its notifications.
+# dunst to receive its notifications; help2man and desktop-file-utils for the Debian package.
 packages=(build-essential pkg-config libasound2-dev libasound2-plugins alsa-utils tcpdump
           libgtk-3-dev libayatana-appindicator3-dev libdbus-1-dev
           dbus pipewire pipewire-pulse wireplumber pulseaudio-utils sox
-          xvfb xauth trayer xdotool x11-utils imagemagick dunst)
+          xvfb xauth trayer xdotool x11-utils imagemagick dunst
+          help2man desktop-file-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,10 +33,13 @@ cargo clippy --all-targets --locked --no-default-features -- -D warnings
 echo "== cargo test"
 # pipefail makes a failing test fail the script even through tee.
 cargo test --locked --all-targets 2>&1 | tee /tmp/echowarp-test.log
+echo "== packaging (.deb built, installed with dpkg, run, removed; macOS and WiX recipes)"
+bash scripts/test-packages.sh 2>&1 | tee /tmp/echowarp-packaging.log
 if [ -x scripts/fuzz.sh ]; then
   echo "== fuzzing (bounded)"
   bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 fi
 passed=$(grep -Eo '^test result: ok\. [0-9]+ passed' /tmp/echowarp-test.log | awk '{s+=$4} END {print s+0}')
+packaged=$(sed -n 's/^packaging: \([0-9]*\) passed$/\1/p' /tmp/echowarp-packaging.log)
 echo "== all tests passed"
-echo "tests: ${passed} passed, 0 failed"
+echo "tests: $((passed + packaged)) passed, 0 failed (cargo test ${passed}, packaging ${packaged})"

@@ -26,9 +26,29 @@ pub const EXIT_USAGE: i32 = 2;
 /// Exit code: a runtime error.
 pub const EXIT_RUNTIME: i32 = 1;
 
+/// The end of `--help` (and of the man page, which help2man makes from it).
+const AFTER_HELP: &str = "\
+With no arguments: the tray on a desktop, else interactive setup on a terminal, else headless \
+from the saved profile.
+
+Files:
+  profile.toml           settings, in the config folder (~/.config/echowarp on Linux); the tray
+                         picks up edits while it runs
+  echowarp_ban_list.txt  banned IPs, one per line, in the data folder (~/.local/share/echowarp)
+  logs/                  log files (-l), in the data folder
+
+Exit status:
+  0 done or stopped, 1 runtime error, 2 bad usage or profile, 3 wrong password (401),
+  4 banned (403), 5 version mismatch (409), 6 could not connect or timed out
+
+Examples:
+  echowarp -p secret                      server: stream the default input
+  echowarp -o -p secret                   server: stream what this computer plays
+  echowarp -c -a 192.168.1.20 -p secret   client: play that stream";
+
 /// EchoWarp: stream live audio from one computer to another.
 #[derive(Debug, Parser, Default)]
-#[command(name = "echowarp", version, about, long_about = None)]
+#[command(name = "echowarp", version, about, long_about = None, after_help = AFTER_HELP)]
 pub struct Args {
     /// Client mode: receive and play (default: server mode, capture and send)
     #[arg(short = 'c', long = "client")]
