@@ -1,5 +1,6 @@
 //! Per-packet costs on the audio path: sealing and opening a 960-byte packet (5 ms of 48 kHz
-//! stereo) in each protection mode, and the jitter buffer's push and pop.
+//! stereo) in each protection mode, the jitter buffer's push and pop, and drift correction's
+//! resampling of one packet.
 //! Run: `cargo bench --bench protocol`.
 
 use std::time::{Duration, Instant};
@@ -70,5 +71,24 @@ fn jitter(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, seal_open, jitter);
+/// Drift correction's cost per 5 ms stereo packet, for each interpolation.
+fn drift_resampler(c: &mut Criterion) {
+    use echowarp::audio::resample::{Interpolation, RateConverter};
+    let input: Vec<f32> = (0..480).map(|i| ((i as f32) * 0.01).sin() * 0.5).collect();
+    for kind in [Interpolation::Polynomial, Interpolation::Sinc] {
+        let mut rc = RateConverter::adjustable_with(48_000, 48_000, 2, 240, kind)
+            .expect("a valid converter");
+        rc.set_correction(1.0003);
+        let mut out = Vec::with_capacity(2048);
+        c.bench_function(&format!("drift_resample_5ms_stereo_{kind:?}"), |b| {
+            b.iter(|| {
+                out.clear();
+                rc.process(std::hint::black_box(&input), &mut out)
+                    .map(|()| out.len())
+            })
+        });
+    }
+}
+
+criterion_group!(benches, seal_open, jitter, drift_resampler);
 criterion_main!(benches);

@@ -45,11 +45,16 @@ pub struct JitterStats {
     pub lost: u64,
     /// Times the buffer restarted.
     pub resyncs: u64,
+    /// Packets' worth of concealment added to deepen the buffer (after late packets).
+    pub stretched: u64,
 }
 
 #[derive(Debug, Clone)]
 struct Slot {
     seq: Option<u64>,
+    /// The sequence number last played from this slot: a copy arriving later is a duplicate,
+    /// not a late packet (its turn was not concealed).
+    played: Option<u64>,
     arrival: Instant,
     /// Samples received; a stream's last packet may be shorter than the rest.
     len: usize,
@@ -81,6 +86,7 @@ impl JitterBuffer {
             slots: vec![
                 Slot {
                     seq: None,
+                    played: None,
                     arrival: now,
                     len: frame_samples,
                     samples: vec![0; frame_samples]
@@ -99,6 +105,16 @@ impl JitterBuffer {
     /// The counters so far.
     pub fn stats(&self) -> JitterStats {
         self.stats
+    }
+
+    /// The delay a packet may wait for a missing one before it is concealed.
+    pub fn target(&self) -> Duration {
+        self.target
+    }
+
+    /// Changes that delay (the latency tuner's decision).
+    pub fn set_target(&mut self, target: Duration) {
+        self.target = target;
     }
 
     /// Packets held.
@@ -126,6 +142,10 @@ impl JitterBuffer {
         let mut outcome = Pushed::Accepted;
         match self.next {
             Some(n) if self.started && seq < n => {
+                if self.slots[(seq % CAPACITY as u64) as usize].played == Some(seq) {
+                    self.stats.duplicates += 1;
+                    return Pushed::Duplicate;
+                }
                 self.stats.late += 1;
                 return Pushed::Late;
             }
@@ -182,8 +202,16 @@ impl JitterBuffer {
         if self.slots[idx].seq == Some(next) {
             let slot = &mut self.slots[idx];
             slot.seq = None;
+            slot.played = Some(next);
             out.extend_from_slice(&slot.samples[..slot.len]);
             self.last.copy_from_slice(&slot.samples);
+            if self.concealed_run > 0 {
+                // Back from a concealment (which faded to silence): fade in, no step.
+                let n = out.len().max(1) as f32;
+                for (i, s) in out.iter_mut().enumerate() {
+                    *s = (f32::from(*s) * (i as f32 / n)) as i16;
+                }
+            }
             self.concealed_run = 0;
             self.next = Some(next + 1);
             return Some(Popped::Played(next));
@@ -196,10 +224,19 @@ impl JitterBuffer {
         if !must_play && !later_waited {
             return None;
         }
+        self.slots[idx].played = None;
         self.conceal(out);
         self.stats.lost += 1;
         self.next = Some(next + 1);
         Some(Popped::Concealed(next))
+    }
+
+    /// Writes one packet of concealment without consuming a sequence number: the buffer gets one
+    /// packet deeper. Used right after a late packet, when the playout depth must grow at once.
+    pub fn stretch(&mut self, out: &mut Vec<i16>) {
+        out.clear();
+        self.conceal(out);
+        self.stats.stretched += 1;
     }
 
     /// Repeat the last packet fading to silence over one packet, then silence: no click, no buzz.
@@ -235,7 +272,9 @@ mod tests {
         let mut out = Vec::new();
         let mut got = Vec::new();
         while let Some(p) = jb.pop(now, false, &mut out) {
-            if let Popped::Played(seq) = p {
+            // A packet right after a concealment is faded in; the rest are as sent.
+            let after_gap = matches!(got.last(), Some(Popped::Concealed(_)));
+            if let (Popped::Played(seq), false) = (p, after_gap) {
                 assert_eq!(
                     out,
                     (0..4).map(|i| (seq * 10 + i) as i16).collect::<Vec<_>>()
@@ -272,9 +311,22 @@ mod tests {
         assert_eq!(jb.push(0, &payload(0), t0), Pushed::Accepted);
         assert_eq!(jb.push(0, &payload(0), t0), Pushed::Duplicate);
         assert_eq!(drain(&mut jb, t0), vec![Popped::Played(0)]);
-        assert_eq!(jb.push(0, &payload(0), t0), Pushed::Late);
+        assert_eq!(
+            jb.push(0, &payload(0), t0),
+            Pushed::Duplicate,
+            "a copy of a played packet"
+        );
+        assert_eq!(
+            jb.pop(t0, true, &mut Vec::new()),
+            Some(Popped::Concealed(1))
+        );
+        assert_eq!(
+            jb.push(1, &payload(1), t0),
+            Pushed::Late,
+            "its turn was concealed"
+        );
         let s = jb.stats();
-        assert_eq!((s.received, s.duplicates, s.late), (1, 1, 1));
+        assert_eq!((s.received, s.duplicates, s.late), (1, 2, 1));
     }
 
     #[test]
@@ -308,6 +360,26 @@ mod tests {
         );
         assert_eq!(jb.pop(t0, true, &mut out), Some(Popped::Concealed(2)));
         assert_eq!(out, [0; 4]);
+    }
+
+    #[test]
+    fn audio_fades_back_in_after_a_concealment() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(4, Duration::ZERO, t0);
+        let loud = [0x00, 0x40, 0x00, 0x40, 0x00, 0x40, 0x00, 0x40];
+        jb.push(0, &loud, t0);
+        let mut out = Vec::new();
+        jb.pop(t0, true, &mut out);
+        assert_eq!(jb.pop(t0, true, &mut out), Some(Popped::Concealed(1)));
+        jb.stretch(&mut out);
+        assert_eq!(out, [0; 4], "a second concealment in a row is silence");
+        jb.push(2, &loud, t0);
+        assert_eq!(jb.pop(t0, true, &mut out), Some(Popped::Played(2)));
+        assert_eq!(out, [0, 4096, 8192, 12288], "fades in from the silence");
+        jb.push(3, &loud, t0);
+        jb.pop(t0, true, &mut out);
+        assert_eq!(out, [16384; 4], "then plays as received");
+        assert_eq!((jb.stats().lost, jb.stats().stretched), (1, 1));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `cpal_backend` names cpal. Device callbacks never lock, allocate or log: they move samples
 //! through preallocated SPSC rings (rtrb) and count under- and overruns in atomics.
 
+pub mod adapt;
 pub mod convert;
 pub mod cpal_backend;
 pub mod jitter;

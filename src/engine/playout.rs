@@ -3,14 +3,15 @@
 
 use std::io;
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::EngineError;
+use crate::audio::adapt::{DriftControl, LatencyTuner};
 use crate::audio::convert::{i16_to_f32, map_channels};
-use crate::audio::jitter::{JitterBuffer, Popped};
+use crate::audio::jitter::{JitterBuffer, JitterStats, Popped, Pushed};
 use crate::audio::resample::RateConverter;
 use crate::audio::{self, DeviceSpec, Sink, StreamFormat};
 use crate::protocol::datagram::{read_audio_body, Kind, Opener, MAX_DATAGRAM};
@@ -19,8 +20,8 @@ use crate::protocol::keys::DirectionKeys;
 
 /// Sentinel: no end of stream announced.
 const NO_END: u64 = u64::MAX;
-/// The most the playout depth grows to when packets come late.
-const MAX_GROWN_TARGET: Duration = Duration::from_millis(100);
+/// How long a file recording waits for a reordered packet before concealing it.
+const FILE_REORDER_WAIT: Duration = Duration::from_millis(200);
 /// After an end of stream, a gap with no datagram this long is concealed rather than awaited.
 const END_GRACE: Duration = Duration::from_millis(300);
 
@@ -33,6 +34,16 @@ pub(crate) struct PlayStats {
     pub(crate) depth: AtomicUsize,
     /// UDP payload bytes received, every datagram counted.
     pub(crate) bytes: AtomicU64,
+    /// Packets that came after their turn.
+    pub(crate) late: AtomicU64,
+    /// Audio buffered after the network, smoothed (µs).
+    pub(crate) depth_us: AtomicU64,
+    /// What the latency tuner holds (µs).
+    pub(crate) target_us: AtomicU64,
+    /// Interarrival jitter (µs).
+    pub(crate) jitter_us: AtomicU64,
+    /// The sender's clock against the device's (ppm).
+    pub(crate) drift_ppm: AtomicI64,
 }
 
 struct Running {
@@ -179,20 +190,35 @@ struct Converter {
 }
 
 impl Converter {
-    fn new(from: StreamFormat, to: StreamFormat, chunk: usize) -> Result<Self, EngineError> {
+    /// `adjustable`: the rate can be trimmed for drift (a device); a file needs no trimming.
+    fn new(
+        from: StreamFormat,
+        to: StreamFormat,
+        chunk: usize,
+        adjustable: bool,
+    ) -> Result<Self, EngineError> {
+        let (a, b, c) = (from.sample_rate, to.sample_rate, usize::from(to.channels));
         Ok(Self {
             from,
             to,
-            rate: RateConverter::new(
-                from.sample_rate,
-                to.sample_rate,
-                usize::from(to.channels),
-                chunk,
-            )?,
+            rate: if adjustable {
+                RateConverter::adjustable(a, b, c, chunk)?
+            } else {
+                RateConverter::new(a, b, c, chunk)?
+            },
             f32_in: Vec::with_capacity(chunk * usize::from(from.channels)),
             mapped: Vec::with_capacity(chunk * usize::from(to.channels)),
             out: Vec::with_capacity(chunk * usize::from(to.channels) * 8),
         })
+    }
+
+    fn set_correction(&mut self, relative: f64) {
+        self.rate.set_correction(relative);
+    }
+
+    /// Input frames waiting in the resampler.
+    fn pending_frames(&self) -> usize {
+        self.rate.pending_frames()
     }
 
     /// Converts and writes; returns the frames the sink took.
@@ -219,6 +245,230 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
+/// The most a playout may hold when the network forces it to grow.
+const MAX_TARGET: Duration = Duration::from_millis(250);
+
+/// Live figures of one playout, for the status line and `--stats-json`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Figures {
+    /// Audio buffered between the network and the speaker (smoothed).
+    pub(crate) depth: Duration,
+    /// What the tuner wants buffered.
+    pub(crate) target: Duration,
+    /// Interarrival jitter.
+    pub(crate) jitter: Duration,
+    /// The sender's clock against the device's, as corrected (positive: sender fast).
+    pub(crate) drift_ppm: f64,
+}
+
+/// One session's playout, sans-IO apart from the sink it writes to: datagram bodies in (with
+/// their arrival time), audio out to the sink as it needs it. The thread below drives it with
+/// real time and a real socket; tests drive it with simulated time and a simulated device.
+pub(crate) struct PlayoutCore {
+    ff: u64,
+    ch: usize,
+    clocked: bool,
+    sink_rate: f64,
+    /// One packet, in device frames.
+    step: usize,
+    jb: JitterBuffer,
+    conv: Converter,
+    tuner: LatencyTuner,
+    drift: DriftControl,
+    pcm: Vec<i16>,
+    /// Concealment still to add to deepen the buffer after a late packet (device frames).
+    pad: usize,
+    /// Audio has been written: from here on the depth is measured and controlled.
+    playing: bool,
+    figures: Figures,
+}
+
+impl PlayoutCore {
+    pub(crate) fn new(
+        params: SessionParams,
+        floor: Duration,
+        sink: &dyn Sink,
+        now: Instant,
+    ) -> Result<Self, EngineError> {
+        let ff = u64::from(params.frame_frames);
+        let ch = usize::from(params.channels);
+        let stream = StreamFormat {
+            sample_rate: params.sample_rate,
+            channels: u16::from(params.channels),
+        };
+        let clocked = sink.clocked();
+        let sink_rate = f64::from(sink.format().sample_rate);
+        let frame = Duration::from_secs_f64(ff as f64 / f64::from(params.sample_rate));
+        // A file takes audio as it comes: latency costs nothing there, so it waits long for
+        // reordered packets; a device waits what the tuner decides.
+        let (floor, ceiling) = if clocked {
+            (floor, MAX_TARGET.max(floor))
+        } else {
+            (FILE_REORDER_WAIT, FILE_REORDER_WAIT)
+        };
+        let tuner = LatencyTuner::new(frame, floor, ceiling);
+        Ok(Self {
+            ff,
+            ch,
+            clocked,
+            sink_rate,
+            step: (ff as f64 * sink_rate / f64::from(params.sample_rate)).round() as usize,
+            jb: JitterBuffer::new(ff as usize * ch, tuner.target(), now),
+            conv: Converter::new(stream, sink.format(), ff as usize, clocked)?,
+            tuner,
+            drift: DriftControl::new(),
+            pcm: Vec::with_capacity(ff as usize * ch),
+            pad: 0,
+            playing: false,
+            figures: Figures {
+                target: floor,
+                ..Figures::default()
+            },
+        })
+    }
+
+    /// The jitter buffer's counters.
+    pub(crate) fn stats(&self) -> JitterStats {
+        self.jb.stats()
+    }
+
+    /// The live figures.
+    pub(crate) fn figures(&self) -> Figures {
+        self.figures
+    }
+
+    /// Packets held in the jitter buffer.
+    pub(crate) fn held(&self) -> usize {
+        self.jb.depth()
+    }
+
+    /// The next sequence number to play, once known.
+    pub(crate) fn next_seq(&self) -> Option<u64> {
+        self.jb.next_seq()
+    }
+
+    /// An audio datagram's body arrived. Returns false for a malformed position.
+    pub(crate) fn on_audio(&mut self, position: u64, samples: &[u8], now: Instant) -> bool {
+        if position % self.ff != 0 {
+            return false;
+        }
+        let seq = position / self.ff;
+        let before = self.tuner.target();
+        let pushed = self.jb.push(seq, samples, now);
+        match pushed {
+            Pushed::Late => {
+                // Its turn was concealed: the buffer is too shallow for this network. Grow now,
+                // by concealment at once (the glitch already happened) rather than slowly.
+                self.tuner.on_arrival(seq, now);
+                self.tuner.on_late();
+            }
+            Pushed::Resync => {
+                self.tuner.reset();
+                self.tuner.on_arrival(seq, now);
+                return true;
+            }
+            Pushed::Accepted | Pushed::Duplicate => {
+                self.tuner.on_arrival(seq, now);
+            }
+        }
+        let after = self.tuner.target();
+        if after > before {
+            self.jb.set_target(after);
+            if self.clocked && pushed == Pushed::Late {
+                let grow = (after - before).as_secs_f64() * self.sink_rate;
+                self.pad += grow as usize;
+            }
+        }
+        true
+    }
+
+    /// Audio buffered after the network: the device's queue, the jitter buffer's packets and
+    /// what waits in the resampler, in seconds.
+    fn depth(&self, sink: &dyn Sink) -> f64 {
+        let frames =
+            sink.queued_frames() + self.jb.depth() * self.step + self.conv.pending_frames();
+        frames as f64 / self.sink_rate
+    }
+
+    /// Feeds the sink what it needs now. `end_frames` is where an announced stream ends
+    /// ([`NO_END`] if none); `force` conceals missing packets at once (the stream is over).
+    /// Returns true once the end has been written.
+    pub(crate) fn service(
+        &mut self,
+        now: Instant,
+        end_frames: u64,
+        force: bool,
+        sink: &mut dyn Sink,
+    ) -> Result<bool, EngineError> {
+        self.tuner.tick(now);
+        let target = self.tuner.target();
+        let low_water = if self.clocked {
+            sink.low_water_frames()
+        } else {
+            0
+        };
+        // The first packet waits for the whole depth (the device's own cushion too), so playout
+        // starts at its set point instead of climbing to it.
+        self.jb
+            .set_target(target + Duration::from_secs_f64(low_water as f64 / self.sink_rate));
+        let target_frames = (target.as_secs_f64() * self.sink_rate) as usize;
+        if self.clocked && self.playing {
+            let setpoint =
+                Duration::from_secs_f64((low_water + target_frames) as f64 / self.sink_rate);
+            let corr = self
+                .drift
+                .update(Duration::from_secs_f64(self.depth(sink)), setpoint, now);
+            self.conv.set_correction(corr);
+            self.figures = Figures {
+                depth: self.drift.smoothed_depth().unwrap_or_default(),
+                target: setpoint,
+                jitter: self.tuner.jitter(),
+                drift_ppm: self.drift.drift_ppm(),
+            };
+        } else {
+            self.figures.jitter = self.tuner.jitter();
+            self.figures.target = target;
+        }
+        while self.pad >= self.step / 2 && self.pad > 0 {
+            self.jb.stretch(&mut self.pcm);
+            let frames = self.pcm.len() / self.ch;
+            self.conv.write(&self.pcm[..frames * self.ch], sink)?;
+            self.pad = self.pad.saturating_sub(self.step);
+        }
+        loop {
+            // A device: keep its queue topped up to the target depth with packets in order, and
+            // conceal a missing packet only when the queue is about to run dry; a file: write as
+            // soon as packets are in order.
+            let queued = if self.clocked {
+                sink.queued_frames()
+            } else {
+                0
+            };
+            if self.clocked && queued >= low_water + target_frames {
+                return Ok(false);
+            }
+            let must = force || (self.clocked && queued < low_water);
+            let Some(p) = self.jb.pop(now, must, &mut self.pcm) else {
+                return Ok(false);
+            };
+            let seq = match p {
+                Popped::Played(s) | Popped::Concealed(s) => s,
+            };
+            let start = seq * self.ff;
+            if start >= end_frames {
+                return Ok(true);
+            }
+            let frames = (end_frames - start).min(self.ff) as usize;
+            self.conv
+                .write(&self.pcm[..(frames * self.ch).min(self.pcm.len())], sink)?;
+            self.playing = true;
+            if start + self.ff >= end_frames {
+                return Ok(true);
+            }
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn playout(
     udp: &UdpSocket,
@@ -230,30 +480,9 @@ fn playout(
     end: &AtomicU64,
     stats: &PlayStats,
 ) -> Result<(), EngineError> {
-    let ff = u64::from(params.frame_frames);
-    let ch = usize::from(params.channels);
-    let stream = StreamFormat {
-        sample_rate: params.sample_rate,
-        channels: u16::from(params.channels),
-    };
-    let mut conv = Converter::new(stream, sink.format(), usize::from(params.frame_frames))?;
-    let mut jb = JitterBuffer::new(ff as usize * ch, target, Instant::now());
+    let mut core = PlayoutCore::new(params, target, sink, Instant::now())?;
     let clocked = sink.clocked();
-    let sink_rate = f64::from(sink.format().sample_rate);
-    let mut target_frames = (target.as_secs_f64() * sink_rate) as usize;
-    // A packet that arrives after it was concealed says the queue is too shallow for this
-    // network and these devices: deepen it by one packet each time, up to a bound. (Shrinking
-    // back when things calm down comes with the adaptive jitter buffer.)
-    let step =
-        (f64::from(params.frame_frames) * sink_rate / f64::from(params.sample_rate)) as usize;
-    let max_target = (MAX_GROWN_TARGET.as_secs_f64() * sink_rate) as usize;
-    let mut late_seen = 0u64;
     let mut underruns_seen = 0u64;
-    let mut received_any = false;
-    let mut next_report = Instant::now() + Duration::from_secs(1);
-    let mut written_frames = 0usize;
-    let mut reported = (0u64, 0usize);
-    let started = Instant::now();
     // A device needs feeding every few milliseconds; a file only when data comes.
     let wait = if clocked {
         Duration::from_millis(2)
@@ -263,51 +492,29 @@ fn playout(
     super::sock::prepare_for_polling(udp)
         .map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
     let mut buf = [0u8; MAX_DATAGRAM + 64];
-    let mut pcm = Vec::with_capacity(ff as usize * ch);
     let mut last_datagram = Instant::now();
     let mut end_seen_at: Option<Instant> = None;
+    let mut next_report = Instant::now() + Duration::from_secs(1);
 
     while !stop.load(Ordering::Acquire) {
         let got = super::sock::recv_within(udp, &mut buf, wait);
-        if let Ok(Some((n, _))) = got {
-            stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
-        }
         match got {
             Ok(None) => {}
-            Ok(Some((n, _))) => match opener.open(&mut buf[..n]) {
-                Ok((Kind::Audio, body)) => match read_audio_body(body) {
-                    Ok((position, _)) if position % ff != 0 => {
-                        stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok((position, samples)) => {
-                        let now = Instant::now();
-                        jb.push(position / ff, samples, now);
-                        // Bursty arrival (a capture that delivers several packets at once, a
-                        // busy network) needs a queue that spans the longest silence between
-                        // bursts: learn it from the first bursts instead of from dropouts.
-                        if clocked && received_any {
-                            let gap = (now - last_datagram).as_secs_f64() * sink_rate;
-                            let needed = (gap as usize + step).min(max_target);
-                            if needed > target_frames {
-                                target_frames = needed;
-                                tracing::debug!(
-                                    "arrival gap {:.1} ms: playout depth now {:.1} ms",
-                                    gap * 1000.0 / sink_rate,
-                                    target_frames as f64 * 1000.0 / sink_rate
-                                );
-                            }
-                        }
-                        received_any = true;
-                        last_datagram = now;
-                    }
-                    Err(_) => {
-                        stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                },
-                _ => {
+            Ok(Some((n, _))) => {
+                stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                let accepted = match opener.open(&mut buf[..n]) {
+                    Ok((Kind::Audio, body)) => match read_audio_body(body) {
+                        Ok((position, samples)) => core.on_audio(position, samples, Instant::now()),
+                        Err(_) => false,
+                    },
+                    _ => false,
+                };
+                if accepted {
+                    last_datagram = Instant::now();
+                } else {
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
                 }
-            },
+            }
             Err(e) if is_timeout(&e) => {}
             // A refused port (ICMP) while the server restarts; the control loop decides.
             Err(e) => tracing::debug!("UDP receive: {e}"),
@@ -317,88 +524,68 @@ fn playout(
         let now = Instant::now();
         if end_frames != NO_END {
             let seen = *end_seen_at.get_or_insert(now);
-            let reached = jb.next_seq().is_some_and(|n| n * ff >= end_frames);
+            let reached = core
+                .next_seq()
+                .is_some_and(|n| n * u64::from(params.frame_frames) >= end_frames);
             // Nothing to wait for: the stream ended before any packet arrived, or has been played.
             if reached
                 || end_frames == 0
-                || (jb.next_seq().is_none() && now.duration_since(seen) > END_GRACE)
+                || (core.next_seq().is_none() && now.duration_since(seen) > END_GRACE)
             {
-                log_session_end(&jb, sink);
+                log_session_end(&core, sink);
                 return Ok(());
             }
         }
-        loop {
-            // A device: keep its queue topped up to the target depth with packets in order, and
-            // conceal a missing packet only when the queue is about to run dry; a file: write as
-            // soon as packets are in order.
-            let queued = if clocked { sink.queued_frames() } else { 0 };
-            let low_water = if clocked { sink.low_water_frames() } else { 0 };
-            if clocked && queued >= low_water + target_frames {
-                break;
-            }
-            let force = (clocked && queued < low_water)
-                || (end_frames != NO_END && now.duration_since(last_datagram) > END_GRACE);
-            let Some(p) = jb.pop(now, force, &mut pcm) else {
-                break;
-            };
-            let seq = match p {
-                Popped::Played(s) | Popped::Concealed(s) => s,
-            };
-            let start = seq * ff;
-            if start >= end_frames {
-                break;
-            }
-            let frames = (end_frames - start).min(ff) as usize;
-            written_frames += conv.write(&pcm[..(frames * ch).min(pcm.len())], sink)?;
-            if start + ff >= end_frames {
-                break;
-            }
-        }
-        let s = jb.stats();
+        let force = end_frames != NO_END && now.duration_since(last_datagram) > END_GRACE;
+        core.service(now, end_frames, force, sink)?;
+
+        let s = core.stats();
+        let f = core.figures();
         if now >= next_report {
             next_report += Duration::from_secs(1);
             tracing::debug!(
-                "last second: {} packets in, {} frames out, queued {}, depth {}",
-                s.received - reported.0,
-                written_frames - reported.1,
-                sink.queued_frames(),
-                jb.depth()
+                "depth {:.1} ms (target {:.1}), jitter {:.2} ms, drift {:+.0} ppm, held {}",
+                f.depth.as_secs_f64() * 1e3,
+                f.target.as_secs_f64() * 1e3,
+                f.jitter.as_secs_f64() * 1e3,
+                f.drift_ppm,
+                core.held()
             );
-            reported = (s.received, written_frames);
         }
         if clocked && sink.underruns() > underruns_seen {
             let u = sink.underruns();
             tracing::debug!(
-                "t={:.3}s device underrun +{} samples (queued {}, low water {}, target {}, depth {})",
-                started.elapsed().as_secs_f64(),
+                "device underrun +{} samples (queued {}, low water {}, depth {:.1} ms)",
                 u - underruns_seen,
                 sink.queued_frames(),
                 sink.low_water_frames(),
-                target_frames,
-                jb.depth()
+                f.depth.as_secs_f64() * 1e3,
             );
             underruns_seen = u;
         }
-        if clocked && s.late > late_seen {
-            late_seen = s.late;
-            if target_frames + step <= max_target {
-                target_frames += step;
-                tracing::debug!(
-                    "late packet: playout depth now {:.1} ms",
-                    target_frames as f64 * 1000.0 / sink_rate
-                );
-            }
-        }
         stats.received.store(s.received, Ordering::Relaxed);
         stats.lost.store(s.lost, Ordering::Relaxed);
-        stats.depth.store(jb.depth(), Ordering::Relaxed);
+        stats.late.store(s.late, Ordering::Relaxed);
+        stats.depth.store(core.held(), Ordering::Relaxed);
+        stats
+            .depth_us
+            .store(f.depth.as_micros() as u64, Ordering::Relaxed);
+        stats
+            .target_us
+            .store(f.target.as_micros() as u64, Ordering::Relaxed);
+        stats
+            .jitter_us
+            .store(f.jitter.as_micros() as u64, Ordering::Relaxed);
+        stats
+            .drift_ppm
+            .store(f.drift_ppm.round() as i64, Ordering::Relaxed);
     }
-    log_session_end(&jb, sink);
+    log_session_end(&core, sink);
     Ok(())
 }
 
-fn log_session_end(jb: &JitterBuffer, sink: &dyn Sink) {
-    let s = jb.stats();
+fn log_session_end(core: &PlayoutCore, sink: &dyn Sink) {
+    let s = core.stats();
     tracing::info!(
         "session played {} packets: {} concealed, {} late, {} duplicate, {} device underrun samples",
         s.received,
@@ -407,4 +594,306 @@ fn log_session_end(jb: &JitterBuffer, sink: &dyn Sink) {
         s.duplicates,
         sink.underruns()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    //! The playout against a simulated device and network, in simulated time: minutes of audio
+    //! in seconds, with clocks that drift and packets that come late, out of order or twice.
+
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::audio::AudioError;
+    use crate::protocol::frame::SecurityMode;
+
+    const RATE: u32 = 48_000;
+    const FRAME: u16 = 240; // 5 ms
+
+    /// A playback device with a callback every 5 ms taking 240 frames, started by the first
+    /// write. It keeps what it played, and counts underruns and overruns.
+    struct SimDevice {
+        queue: VecDeque<f32>,
+        capacity: usize,
+        next_callback: Option<Instant>,
+        played: Vec<f32>,
+        underruns: u64,
+        overruns: u64,
+    }
+
+    impl SimDevice {
+        fn new() -> Self {
+            Self {
+                queue: VecDeque::new(),
+                capacity: RATE as usize, // one second
+                next_callback: None,
+                played: Vec::new(),
+                underruns: 0,
+                overruns: 0,
+            }
+        }
+
+        fn advance(&mut self, now: Instant) {
+            let period = Duration::from_micros(5_000);
+            if self.next_callback.is_none() && !self.queue.is_empty() {
+                self.next_callback = Some(now); // the stream starts with its first audio
+            }
+            while let Some(t) = self.next_callback.filter(|t| *t <= now) {
+                for _ in 0..usize::from(FRAME) {
+                    match self.queue.pop_front() {
+                        Some(s) => self.played.push(s),
+                        None => {
+                            self.underruns += 1;
+                            self.played.push(0.0);
+                        }
+                    }
+                }
+                self.next_callback = Some(t + period);
+            }
+        }
+    }
+
+    impl Sink for SimDevice {
+        fn format(&self) -> StreamFormat {
+            StreamFormat {
+                sample_rate: RATE,
+                channels: 1,
+            }
+        }
+        fn describe(&self) -> String {
+            "simulated device".into()
+        }
+        fn clocked(&self) -> bool {
+            true
+        }
+        fn queued_frames(&self) -> usize {
+            self.queue.len()
+        }
+        fn low_water_frames(&self) -> usize {
+            usize::from(FRAME)
+        }
+        fn write(&mut self, samples: &[f32]) -> Result<usize, AudioError> {
+            let room = self.capacity - self.queue.len();
+            let take = samples.len().min(room);
+            self.overruns += (samples.len() - take) as u64;
+            self.queue.extend(&samples[..take]);
+            Ok(take)
+        }
+        fn underruns(&self) -> u64 {
+            self.underruns
+        }
+        fn finish(&mut self) -> Result<(), AudioError> {
+            Ok(())
+        }
+    }
+
+    /// splitmix64: a reproducible network.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn unit(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// What the network does to packet `seq` sent at `sent`: arrival times (none: lost; two:
+    /// duplicated).
+    type Network = dyn FnMut(u64, f64, &mut Rng) -> Vec<f64>;
+
+    struct Run {
+        device: SimDevice,
+        /// (seconds, smoothed depth - target) samples every 100 ms.
+        errors: Vec<(f64, f64)>,
+        stats: JitterStats,
+        /// Concealed packets so far, every 100 ms.
+        concealed: Vec<u64>,
+        /// The tuner's final target (without the device cushion).
+        target: Duration,
+        drift_ppm: f64,
+    }
+
+    /// Streams a 440 Hz sine for `seconds` from a sender whose clock runs `ppm` fast through
+    /// `net` into the simulated device, stepping time by 1 ms.
+    fn simulate(seconds: f64, ppm: f64, floor_ms: u64, net: &mut Network) -> Run {
+        let t0 = Instant::now();
+        let params = SessionParams {
+            direction: crate::protocol::frame::Direction::ServerToClient,
+            codec: crate::protocol::frame::Codec::PcmS16,
+            sample_rate: RATE,
+            channels: 1,
+            frame_frames: FRAME,
+            mode: SecurityMode::Plain,
+            session_id: 1,
+        };
+        let mut device = SimDevice::new();
+        let mut core =
+            PlayoutCore::new(params, Duration::from_millis(floor_ms), &device, t0).expect("core");
+        let frame_s = f64::from(FRAME) / f64::from(RATE);
+        let mut rng = Rng(7);
+        let mut in_flight: Vec<(f64, u64)> = Vec::new();
+        let mut next_seq = 0u64;
+        let mut errors = Vec::new();
+        let mut concealed = Vec::new();
+        let mut payload = Vec::with_capacity(usize::from(FRAME) * 2);
+        let steps = (seconds * 1000.0) as u64;
+        for ms in 0..steps {
+            let t = ms as f64 / 1000.0;
+            // The sender's packets up to now, by its own clock.
+            while next_seq as f64 * frame_s / (1.0 + ppm * 1e-6) <= t {
+                let sent = next_seq as f64 * frame_s / (1.0 + ppm * 1e-6);
+                for at in net(next_seq, sent, &mut rng) {
+                    in_flight.push((at, next_seq));
+                }
+                next_seq += 1;
+            }
+            in_flight.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let now = t0 + Duration::from_secs_f64(t);
+            while in_flight.first().is_some_and(|(at, _)| *at <= t) {
+                let (_, seq) = in_flight.remove(0);
+                payload.clear();
+                for i in 0..u64::from(FRAME) {
+                    let n = seq * u64::from(FRAME) + i;
+                    let v = (std::f64::consts::TAU * 440.0 * n as f64 / f64::from(RATE)).sin();
+                    payload.extend_from_slice(&((v * 16_000.0) as i16).to_le_bytes());
+                }
+                assert!(core.on_audio(seq * u64::from(FRAME), &payload, now));
+            }
+            core.service(now, NO_END, false, &mut device)
+                .expect("service");
+            device.advance(now);
+            if ms % 100 == 0 && ms > 0 {
+                let f = core.figures();
+
+                errors.push((t, f.depth.as_secs_f64() - f.target.as_secs_f64()));
+                concealed.push(core.stats().lost);
+            }
+        }
+        Run {
+            device,
+            errors,
+            stats: core.stats(),
+            concealed,
+            target: core.tuner.target(),
+            drift_ppm: core.figures().drift_ppm,
+        }
+    }
+
+    fn worst_error_after(run: &Run, from: f64) -> f64 {
+        run.errors
+            .iter()
+            .filter(|(t, _)| *t >= from)
+            .map(|(_, e)| e.abs())
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn drift_of_300_ppm_either_way_holds_the_depth_for_ten_minutes() {
+        for ppm in [300.0, -300.0] {
+            let mut net = |_: u64, sent: f64, _: &mut Rng| vec![sent + 0.001];
+            let run = simulate(600.0, ppm, 10, &mut net);
+            let worst = worst_error_after(&run, 0.5);
+            assert!(
+                worst < 0.005,
+                "{ppm} ppm: depth strayed {:.2} ms from its target",
+                worst * 1e3
+            );
+            assert_eq!(run.device.underruns, 0, "{ppm} ppm: underruns");
+            assert_eq!(run.device.overruns, 0, "{ppm} ppm: overruns");
+            assert_eq!(run.stats.lost, 0, "{ppm} ppm: concealed packets");
+            assert_eq!(run.stats.resyncs, 0);
+            assert!(
+                (run.drift_ppm - ppm).abs() < 15.0,
+                "learned {} ppm for {ppm}",
+                run.drift_ppm
+            );
+            eprintln!(
+                "{ppm:+} ppm: worst depth error {:.2} ms over 10 min, drift learned {:+.0} ppm",
+                worst * 1e3,
+                run.drift_ppm
+            );
+        }
+    }
+
+    /// Concealments after `from` seconds.
+    fn concealed_after(run: &Run, from: f64) -> u64 {
+        let at = |t: f64| match (t * 10.0) as usize {
+            0 => 0,
+            i => run.concealed.get(i - 1).copied().unwrap_or(0),
+        };
+        run.concealed.last().copied().unwrap_or(0) - at(from)
+    }
+
+    #[test]
+    fn reordering_and_duplicates_five_deep_cost_no_audio_once_learned() {
+        // Every 10th packet is held back behind the next five (26 ms late); every 7th also
+        // arrives a second time three packets later.
+        let mut net = |seq: u64, sent: f64, _: &mut Rng| {
+            let mut at = vec![sent + 0.001];
+            if seq % 10 == 9 {
+                at[0] += 5.0 * 0.005;
+            }
+            if seq % 7 == 3 {
+                at.push(sent + 0.001 + 3.0 * 0.005);
+            }
+            at
+        };
+        let run = simulate(60.0, 0.0, 10, &mut net);
+        let first = run.concealed.get(19).copied().unwrap_or(0);
+        assert!(first <= 1, "learning costs at most one packet: {first}");
+        assert_eq!(concealed_after(&run, 2.0), 0, "{:?}", run.stats);
+        assert!(run.stats.duplicates > 800, "{:?}", run.stats);
+        assert!(
+            run.target >= Duration::from_millis(30) && run.target <= Duration::from_millis(40),
+            "the target covers 26 ms of lateness: {:?}",
+            run.target
+        );
+        eprintln!(
+            "reorder 5 deep + duplicates: {first} concealed while learning, target {:?}",
+            run.target
+        );
+    }
+
+    #[test]
+    fn jitter_of_20_ms_grows_the_buffer_then_calm_shrinks_it() {
+        // 30 s of uniform 0-20 ms extra delay, then 90 s of a calm network.
+        let mut net = |_: u64, sent: f64, rng: &mut Rng| {
+            let extra = if sent < 30.0 { rng.unit() * 0.020 } else { 0.0 };
+            vec![sent + 0.001 + extra]
+        };
+        let run = simulate(120.0, 0.0, 10, &mut net);
+        let learned = concealed_after(&run, 0.0) - concealed_after(&run, 3.0);
+        assert!(learned <= 3, "learning costs a few packets: {learned}");
+        let steady = concealed_after(&run, 3.0);
+        assert_eq!(steady, 0, "no loss once grown: {:?}", run.stats);
+        assert_eq!(
+            run.target,
+            Duration::from_millis(10),
+            "back to the floor after the calm"
+        );
+        assert_eq!(run.device.overruns, 0);
+        eprintln!("20 ms jitter: {learned} concealed while learning, then none");
+    }
+
+    #[test]
+    fn random_loss_is_concealed_packet_by_packet() {
+        let mut net = |_: u64, sent: f64, rng: &mut Rng| {
+            if rng.unit() < 0.05 {
+                Vec::new()
+            } else {
+                vec![sent + 0.001]
+            }
+        };
+        let run = simulate(60.0, 0.0, 10, &mut net);
+        let lost = run.stats.lost as f64 / (run.stats.lost + run.stats.received) as f64;
+        assert!((0.04..0.06).contains(&lost), "{lost}");
+        // Loss is not lateness: the buffer stays at its floor and the device never starves.
+        assert_eq!(run.target, Duration::from_millis(10));
+        assert_eq!(run.device.underruns, 0);
+    }
 }

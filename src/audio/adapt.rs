@@ -1,0 +1,335 @@
+//! The two feedback loops that keep a client's playout steady, sans-IO (every call takes `now`,
+//! so tests run them through simulated hours):
+//!
+//! - [`LatencyTuner`] watches packet arrivals and decides how much audio to hold: enough to
+//!   cover the recent worst lateness, never below the profile's `target_latency_ms`. It grows at
+//!   once when packets come late and shrinks slowly, after the network has been calm for a while.
+//! - [`DriftControl`] holds the buffered depth at that target while the sender's clock runs fast
+//!   or slow against the playback device's: a PI controller on the smoothed depth error sets the
+//!   resampler's relative ratio, so the correction is a pitch change of a few hundred ppm at
+//!   most (inaudible), never a dropped or repeated block.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How long arrival statistics are remembered: the target covers the worst lateness seen in
+/// this window, and shrinks only once a bad spell has left it.
+pub const CALM_WINDOW: Duration = Duration::from_secs(10);
+/// How fast the target shrinks once the window is calm (per second of time).
+pub const SHRINK_PER_SECOND: Duration = Duration::from_micros(500);
+/// Spare depth above the worst lateness seen.
+pub const MARGIN: Duration = Duration::from_millis(2);
+/// Bucket length for the sliding minimum and maximum.
+const BUCKET: Duration = Duration::from_millis(500);
+/// The transit-time baseline is the minimum over this window (short, so that clock drift, which
+/// moves every transit time slowly, does not read as lateness).
+const BASELINE_WINDOW: Duration = Duration::from_secs(2);
+
+/// One bucket of arrival statistics.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    start: Instant,
+    min_transit: f64,
+    max_lateness: f64,
+}
+
+/// Decides the playout depth from packet arrival times.
+#[derive(Debug)]
+pub struct LatencyTuner {
+    frame: f64,
+    floor: f64,
+    ceiling: f64,
+    origin: Option<(u64, Instant)>,
+    buckets: VecDeque<Bucket>,
+    target: f64,
+    last_tick: Option<Instant>,
+    jitter: f64,
+    last_transit: Option<f64>,
+}
+
+impl LatencyTuner {
+    /// A tuner for packets of `frame` audio, holding at least `floor` and at most `ceiling`.
+    pub fn new(frame: Duration, floor: Duration, ceiling: Duration) -> Self {
+        Self {
+            frame: frame.as_secs_f64(),
+            floor: floor.as_secs_f64(),
+            ceiling: ceiling.as_secs_f64().max(floor.as_secs_f64()),
+            origin: None,
+            buckets: VecDeque::with_capacity(32),
+            target: floor.as_secs_f64(),
+            last_tick: None,
+            jitter: 0.0,
+            last_transit: None,
+        }
+    }
+
+    /// The depth to hold now.
+    pub fn target(&self) -> Duration {
+        Duration::from_secs_f64(self.target)
+    }
+
+    /// Interarrival jitter (RFC 3550's smoothed estimate).
+    pub fn jitter(&self) -> Duration {
+        Duration::from_secs_f64(self.jitter)
+    }
+
+    /// Forgets the stream (a new session, or a resync).
+    pub fn reset(&mut self) {
+        self.origin = None;
+        self.buckets.clear();
+        self.last_transit = None;
+    }
+
+    /// Packet `seq` arrived at `now`. Returns true when the target grew.
+    pub fn on_arrival(&mut self, seq: u64, now: Instant) -> bool {
+        let (seq0, t0) = *self.origin.get_or_insert((seq, now));
+        // Transit time relative to the first packet: arrival minus the send time the sequence
+        // number implies. Only its variation matters.
+        let transit = now.saturating_duration_since(t0).as_secs_f64()
+            - (seq as f64 - seq0 as f64) * self.frame;
+        if let Some(prev) = self.last_transit.replace(transit) {
+            self.jitter += ((transit - prev).abs() - self.jitter) / 16.0;
+        }
+        let need_new = self
+            .buckets
+            .back()
+            .map_or(true, |b| now.saturating_duration_since(b.start) >= BUCKET);
+        if need_new {
+            self.buckets.push_back(Bucket {
+                start: now,
+                min_transit: transit,
+                max_lateness: 0.0,
+            });
+        }
+        while self
+            .buckets
+            .front()
+            .is_some_and(|b| now.saturating_duration_since(b.start) > CALM_WINDOW)
+        {
+            self.buckets.pop_front();
+        }
+        let baseline = self
+            .buckets
+            .iter()
+            .rev()
+            .take_while(|b| now.saturating_duration_since(b.start) <= BASELINE_WINDOW)
+            .map(|b| b.min_transit)
+            .fold(transit, f64::min);
+        let lateness = (transit - baseline).max(0.0);
+        if let Some(b) = self.buckets.back_mut() {
+            b.min_transit = b.min_transit.min(transit);
+            b.max_lateness = b.max_lateness.max(lateness);
+        }
+        let wanted = self.wanted();
+        if wanted > self.target + 1e-6 {
+            self.target = wanted;
+            return true;
+        }
+        false
+    }
+
+    /// A packet arrived after its turn had been concealed: hold one more packet's worth at once
+    /// (its lateness also enters the window through [`LatencyTuner::on_arrival`]).
+    pub fn on_late(&mut self) {
+        self.target = (self.target + self.frame).min(self.ceiling);
+    }
+
+    /// What the window asks for: the worst lateness plus one packet and a margin.
+    fn wanted(&self) -> f64 {
+        let worst = self
+            .buckets
+            .iter()
+            .map(|b| b.max_lateness)
+            .fold(0.0, f64::max);
+        (worst + self.frame + MARGIN.as_secs_f64()).clamp(self.floor, self.ceiling)
+    }
+
+    /// Lets the target shrink toward what the window asks for, slowly. Call it often.
+    pub fn tick(&mut self, now: Instant) {
+        let dt = self
+            .last_tick
+            .replace(now)
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        let wanted = self.wanted();
+        if wanted < self.target {
+            self.target = (self.target - SHRINK_PER_SECOND.as_secs_f64() * dt).max(wanted);
+        }
+    }
+}
+
+/// The largest correction the drift controller applies: 0.5 % (clocks of real devices differ by
+/// well under 0.1 %; the margin lets it also take up a target change at 5 ms per second).
+pub const MAX_CORRECTION: f64 = 0.005;
+/// Smoothing of the depth measurement (it saw-tooths with packets and device callbacks).
+const DEPTH_SMOOTHING: f64 = 0.5;
+/// Proportional gain: relative rate per second of depth error.
+const KP: f64 = 0.2;
+/// Integral gain: critically damped with `KP` (KI = KP² / 4).
+const KI: f64 = KP * KP / 4.0;
+
+/// Holds a buffer's depth at a target by trimming the playout rate.
+#[derive(Debug, Clone)]
+pub struct DriftControl {
+    smoothed: Option<f64>,
+    integral: f64,
+    last: Option<Instant>,
+    correction: f64,
+}
+
+impl Default for DriftControl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DriftControl {
+    /// A controller with no history.
+    pub fn new() -> Self {
+        Self {
+            smoothed: None,
+            integral: 0.0,
+            last: None,
+            correction: 1.0,
+        }
+    }
+
+    /// The smoothed depth, once measured.
+    pub fn smoothed_depth(&self) -> Option<Duration> {
+        self.smoothed.map(|d| Duration::from_secs_f64(d.max(0.0)))
+    }
+
+    /// The current correction: output frames per input frame relative to nominal (above 1
+    /// stretches the audio and deepens the buffer; below 1 drains it).
+    pub fn correction(&self) -> f64 {
+        self.correction
+    }
+
+    /// The sender's clock against the device's, as far as the controller has learned it, in
+    /// parts per million (positive: the sender runs fast). From the integral term alone: the
+    /// proportional term also answers momentary depth errors.
+    pub fn drift_ppm(&self) -> f64 {
+        (1.0 / (1.0 - KI * self.integral) - 1.0) * 1e6
+    }
+
+    /// Takes a depth measurement and returns the new correction.
+    pub fn update(&mut self, depth: Duration, target: Duration, now: Instant) -> f64 {
+        let depth = depth.as_secs_f64();
+        let dt = self
+            .last
+            .replace(now)
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        let smoothed = match self.smoothed {
+            None => depth,
+            Some(s) => s + (depth - s) * (dt / DEPTH_SMOOTHING).min(1.0),
+        };
+        self.smoothed = Some(smoothed);
+        // Positive error: too much queued, drain (correction below 1).
+        let error = smoothed - target.as_secs_f64();
+        let integral = self.integral + error * dt;
+        let raw = KP * error + KI * integral;
+        // Anti-windup: integrate only while the output is not pinned at its limit.
+        if raw.abs() < MAX_CORRECTION {
+            self.integral = integral;
+        }
+        self.correction =
+            1.0 - (KP * error + KI * self.integral).clamp(-MAX_CORRECTION, MAX_CORRECTION);
+        self.correction
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_steady_stream_keeps_the_floor() {
+        let t0 = Instant::now();
+        let mut t = LatencyTuner::new(5 * MS, 10 * MS, 200 * MS);
+        for seq in 0..2_000u64 {
+            let now = t0 + 5 * MS * seq as u32;
+            assert!(!t.on_arrival(seq, now));
+            t.tick(now);
+        }
+        assert_eq!(t.target(), 10 * MS);
+        assert!(t.jitter() < Duration::from_micros(10));
+    }
+
+    #[test]
+    fn late_packets_grow_it_at_once_and_calm_shrinks_it_slowly() {
+        let t0 = Instant::now();
+        let mut t = LatencyTuner::new(5 * MS, 10 * MS, 200 * MS);
+        let at = |seq: u64, extra: Duration| t0 + 5 * MS * seq as u32 + extra;
+        for seq in 0..400u64 {
+            t.on_arrival(seq, at(seq, Duration::ZERO));
+        }
+        // One packet 30 ms late: the target covers it at once.
+        assert!(t.on_arrival(400, at(400, 30 * MS)));
+        let grown = t.target();
+        assert!(grown >= 35 * MS && grown <= 40 * MS, "{grown:?}");
+        // Calm: nothing changes within the window, then it shrinks at 0.5 ms/s to the floor.
+        let mut seq = 401;
+        let mut target_at = |secs: u32, t: &mut LatencyTuner| {
+            while at(seq, Duration::ZERO)
+                < t0 + 2 * Duration::from_secs(1) + Duration::from_secs(secs.into())
+            {
+                let now = at(seq, Duration::ZERO);
+                t.on_arrival(seq, now);
+                t.tick(now);
+                seq += 1;
+            }
+            t.target()
+        };
+        assert_eq!(target_at(9, &mut t), grown, "held through the calm window");
+        let later = target_at(30, &mut t);
+        assert!(later < grown && later > 10 * MS, "{later:?}");
+        assert_eq!(target_at(120, &mut t), 10 * MS, "back to the floor");
+    }
+
+    #[test]
+    fn clock_drift_alone_is_not_lateness() {
+        // A sender 500 ppm slow: every transit time grows by 0.5 ms per second.
+        let t0 = Instant::now();
+        let mut t = LatencyTuner::new(5 * MS, 10 * MS, 200 * MS);
+        for seq in 0..(200 * 600u64) {
+            let now = t0 + Duration::from_secs_f64(seq as f64 * 0.005 * 1.0005);
+            t.on_arrival(seq, now);
+            t.tick(now);
+        }
+        assert_eq!(t.target(), 10 * MS);
+    }
+
+    /// A buffer filled at `rate_in` and drained at the device's nominal rate through the
+    /// correction: the controller must hold it at the target.
+    fn run_drift(ppm: f64) -> (f64, f64) {
+        let t0 = Instant::now();
+        let target = 20 * MS;
+        let mut c = DriftControl::new();
+        let mut depth = 0.020; // seconds of audio queued
+        let mut worst: f64 = 0.0;
+        let step = 0.005;
+        for i in 0..(600.0 / step) as u32 {
+            let now = t0 + Duration::from_secs_f64(f64::from(i) * step);
+            // Input arrives at (1 + ppm) per device second, is played out at 1/correction.
+            let corr = c.update(Duration::from_secs_f64(depth), target, now);
+            depth += step * (1.0 + ppm * 1e-6) * corr - step;
+            if i as f64 * step > 60.0 {
+                worst = worst.max((depth - 0.020).abs());
+            }
+        }
+        (worst, c.drift_ppm())
+    }
+
+    #[test]
+    fn drift_is_taken_up_by_the_rate() {
+        for ppm in [300.0, -300.0, 2_000.0] {
+            let (worst, learned) = run_drift(ppm);
+            assert!(worst < 0.001, "{ppm} ppm: depth off by {worst} s");
+            assert!(
+                (learned - ppm).abs() < 20.0,
+                "{ppm} ppm learned as {learned}"
+            );
+        }
+    }
+}
