@@ -119,7 +119,7 @@ fn run(args: Args, no_args: bool) -> Result<Outcome, CliError> {
         return Ok(Outcome::Stopped);
     }
     let role = cli::engine_role(&profile, &args)?;
-    cli::run_engine(role, args.quiet)
+    cli::run_engine(role, args.quiet, args.stats_json)
 }
 
 fn main() -> ExitCode {

@@ -241,3 +241,58 @@ fn error_log_writes_warnings_to_the_log_folder() {
         "only warnings and errors go to the file"
     );
 }
+
+#[test]
+fn stats_json_reports_rate_round_trip_and_latency_each_second() {
+    let sb = Sandbox::new();
+    let port = free_port().to_string();
+    let mut server = sb.spawn(&["-d", "tone:440", "-u", &port]);
+    server.wait_for("listening on", SECS(10));
+    let mut client = sb.spawn(&[
+        "-c",
+        "-a",
+        "127.0.0.1",
+        "-u",
+        &port,
+        "-d",
+        "null",
+        "--stats-json",
+    ]);
+    // Four lines: the figures of the first seconds settle by the third.
+    let deadline = std::time::Instant::now() + SECS(15);
+    while client.stdout().lines().count() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no JSON lines:\n{}\n{}",
+            client.stdout(),
+            client.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    client.signal("INT");
+    assert!(client.wait_timeout(SECS(10)).success());
+    server.signal("INT");
+    let lines: Vec<serde_json::Value> = client
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let last = &lines[3];
+    assert_eq!(last["role"], "client");
+    assert_eq!(last["loss_pct"], 0.0, "{last}");
+    // 48 kHz stereo s16 is 1536 kb/s of audio; headers add about 4 %.
+    let kbps = last["kbps"].as_f64().expect("kbps");
+    assert!((1_500.0..1_700.0).contains(&kbps), "{kbps} kb/s");
+    let rtt = last["rtt_ms"]
+        .as_f64()
+        .expect("a round trip by the fourth second");
+    assert!(rtt > 0.0 && rtt < 50.0, "{rtt} ms on loopback");
+    let latency = last["latency_ms"].as_f64().expect("a latency estimate");
+    assert!((5.0..100.0).contains(&latency), "{latency} ms");
+    let ts: Vec<f64> = lines.iter().filter_map(|l| l["t"].as_f64()).collect();
+    assert!(
+        ts.windows(2).all(|w| (w[1] - w[0] - 1.0).abs() < 0.3),
+        "one line a second: {ts:?}"
+    );
+    assert!(lines[3]["packets"].as_u64() > lines[1]["packets"].as_u64());
+}

@@ -264,6 +264,8 @@ fn stream(
 
     let mut last_heard = Instant::now();
     let mut heartbeat = HeartbeatClock::new(Instant::now());
+    let mut last_stats = (0u64, Instant::now());
+    let frame_ms = f64::from(s.params.frame_frames) * 1e3 / f64::from(s.params.sample_rate);
     let mut next_hello = Instant::now();
     let mut udp_ready = false;
     let mut ending = false;
@@ -309,14 +311,31 @@ fn stream(
                     break SessionEnd::Lost(format!("control channel: {e}"));
                 }
             }
+            let st = &player.stats;
+            let us = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e3;
+            let bytes = st.bytes.load(Ordering::Relaxed);
+            let secs = now.duration_since(last_stats.1).as_secs_f64().max(1e-3);
+            let kbps = (bytes.saturating_sub(last_stats.0)) as f64 * 8.0 / 1e3 / secs;
+            last_stats = (bytes, now);
+            let rtt_ms = heartbeat.rtt().map(|d| d.as_secs_f64() * 1e3);
+            let depth_ms = us(&st.depth_us);
             let _ = events.send(Event::Stats(Stats {
                 peer: s.peer.to_string(),
                 format: format.clone(),
                 packets: hb.received,
                 lost: hb.lost,
-                dropped: player.stats.dropped.load(Ordering::Relaxed),
-                depth: player.stats.depth.load(Ordering::Relaxed),
+                dropped: st.dropped.load(Ordering::Relaxed),
+                depth: st.depth.load(Ordering::Relaxed),
                 clients: 0,
+                late: st.late.load(Ordering::Relaxed),
+                depth_ms,
+                target_ms: us(&st.target_us),
+                jitter_ms: us(&st.jitter_us),
+                drift_ppm: st.drift_ppm.load(Ordering::Relaxed) as f64,
+                kbps,
+                rtt_ms,
+                latency_ms: rtt_ms.map(|r| r / 2.0 + frame_ms + depth_ms),
+                clock_offset_ms: heartbeat.offset_us().map(|o| o as f64 / 1e3),
             }));
         }
         let wake = (now + POLL).min(heartbeat.next_at()).min(next_hello);
@@ -325,7 +344,7 @@ fn stream(
                 last_heard = Instant::now();
                 match msg {
                     Message::UdpReady => udp_ready = true,
-                    Message::Heartbeat(_) => {}
+                    Message::Heartbeat(h) => heartbeat.on_peer(&h, Instant::now()),
                     Message::Goodbye(Goodbye {
                         reason: GoodbyeReason::EndOfStream,
                         end_position,

@@ -143,11 +143,17 @@ impl Conn {
 }
 
 /// When the next heartbeat is due, and what it says (DESIGN.md §3.5): one per
-/// [`super::HEARTBEAT_INTERVAL`], numbered, stamped with the time since the session began.
+/// [`super::HEARTBEAT_INTERVAL`], numbered, stamped with the time since the session began, and
+/// echoing the peer's last stamp so that each side learns the round-trip time and the offset of
+/// the peer's clock (NTP's four timestamps).
 pub(crate) struct HeartbeatClock {
     started: Instant,
     next: Instant,
     seq: u32,
+    /// The peer's last stamp and when it arrived.
+    last_peer: Option<(u64, Instant)>,
+    /// Recent (round trip, offset) samples, µs; the lowest round trip's offset is the truest.
+    samples: std::collections::VecDeque<(u64, i64)>,
 }
 
 impl HeartbeatClock {
@@ -157,7 +163,13 @@ impl HeartbeatClock {
             started: now,
             next: now,
             seq: 0,
+            last_peer: None,
+            samples: std::collections::VecDeque::with_capacity(8),
         }
+    }
+
+    fn local_us(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_micros() as u64
     }
 
     /// When the next one is due (for the read deadline).
@@ -172,23 +184,75 @@ impl HeartbeatClock {
         received: u64,
         lost: u64,
     ) -> Option<crate::protocol::frame::Heartbeat> {
+        use crate::protocol::frame::Heartbeat;
         if now < self.next {
             return None;
         }
         self.next += super::HEARTBEAT_INTERVAL;
         self.seq = self.seq.wrapping_add(1);
-        Some(crate::protocol::frame::Heartbeat {
+        let (echo_time_us, echo_hold_us) = match self.last_peer {
+            Some((t, at)) => (
+                t,
+                u32::try_from(now.saturating_duration_since(at).as_micros())
+                    .unwrap_or(Heartbeat::NO_ECHO - 1),
+            ),
+            None => (0, Heartbeat::NO_ECHO),
+        };
+        Some(Heartbeat {
             seq: self.seq,
-            time_us: now.duration_since(self.started).as_micros() as u64,
+            time_us: self.local_us(now),
             received,
             lost,
+            echo_time_us,
+            echo_hold_us,
         })
+    }
+
+    /// A heartbeat from the peer arrived at `now`.
+    pub(crate) fn on_peer(&mut self, hb: &crate::protocol::frame::Heartbeat, now: Instant) {
+        use crate::protocol::frame::Heartbeat;
+        self.last_peer = Some((hb.time_us, now));
+        if hb.echo_hold_us == Heartbeat::NO_ECHO {
+            return;
+        }
+        // t1: our stamp, echoed; t2 = t3 - hold: when the peer got it; t3: the peer's stamp;
+        // t4: now. A forged or confused echo (from the future) is ignored.
+        let (t1, t4) = (hb.echo_time_us, self.local_us(now));
+        let hold = u64::from(hb.echo_hold_us);
+        let Some(rtt) = t4.checked_sub(t1).and_then(|d| d.checked_sub(hold)) else {
+            return;
+        };
+        let t3 = hb.time_us as i64;
+        let t2 = t3 - hold as i64;
+        let offset = ((t2 - t1 as i64) + (t3 - t4 as i64)) / 2;
+        if self.samples.len() == 8 {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((rtt, offset));
+    }
+
+    /// The round-trip time: the lowest of the last eight samples (queueing only adds).
+    pub(crate) fn rtt(&self) -> Option<Duration> {
+        self.samples
+            .iter()
+            .map(|&(r, _)| r)
+            .min()
+            .map(Duration::from_micros)
+    }
+
+    /// The peer's session clock minus ours, in µs, from the lowest-RTT sample.
+    pub(crate) fn offset_us(&self) -> Option<i64> {
+        self.samples
+            .iter()
+            .min_by_key(|&&(r, _)| r)
+            .map(|&(_, o)| o)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::frame::Heartbeat;
 
     #[test]
     fn heartbeats_come_once_per_interval_numbered() {
@@ -205,5 +269,30 @@ mod tests {
             .poll(t0 + Duration::from_millis(1_010), 0, 0)
             .expect("due");
         assert_eq!((second.seq, second.time_us), (2, 1_010_000));
+        assert_eq!(second.echo_hold_us, Heartbeat::NO_ECHO, "nothing heard yet");
+    }
+
+    #[test]
+    fn echoed_stamps_give_round_trip_and_offset() {
+        // Two clocks: the peer's session began 5 s before ours; the link takes 3 ms each way.
+        let t0 = Instant::now();
+        let mut ours = HeartbeatClock::new(t0);
+        let mut peer = HeartbeatClock::new(t0 - Duration::from_secs(5));
+        let one_way = Duration::from_millis(3);
+        let hb = ours.poll(t0, 0, 0).expect("due");
+        peer.on_peer(&hb, t0 + one_way);
+        // The peer answers 200 ms after hearing us.
+        let sent = t0 + one_way + Duration::from_millis(200);
+        peer.next = sent;
+        let answer = peer.poll(sent, 0, 0).expect("due");
+        assert_eq!(answer.echo_hold_us, 200_000);
+        ours.on_peer(&answer, sent + one_way);
+        assert_eq!(ours.rtt(), Some(2 * one_way));
+        assert_eq!(ours.offset_us(), Some(5_000_000));
+        // A bogus echo from the future is ignored.
+        let mut bogus = answer;
+        bogus.echo_time_us = u64::MAX / 2;
+        ours.on_peer(&bogus, sent + one_way);
+        assert_eq!(ours.rtt(), Some(2 * one_way));
     }
 }

@@ -109,8 +109,8 @@ pub enum Command {
     Stop,
 }
 
-/// Live counters for the status line.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Live counters for the status line (and, as JSON, for `--stats-json`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Stats {
     /// The peer (client: the server; server: clients' addresses).
     pub peer: String,
@@ -126,6 +126,25 @@ pub struct Stats {
     pub depth: usize,
     /// Clients connected (server).
     pub clients: usize,
+    /// Packets that arrived after their turn (client).
+    pub late: u64,
+    /// Audio buffered between the network and the speaker, smoothed, in ms (client).
+    pub depth_ms: f64,
+    /// What the latency tuner holds, in ms (client).
+    pub target_ms: f64,
+    /// Interarrival jitter, in ms (client).
+    pub jitter_ms: f64,
+    /// The server's clock against the playback device's, in ppm (client).
+    pub drift_ppm: f64,
+    /// UDP payload received (client) or sent (server) over the last second, in kbit/s.
+    pub kbps: f64,
+    /// Round-trip time on the control channel, in ms, once measured.
+    pub rtt_ms: Option<f64>,
+    /// Estimated capture-to-speaker latency, in ms (client): half the round trip, one packet,
+    /// and the playout depth.
+    pub latency_ms: Option<f64>,
+    /// The peer's session clock minus ours, in ms, from the heartbeats (client).
+    pub clock_offset_ms: Option<f64>,
 }
 
 /// How a run ended well.

@@ -149,6 +149,7 @@ pub(crate) fn run(
 
     let mut outcome = Ok(Outcome::Stopped);
     let mut next_stats = Instant::now() + HEARTBEAT_INTERVAL;
+    let mut last_bytes = (0u64, Instant::now());
     loop {
         match commands.recv_timeout(Duration::from_millis(100)) {
             Ok(Command::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -166,6 +167,10 @@ pub(crate) fn run(
         }
         if Instant::now() >= next_stats {
             next_stats += HEARTBEAT_INTERVAL;
+            let bytes = shared.counters.bytes.load(Ordering::Relaxed);
+            let secs = last_bytes.1.elapsed().as_secs_f64().max(1e-3);
+            let kbps = bytes.saturating_sub(last_bytes.0) as f64 * 8.0 / 1e3 / secs;
+            last_bytes = (bytes, Instant::now());
             let _ = events.send(Event::Stats(Stats {
                 peer: local.to_string(),
                 format: format!(
@@ -177,6 +182,7 @@ pub(crate) fn run(
                 packets: shared.counters.sent.load(Ordering::Relaxed),
                 dropped: shared.counters.dropped.load(Ordering::Relaxed),
                 clients: shared.active.load(Ordering::Relaxed),
+                kbps,
                 ..Stats::default()
             }));
         }
@@ -508,7 +514,10 @@ fn session(
                 last_heard = Instant::now();
                 match msg {
                     Message::Goodbye(_) => break "said goodbye".to_owned(),
-                    Message::Heartbeat(h) => tracing::trace!("{peer}: heartbeat {h:?}"),
+                    Message::Heartbeat(h) => {
+                        tracing::trace!("{peer}: heartbeat {h:?}");
+                        heartbeat.on_peer(&h, Instant::now());
+                    }
                     other => tracing::debug!("{peer}: unexpected {other:?}"),
                 }
             }

@@ -121,6 +121,17 @@ pub struct Heartbeat {
     pub received: u64,
     /// Audio datagrams the sender counted as lost so far.
     pub lost: u64,
+    /// The `time_us` of the last heartbeat the sender received from its peer.
+    pub echo_time_us: u64,
+    /// Microseconds between receiving that heartbeat and sending this one;
+    /// [`Heartbeat::NO_ECHO`] when none has been received yet. With `echo_time_us` the peer
+    /// learns the round-trip time and the clock offset (as NTP does).
+    pub echo_hold_us: u32,
+}
+
+impl Heartbeat {
+    /// `echo_hold_us` when there is nothing to echo yet.
+    pub const NO_ECHO: u32 = u32::MAX;
 }
 
 /// Why a peer ends the session.
@@ -201,6 +212,8 @@ impl Message {
                 out.extend_from_slice(&h.time_us.to_be_bytes());
                 out.extend_from_slice(&h.received.to_be_bytes());
                 out.extend_from_slice(&h.lost.to_be_bytes());
+                out.extend_from_slice(&h.echo_time_us.to_be_bytes());
+                out.extend_from_slice(&h.echo_hold_us.to_be_bytes());
             }
             Message::UdpReady => out.push(ty::UDP_READY),
             Message::Goodbye(g) => {
@@ -260,6 +273,8 @@ impl Message {
                 time_us: r.u64()?,
                 received: r.u64()?,
                 lost: r.u64()?,
+                echo_time_us: r.u64()?,
+                echo_hold_us: r.u32()?,
             }),
             ty::UDP_READY => Message::UdpReady,
             ty::GOODBYE => {
@@ -382,6 +397,8 @@ mod tests {
                 time_us: 1 << 40,
                 received: 5,
                 lost: 1,
+                echo_time_us: 999_000,
+                echo_hold_us: 250,
             }),
             Message::UdpReady,
             Message::Goodbye(Goodbye {

@@ -165,6 +165,9 @@ pub struct Args {
     /// Run in the system tray
     #[arg(long = "tray")]
     pub tray: bool,
+    /// Print live figures as one JSON object per line on stdout, every second
+    #[arg(long = "stats-json")]
+    pub stats_json: bool,
     /// Only warnings and errors
     #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
     pub quiet: bool,
@@ -431,26 +434,68 @@ pub fn save_profile(p: &Profile, target: &str) -> Result<PathBuf, CliError> {
     Ok(path)
 }
 
+/// Percent of `part` in `part + rest`.
+fn percent(part: u64, rest: u64) -> f64 {
+    let total = part + rest;
+    if total == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / total as f64
+    }
+}
+
+/// One line of `--stats-json`: the engine's figures with the time, role and rates added.
+fn print_stats_json(s: &Stats, client: bool, t: Duration) {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        t: f64,
+        role: &'static str,
+        loss_pct: f64,
+        late_pct: f64,
+        #[serde(flatten)]
+        stats: &'a Stats,
+    }
+    let line = Line {
+        t: (t.as_secs_f64() * 1e3).round() / 1e3,
+        role: if client { "client" } else { "server" },
+        loss_pct: percent(s.lost, s.packets),
+        late_pct: percent(s.late, s.packets),
+        stats: s,
+    };
+    if let Ok(text) = serde_json::to_string(&line) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    }
+}
+
 fn status_text(s: &Stats, client: bool) -> String {
     if client {
-        let total = s.packets + s.lost;
-        let loss = if total == 0 {
-            0.0
-        } else {
-            100.0 * s.lost as f64 / total as f64
-        };
+        let latency = s
+            .latency_ms
+            .map(|l| format!(", latency ~{l:.0} ms"))
+            .unwrap_or_default();
         format!(
-            "{} | {} | {} packets, {} lost ({loss:.1}%), buffer {}",
-            s.peer, s.format, s.packets, s.lost, s.depth
+            "{} | {} | {:.0} kb/s, loss {:.1}%, late {:.1}%, jitter {:.1} ms, buffer {:.0}/{:.0} ms{latency}",
+            s.peer,
+            s.format,
+            s.kbps,
+            percent(s.lost, s.packets),
+            percent(s.late, s.packets),
+            s.jitter_ms,
+            s.depth_ms,
+            s.target_ms,
         )
     } else {
         format!(
-            "{} | {} | {} client{}, {} packets sent, {} dropped",
+            "{} | {} | {} client{}, {} packets sent ({:.0} kb/s), {} dropped",
             s.peer,
             s.format,
             s.clients,
             if s.clients == 1 { "" } else { "s" },
             s.packets,
+            s.kbps,
             s.dropped
         )
     }
@@ -460,7 +505,7 @@ fn status_text(s: &Stats, client: bool) -> String {
 ///
 /// # Errors
 /// [`CliError`] carrying the exit code of DESIGN.md §3.1.
-pub fn run_engine(role: EngineRole, quiet: bool) -> Result<Outcome, CliError> {
+pub fn run_engine(role: EngineRole, quiet: bool, stats_json: bool) -> Result<Outcome, CliError> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())
@@ -472,6 +517,7 @@ pub fn run_engine(role: EngineRole, quiet: bool) -> Result<Outcome, CliError> {
     let mut stop_sent = false;
     let mut last_line = Instant::now();
     let mut line_shown = false;
+    let started = Instant::now();
     let result = loop {
         if stop.load(Ordering::Relaxed) && !stop_sent {
             stop_sent = true;
@@ -479,7 +525,13 @@ pub fn run_engine(role: EngineRole, quiet: bool) -> Result<Outcome, CliError> {
         }
         match handle.events().recv_timeout(Duration::from_millis(100)) {
             Ok(Event::Stopped(r)) => break r,
-            Ok(Event::Stats(s)) if !quiet => {
+            Ok(Event::Stats(s)) if stats_json || !quiet => {
+                if stats_json {
+                    print_stats_json(&s, client, started.elapsed());
+                }
+                if quiet {
+                    continue;
+                }
                 let text = status_text(&s, client);
                 if tty {
                     eprint!("\r\x1b[2K{text}");

@@ -201,7 +201,11 @@ impl TrayView {
                     } else {
                         100.0 * s.lost as f64 / total as f64
                     };
-                    self.detail = format!("{} · {loss:.1}% loss", s.format);
+                    let latency = s
+                        .latency_ms
+                        .map(|l| format!(" · ~{l:.0} ms"))
+                        .unwrap_or_default();
+                    self.detail = format!("{} · {loss:.1}% loss{latency}", s.format);
                 }
             }
             Event::Banned(ip) if !self.bans.contains(ip) => self.bans.push(*ip),
@@ -474,9 +478,10 @@ mod tests {
             packets: 990,
             lost: 10,
             format: "48000 Hz".into(),
+            latency_ms: Some(17.6),
             ..Stats::default()
         }));
-        assert_eq!(v.detail, "48000 Hz · 1.0% loss");
+        assert_eq!(v.detail, "48000 Hz · 1.0% loss · ~18 ms");
         v.apply(&Event::ConnectionLost("the server stopped".into()));
         assert_eq!(v.state, TrayState::Connecting);
     }
