@@ -8,6 +8,7 @@
 
 pub mod audio;
 pub mod engine;
+pub mod netem;
 pub mod protocol;
 pub mod store;
 pub mod ui;

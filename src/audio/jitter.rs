@@ -206,10 +206,11 @@ impl JitterBuffer {
             out.extend_from_slice(&slot.samples[..slot.len]);
             self.last.copy_from_slice(&slot.samples);
             if self.concealed_run > 0 {
-                // Back from a concealment (which faded to silence): fade in, no step.
-                let n = out.len().max(1) as f32;
-                for (i, s) in out.iter_mut().enumerate() {
-                    *s = (f32::from(*s) * (i as f32 / n)) as i16;
+                // Back from a concealment (which faded to silence): fade in over the first
+                // quarter of the packet (1.25 ms at 5 ms packets), enough for no step.
+                let n = (out.len() / 4).max(1);
+                for (i, s) in out.iter_mut().take(n).enumerate() {
+                    *s = (f32::from(*s) * (i as f32 / n as f32)) as i16;
                 }
             }
             self.concealed_run = 0;
@@ -375,7 +376,7 @@ mod tests {
         assert_eq!(out, [0; 4], "a second concealment in a row is silence");
         jb.push(2, &loud, t0);
         assert_eq!(jb.pop(t0, true, &mut out), Some(Popped::Played(2)));
-        assert_eq!(out, [0, 4096, 8192, 12288], "fades in from the silence");
+        assert_eq!(out, [0, 16384, 16384, 16384], "fades in from the silence");
         jb.push(3, &loud, t0);
         jb.pop(t0, true, &mut out);
         assert_eq!(out, [16384; 4], "then plays as received");

@@ -1,0 +1,159 @@
+//! Streaming through the impairment relay (`echowarp::netem`) on 127.0.0.1: real binaries,
+//! real sockets, a network that loses, delays, reorders and duplicates datagrams with a fixed
+//! seed. What the client records is measured against what the server sent, block by block.
+
+mod common;
+use common::*;
+
+use echowarp::netem::{Impairment, Relay};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// One packet: 5 ms of 48 kHz stereo.
+const BLOCK: usize = 240 * 2;
+
+/// Streams a 4 s WAV through a relay impairing datagrams towards the client; returns the
+/// source, the recording, the relay and the client's log.
+fn through(down: Impairment, seed: u64) -> (Vec<i16>, Vec<i16>, Relay, String) {
+    let sb = Sandbox::new();
+    let want = write_test_wav(&sb.path("in.wav"), 4.0, 48_000, 2);
+    let port = free_port();
+    let mut server = sb.spawn(&["-d", "wav:in.wav", "-u", &port.to_string()]);
+    server.wait_for("listening on", SECS(10));
+    let relay = Relay::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        ([127, 0, 0, 1], port).into(),
+        down,
+        Impairment::default(),
+        seed,
+    )
+    .expect("relay");
+    let via = relay.addr().port().to_string();
+    let mut client = sb.spawn(&["-c", "-a", "127.0.0.1", "-u", &via, "-d", "wav:out.wav"]);
+    let c = client.wait_timeout(SECS(30));
+    assert!(c.success(), "client: {c}\n{}", client.stderr());
+    server.wait_timeout(SECS(10));
+    let (_, got) = read_wav(&sb.path("out.wav"));
+    (want, got, relay, client.stderr())
+}
+
+/// How each 5 ms block of the recording compares with the source.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Block {
+    /// Sample for sample.
+    Exact,
+    /// Altered but mostly there (a fade back in after a concealment).
+    Touched,
+    /// Mostly missing: the error carries over half the block's energy (a concealment).
+    Gap,
+}
+
+/// Classifies every block, the recording aligned by whole blocks (it starts at the first
+/// packet that arrived); returns the blocks and the alignment.
+fn blocks(want: &[i16], got: &[i16]) -> (Vec<Block>, usize) {
+    let classify = |shift: usize| -> Vec<Block> {
+        got.chunks(BLOCK)
+            .enumerate()
+            .map(|(i, g)| {
+                let at = (i + shift) * BLOCK;
+                let Some(w) = want.get(at..at + g.len()) else {
+                    return Block::Gap;
+                };
+                if w == g {
+                    return Block::Exact;
+                }
+                let energy: f64 = w.iter().map(|&s| f64::from(s).powi(2)).sum();
+                let error: f64 = w
+                    .iter()
+                    .zip(g)
+                    .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+                    .sum();
+                if error > energy / 2.0 {
+                    Block::Gap
+                } else {
+                    Block::Touched
+                }
+            })
+            .collect()
+    };
+    (0..5)
+        .map(|s| (classify(s), s))
+        .max_by_key(|(b, _)| b.iter().filter(|&&x| x == Block::Exact).count())
+        .unwrap_or_default()
+}
+
+/// The longest run of gap blocks.
+fn longest_gap(blocks: &[Block]) -> usize {
+    blocks
+        .split(|&b| b != Block::Gap)
+        .map(<[Block]>::len)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Signal-to-noise ratio of the recording against the source, in dB, aligned by blocks.
+fn snr_db(want: &[i16], got: &[i16], shift_blocks: usize) -> f64 {
+    let (mut sig, mut err) = (0.0f64, 0.0f64);
+    for (i, &g) in got.iter().enumerate() {
+        if let Some(&w) = want.get(i + shift_blocks * BLOCK) {
+            sig += f64::from(w).powi(2);
+            err += (f64::from(w) - f64::from(g)).powi(2);
+        }
+    }
+    10.0 * (sig / err.max(1.0)).log10()
+}
+
+#[test]
+fn reordering_and_duplicates_five_packets_deep_cost_no_audio() {
+    let net = Impairment {
+        reorder: 0.1,
+        reorder_delay: Duration::from_millis(25), // behind the next five packets
+        duplicate: 0.1,
+        ..Impairment::default()
+    };
+    let (want, got, relay, log) = through(net, 11);
+    let reordered = relay.stats.reordered.load(Ordering::Relaxed);
+    let duplicated = relay.stats.duplicated.load(Ordering::Relaxed);
+    assert!(
+        reordered > 50 && duplicated > 50,
+        "{reordered} {duplicated}"
+    );
+    assert_sample_exact(&want, &got);
+    assert!(log.contains(" 0 concealed"), "{log}");
+    eprintln!("{reordered} datagrams reordered, {duplicated} duplicated: recording exact");
+}
+
+#[test]
+fn random_loss_is_concealed_one_block_per_lost_packet() {
+    let net = Impairment {
+        loss: 0.05,
+        delay: Duration::from_millis(2),
+        ..Impairment::default()
+    };
+    let (want, got, relay, log) = through(net, 5);
+    let lost = relay.stats.lost.load(Ordering::Relaxed) as usize;
+    let run = relay.stats.longest_loss_run.load(Ordering::Relaxed) as usize;
+    let (blocks, shift) = blocks(&want, &got);
+    let gaps = blocks.iter().filter(|&&b| b == Block::Gap).count();
+    let touched = blocks.iter().filter(|&&b| b == Block::Touched).count();
+    let gap = longest_gap(&blocks);
+    // Lost packets before the first that arrived shift the recording instead of leaving a gap.
+    assert!(lost >= 20, "5 % of 800 packets: {lost}");
+    assert!(
+        gaps <= lost && gaps + 5 >= lost,
+        "{gaps} concealed blocks for {lost} lost datagrams"
+    );
+    assert!(
+        gap <= run,
+        "longest gap {gap} blocks, longest loss run {run}"
+    );
+    assert!(
+        touched <= gaps,
+        "only the block after a gap is faded in: {touched}"
+    );
+    let snr = snr_db(&want, &got, shift);
+    assert!(log.contains(&format!(" {gaps} concealed")), "{log}");
+    eprintln!(
+        "5 % loss: {lost} datagrams lost, {gaps} blocks concealed, {touched} faded in, longest gap {gap} x 5 ms (longest loss run {run}), SNR {snr:.1} dB"
+    );
+}
