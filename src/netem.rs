@@ -290,7 +290,7 @@ fn impair(
     let copy = rng.unit() < how.duplicate;
     let (lock, cvar) = queue;
     let Ok(mut g) = lock.lock() else { return };
-    let mut push = |at: Instant, g: &mut Queue| {
+    let push = |at: Instant, g: &mut Queue| {
         g.order += 1;
         let order = g.order;
         g.heap.push(Due {
