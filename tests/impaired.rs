@@ -11,14 +11,23 @@ use std::time::Duration;
 
 /// One packet: 5 ms of 48 kHz stereo.
 const BLOCK: usize = 240 * 2;
+/// One packet with redundancy: two must fit a datagram, so 155 frames (3.2 ms).
+const RED_BLOCK: usize = 155 * 2;
 
 /// Streams a 4 s WAV through a relay impairing datagrams towards the client; returns the
 /// source, the recording, the relay and the client's log.
-fn through(down: Impairment, seed: u64) -> (Vec<i16>, Vec<i16>, Relay, String) {
+fn through(
+    down: Impairment,
+    seed: u64,
+    server_flags: &[&str],
+) -> (Vec<i16>, Vec<i16>, Relay, String) {
     let sb = Sandbox::new();
     let want = write_test_wav(&sb.path("in.wav"), 4.0, 48_000, 2);
-    let port = free_port();
-    let mut server = sb.spawn(&["-d", "wav:in.wav", "-u", &port.to_string()]);
+    let port = free_port().to_string();
+    let mut args = vec!["-d", "wav:in.wav", "-u", &port];
+    args.extend_from_slice(server_flags);
+    let mut server = sb.spawn(&args);
+    let port: u16 = port.parse().expect("port");
     server.wait_for("listening on", SECS(10));
     let relay = Relay::start(
         "127.0.0.1:0".parse().expect("addr"),
@@ -50,12 +59,12 @@ enum Block {
 
 /// Classifies every block, the recording aligned by whole blocks (it starts at the first
 /// packet that arrived); returns the blocks and the alignment.
-fn blocks(want: &[i16], got: &[i16]) -> (Vec<Block>, usize) {
+fn blocks(want: &[i16], got: &[i16], block: usize) -> (Vec<Block>, usize) {
     let classify = |shift: usize| -> Vec<Block> {
-        got.chunks(BLOCK)
+        got.chunks(block)
             .enumerate()
             .map(|(i, g)| {
-                let at = (i + shift) * BLOCK;
+                let at = (i + shift) * block;
                 let Some(w) = want.get(at..at + g.len()) else {
                     return Block::Gap;
                 };
@@ -92,10 +101,10 @@ fn longest_gap(blocks: &[Block]) -> usize {
 }
 
 /// Signal-to-noise ratio of the recording against the source, in dB, aligned by blocks.
-fn snr_db(want: &[i16], got: &[i16], shift_blocks: usize) -> f64 {
+fn snr_db(want: &[i16], got: &[i16], shift_samples: usize) -> f64 {
     let (mut sig, mut err) = (0.0f64, 0.0f64);
     for (i, &g) in got.iter().enumerate() {
-        if let Some(&w) = want.get(i + shift_blocks * BLOCK) {
+        if let Some(&w) = want.get(i + shift_samples) {
             sig += f64::from(w).powi(2);
             err += (f64::from(w) - f64::from(g)).powi(2);
         }
@@ -111,7 +120,7 @@ fn reordering_and_duplicates_five_packets_deep_cost_no_audio() {
         duplicate: 0.1,
         ..Impairment::default()
     };
-    let (want, got, relay, log) = through(net, 11);
+    let (want, got, relay, log) = through(net, 11, &[]);
     let reordered = relay.stats.reordered.load(Ordering::Relaxed);
     let duplicated = relay.stats.duplicated.load(Ordering::Relaxed);
     assert!(
@@ -130,10 +139,10 @@ fn random_loss_is_concealed_one_block_per_lost_packet() {
         delay: Duration::from_millis(2),
         ..Impairment::default()
     };
-    let (want, got, relay, log) = through(net, 5);
+    let (want, got, relay, log) = through(net, 5, &[]);
     let lost = relay.stats.lost.load(Ordering::Relaxed) as usize;
     let run = relay.stats.longest_loss_run.load(Ordering::Relaxed) as usize;
-    let (blocks, shift) = blocks(&want, &got);
+    let (blocks, shift) = blocks(&want, &got, BLOCK);
     let gaps = blocks.iter().filter(|&&b| b == Block::Gap).count();
     let touched = blocks.iter().filter(|&&b| b == Block::Touched).count();
     let gap = longest_gap(&blocks);
@@ -151,9 +160,46 @@ fn random_loss_is_concealed_one_block_per_lost_packet() {
         touched <= gaps,
         "only the block after a gap is faded in: {touched}"
     );
-    let snr = snr_db(&want, &got, shift);
+    let snr = snr_db(&want, &got, shift * BLOCK);
     assert!(log.contains(&format!(" {gaps} concealed")), "{log}");
     eprintln!(
         "5 % loss: {lost} datagrams lost, {gaps} blocks concealed, {touched} faded in, longest gap {gap} x 5 ms (longest loss run {run}), SNR {snr:.1} dB"
+    );
+}
+
+/// With redundancy each datagram also carries the frame before it: a single lost datagram costs
+/// nothing, and only runs of losses leave a gap (one block shorter than the run).
+fn redundancy_at(loss: f64, seed: u64) -> (usize, usize, usize, usize, f64) {
+    let net = Impairment {
+        loss,
+        delay: Duration::from_millis(2),
+        ..Impairment::default()
+    };
+    let (want, got, relay, log) = through(net, seed, &["--redundancy"]);
+    assert!(log.contains("pcm+redundancy"), "{log}");
+    let lost = relay.stats.lost.load(Ordering::Relaxed) as usize;
+    let run = relay.stats.longest_loss_run.load(Ordering::Relaxed) as usize;
+    let (blocks, shift) = blocks(&want, &got, RED_BLOCK);
+    let gaps = blocks.iter().filter(|&&b| b == Block::Gap).count();
+    let gap = longest_gap(&blocks);
+    assert!(
+        gap < run.max(1),
+        "longest gap {gap} blocks for a longest loss run of {run}"
+    );
+    let snr = snr_db(&want, &got, shift * RED_BLOCK);
+    (lost, run, gaps, gap, snr)
+}
+
+#[test]
+fn redundancy_leaves_no_gap_longer_than_one_frame_at_2_percent_loss() {
+    let (lost, run, gaps, gap, snr) = redundancy_at(0.02, 3);
+    assert!(lost >= 10, "2 % of 1240 datagrams: {lost}");
+    assert!(gap <= 1, "longest gap {gap} frames");
+    eprintln!(
+        "redundancy, 2 % loss: {lost} datagrams lost (longest run {run}), {gaps} frames concealed, longest gap {gap} x 3.2 ms, SNR {snr:.1} dB"
+    );
+    let (lost, run, gaps, gap, snr) = redundancy_at(0.05, 4);
+    eprintln!(
+        "redundancy, 5 % loss: {lost} datagrams lost (longest run {run}), {gaps} frames concealed, longest gap {gap} x 3.2 ms, SNR {snr:.1} dB"
     );
 }

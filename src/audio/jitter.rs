@@ -47,6 +47,8 @@ pub struct JitterStats {
     pub resyncs: u64,
     /// Packets' worth of concealment added to deepen the buffer (after late packets).
     pub stretched: u64,
+    /// Lost packets restored from the copy the next datagram carried (redundancy).
+    pub recovered: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -182,6 +184,26 @@ impl JitterBuffer {
         slot.len = n;
         self.stats.received += 1;
         outcome
+    }
+
+    /// Stores the redundant copy of packet `seq` (carried by the datagram after it) if the
+    /// packet itself has not arrived and its turn has not come. Returns true when it filled a
+    /// hole.
+    pub fn push_redundant(&mut self, seq: u64, payload: &[u8], now: Instant) -> bool {
+        let Some(next) = self.next else { return false };
+        if seq < next || seq.saturating_sub(next) >= CAPACITY as u64 {
+            return false;
+        }
+        let idx = (seq % CAPACITY as u64) as usize;
+        if self.slots[idx].seq == Some(seq) {
+            return false;
+        }
+        if self.push(seq, payload, now) == Pushed::Accepted {
+            self.stats.received -= 1;
+            self.stats.recovered += 1;
+            return true;
+        }
+        false
     }
 
     /// Writes the next packet's samples into `out` (resized to one packet), or a concealment.
@@ -381,6 +403,25 @@ mod tests {
         jb.pop(t0, true, &mut out);
         assert_eq!(out, [16384; 4], "then plays as received");
         assert_eq!((jb.stats().lost, jb.stats().stretched), (1, 1));
+    }
+
+    #[test]
+    fn a_redundant_copy_fills_only_a_hole() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(4, 10 * MS, t0);
+        jb.push(0, &payload(0), t0);
+        assert!(!jb.push_redundant(0, &payload(0), t0), "already there");
+        // 1 is lost; 2 carries it.
+        jb.push(2, &payload(2), t0 + 10 * MS);
+        assert!(jb.push_redundant(1, &payload(1), t0 + 10 * MS));
+        let got = drain(&mut jb, t0 + 30 * MS);
+        assert_eq!(got, (0..=2).map(Popped::Played).collect::<Vec<_>>());
+        assert!(
+            !jb.push_redundant(1, &payload(1), t0),
+            "its turn has passed"
+        );
+        let s = jb.stats();
+        assert_eq!((s.received, s.recovered, s.lost), (2, 1, 0));
     }
 
     #[test]

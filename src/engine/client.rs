@@ -251,9 +251,10 @@ fn stream(
     let sink = player.begin(p, &s.keys.server_to_client, udp)?;
     let mut hello = Sealer::new(p.mode, p.session_id, &s.keys.client_to_server);
     let format = format!(
-        "{} Hz {} ch pcm {}",
+        "{} Hz {} ch {} {}",
         p.sample_rate,
         p.channels,
+        p.codec_name(),
         p.mode.name()
     );
     tracing::info!("connected to {}: {format}, playing on {sink}", s.peer);

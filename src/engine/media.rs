@@ -14,7 +14,9 @@ use super::server::Shared;
 use super::sock;
 use super::EngineError;
 use crate::audio::{Capture, Frame, Source};
-use crate::protocol::datagram::{write_audio_body, Header, Kind, Opener, Sealer, MAX_DATAGRAM};
+use crate::protocol::datagram::{
+    write_audio_body, write_redundant_body, Header, Kind, Opener, Sealer, MAX_DATAGRAM,
+};
 use crate::protocol::frame::SessionParams;
 use crate::protocol::keys::SessionKeys;
 use crate::store::bans::canonical;
@@ -58,6 +60,9 @@ pub(crate) fn run(
     let mut sessions: HashMap<u32, Session> = HashMap::new();
     let mut position: u64 = 0;
     let mut frame = vec![0i16; frame_samples];
+    // With redundancy, the frame sent last rides along with the next one.
+    let redundancy = shared.cfg.redundancy;
+    let mut previous: Option<Vec<i16>> = None;
     let mut body = Vec::with_capacity(MAX_DATAGRAM);
     let mut out = [0u8; MAX_DATAGRAM];
     let mut rx = [0u8; 2048];
@@ -78,11 +83,14 @@ pub(crate) fn run(
                             &udp,
                             &mut sessions,
                             position,
-                            &frame,
+                            (&frame, previous.as_deref()),
                             &mut body,
                             &mut out,
                             &shared,
                         );
+                        if redundancy {
+                            previous.get_or_insert_with(Vec::new).clone_from(&frame);
+                        }
                         position += frame_frames as u64;
                     }
                     Frame::Last(n) => {
@@ -92,7 +100,7 @@ pub(crate) fn run(
                                 &udp,
                                 &mut sessions,
                                 position,
-                                &frame[..n],
+                                (&frame[..n], previous.as_deref()),
                                 &mut body,
                                 &mut out,
                                 &shared,
@@ -206,16 +214,21 @@ fn handle_datagram(
     }
 }
 
+/// Sends `frame` (and, with redundancy, the previous one) to every ready session.
 fn send_frame(
     udp: &UdpSocket,
     sessions: &mut HashMap<u32, Session>,
     position: u64,
-    frame: &[i16],
+    (frame, previous): (&[i16], Option<&[i16]>),
     body: &mut Vec<u8>,
     out: &mut [u8],
     shared: &Shared,
 ) {
-    write_audio_body(position, frame, body);
+    if shared.cfg.redundancy {
+        write_redundant_body(position, previous, frame, body);
+    } else {
+        write_audio_body(position, frame, body);
+    }
     for s in sessions.values_mut() {
         let Some(addr) = s.addr else { continue };
         let n = s.sealer.seal(Kind::Audio, body, out);

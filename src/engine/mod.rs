@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub ban_list: PathBuf,
     /// Audio per datagram.
     pub frame_ms: u32,
+    /// Each datagram also carries the previous frame (halves the frame size limit).
+    pub redundancy: bool,
     /// Capture at this rate if the device allows (`None`: 48 kHz if possible, else its own).
     pub sample_rate: Option<u32>,
     /// Capture this many channels if the device allows (`None`: stereo if possible).

@@ -14,8 +14,9 @@ use crate::audio::convert::{i16_to_f32, map_channels};
 use crate::audio::jitter::{JitterBuffer, JitterStats, Popped, Pushed};
 use crate::audio::resample::RateConverter;
 use crate::audio::{self, DeviceSpec, Sink, StreamFormat};
+use crate::protocol::datagram::split_redundant;
 use crate::protocol::datagram::{read_audio_body, Kind, Opener, MAX_DATAGRAM};
-use crate::protocol::frame::SessionParams;
+use crate::protocol::frame::{Codec, SessionParams};
 use crate::protocol::keys::DirectionKeys;
 
 /// Sentinel: no end of stream announced.
@@ -280,6 +281,8 @@ pub(crate) struct PlayoutCore {
     pad: usize,
     /// Audio has been written: from here on the depth is measured and controlled.
     playing: bool,
+    /// Datagrams carry the previous frame too: the bytes of one full frame.
+    redundant_frame_bytes: Option<usize>,
     figures: Figures,
 }
 
@@ -320,6 +323,8 @@ impl PlayoutCore {
             pcm: Vec::with_capacity(ff as usize * ch),
             pad: 0,
             playing: false,
+            redundant_frame_bytes: (params.codec == Codec::PcmS16Redundant)
+                .then(|| params.frame_bytes()),
             figures: Figures {
                 target: floor,
                 ..Figures::default()
@@ -353,6 +358,10 @@ impl PlayoutCore {
             return false;
         }
         let seq = position / self.ff;
+        let (previous, samples) = match self.redundant_frame_bytes {
+            Some(full) => split_redundant(samples, full),
+            None => (None, samples),
+        };
         let before = self.tuner.target();
         let pushed = self.jb.push(seq, samples, now);
         match pushed {
@@ -370,6 +379,11 @@ impl PlayoutCore {
             Pushed::Accepted | Pushed::Duplicate => {
                 self.tuner.on_arrival(seq, now);
             }
+        }
+        if let (Some(prev), Some(before_seq)) = (previous, seq.checked_sub(1)) {
+            // The copy only counts if the original was lost; its timing says nothing about the
+            // network (it rides a frame late by design).
+            self.jb.push_redundant(before_seq, prev, now);
         }
         let after = self.tuner.target();
         if after > before {
@@ -587,9 +601,10 @@ fn playout(
 fn log_session_end(core: &PlayoutCore, sink: &dyn Sink) {
     let s = core.stats();
     tracing::info!(
-        "session played {} packets: {} concealed, {} late, {} duplicate, {} device underrun samples",
+        "session played {} packets: {} concealed, {} recovered from redundancy, {} late, {} duplicate, {} device underrun samples",
         s.received,
         s.lost,
+        s.recovered,
         s.late,
         s.duplicates,
         sink.underruns()

@@ -35,7 +35,7 @@ pub(crate) struct Counters {
 
 /// State every server thread shares.
 pub(crate) struct Shared {
-    cfg: ServerConfig,
+    pub(crate) cfg: ServerConfig,
     ident: Ident,
     format: StreamFormat,
     frame_frames: u16,
@@ -79,10 +79,12 @@ impl Shared {
     }
 }
 
-/// Frames per datagram: `frame_ms` of audio, capped so a datagram fits the MTU.
-fn frame_frames(format: StreamFormat, frame_ms: u32) -> u16 {
+/// Frames per datagram: `frame_ms` of audio, capped so a datagram fits the MTU (with
+/// redundancy, two frames must fit: 3.2 ms of 48 kHz stereo at most).
+fn frame_frames(format: StreamFormat, frame_ms: u32, redundancy: bool) -> u16 {
     let wanted = (format.sample_rate as usize * frame_ms as usize / 1000).max(1);
-    let cap = MAX_AUDIO_BYTES / (2 * usize::from(format.channels));
+    let copies = if redundancy { 2 } else { 1 };
+    let cap = MAX_AUDIO_BYTES / (2 * copies * usize::from(format.channels));
     wanted.min(cap).min(usize::from(u16::MAX)) as u16
 }
 
@@ -97,7 +99,7 @@ pub(crate) fn run(
     });
     let source = audio::open_source(&cfg.device, cfg.device_kind, want)?;
     let format = source.format();
-    let frames = frame_frames(format, cfg.frame_ms);
+    let frames = frame_frames(format, cfg.frame_ms, cfg.redundancy);
     let (listener, udp) =
         sock::bind_pair(cfg.bind, cfg.port, cfg.socket_buffer_size).map_err(|e| {
             let where_ = cfg.bind.map_or_else(
@@ -174,9 +176,14 @@ pub(crate) fn run(
             let _ = events.send(Event::Stats(Stats {
                 peer: local.to_string(),
                 format: format!(
-                    "{} Hz {} ch pcm {}",
+                    "{} Hz {} ch {} {}",
                     format.sample_rate,
                     format.channels,
+                    if shared.cfg.redundancy {
+                        "pcm+redundancy"
+                    } else {
+                        "pcm"
+                    },
                     shared.cfg.mode.name()
                 ),
                 packets: shared.counters.sent.load(Ordering::Relaxed),
@@ -451,7 +458,11 @@ fn session(
 ) -> String {
     let params = SessionParams {
         direction: Direction::ServerToClient,
-        codec: Codec::PcmS16,
+        codec: if shared.cfg.redundancy {
+            Codec::PcmS16Redundant
+        } else {
+            Codec::PcmS16
+        },
         mode: shared.cfg.mode,
         sample_rate: shared.format.sample_rate,
         channels: shared.format.channels as u8,

@@ -269,6 +269,32 @@ pub fn write_audio_body(position: u64, samples: &[i16], out: &mut Vec<u8>) {
     }
 }
 
+/// Writes a redundant audio body: the position of this frame, the previous frame (when there
+/// is one; always full), then this frame (the stream's last may be short).
+pub fn write_redundant_body(
+    position: u64,
+    previous: Option<&[i16]>,
+    samples: &[i16],
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.extend_from_slice(&position.to_be_bytes());
+    for s in previous.unwrap_or_default().iter().chain(samples) {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+}
+
+/// Splits the sample bytes of a redundant body into (previous frame, this frame), given the
+/// bytes of a full frame: a body no longer than one frame carries no previous frame.
+pub fn split_redundant(samples: &[u8], frame_bytes: usize) -> (Option<&[u8]>, &[u8]) {
+    if samples.len() > frame_bytes {
+        let (previous, current) = samples.split_at(frame_bytes);
+        (Some(previous), current)
+    } else {
+        (None, samples)
+    }
+}
+
 /// Splits an audio body into its position and its s16le sample bytes.
 ///
 /// # Errors
@@ -287,6 +313,24 @@ pub fn read_audio_body(body: &[u8]) -> Result<(u64, &[u8]), DropReason> {
 mod tests {
     use super::*;
     use crate::protocol::keys::{transcript, SessionKeys};
+
+    #[test]
+    fn redundant_bodies_carry_the_previous_frame_first() {
+        let mut body = Vec::new();
+        write_redundant_body(480, Some(&[1, 2]), &[3, 4], &mut body);
+        let (position, samples) = read_audio_body(&body).expect("reads");
+        assert_eq!(position, 480);
+        let (prev, cur) = split_redundant(samples, 4);
+        assert_eq!(
+            (prev, cur),
+            (Some(&[1u8, 0, 2, 0][..]), &[3u8, 0, 4, 0][..])
+        );
+        // The first datagram has none; the last may be short after a full previous one.
+        write_redundant_body(0, None, &[3, 4], &mut body);
+        assert_eq!(split_redundant(&body[8..], 4), (None, &body[8..]));
+        write_redundant_body(960, Some(&[1, 2]), &[3], &mut body);
+        assert_eq!(split_redundant(&body[8..], 4).1, &[3u8, 0][..]);
+    }
 
     fn keys() -> SessionKeys {
         SessionKeys::derive(b"k", &transcript(&[b"t"])).0

@@ -50,6 +50,9 @@ pub enum Direction {
 pub enum Codec {
     /// Signed 16-bit little-endian PCM, interleaved.
     PcmS16 = 0,
+    /// As `PcmS16`, each datagram also carrying the previous frame (for lossy links): the body
+    /// is the position, then the previous frame (absent in the first datagram), then this one.
+    PcmS16Redundant = 2,
 }
 
 /// How audio datagrams are protected.
@@ -107,6 +110,22 @@ impl SessionParams {
     /// Bytes of audio in one full datagram.
     pub fn frame_bytes(&self) -> usize {
         usize::from(self.frame_frames) * usize::from(self.channels) * 2
+    }
+
+    /// The codec's name for logs and the status line.
+    pub fn codec_name(&self) -> &'static str {
+        match self.codec {
+            Codec::PcmS16 => "pcm",
+            Codec::PcmS16Redundant => "pcm+redundancy",
+        }
+    }
+
+    /// Audio bytes in the largest datagram body: one frame, or two with redundancy.
+    pub fn audio_bytes(&self) -> usize {
+        match self.codec {
+            Codec::PcmS16 => self.frame_bytes(),
+            Codec::PcmS16Redundant => 2 * self.frame_bytes(),
+        }
     }
 }
 
@@ -241,6 +260,7 @@ impl Message {
                 };
                 let codec = match r.u8()? {
                     0 => Codec::PcmS16,
+                    2 => Codec::PcmS16Redundant,
                     _ => return Err(WireError::BadValue("codec")),
                 };
                 let mode = SecurityMode::from_u8(r.u8()?).ok_or(WireError::BadValue("mode"))?;
@@ -263,7 +283,7 @@ impl Message {
                 if !(8_000..=192_000).contains(&sample_rate) {
                     return Err(WireError::BadValue("sample rate"));
                 }
-                if frame_frames == 0 || p.frame_bytes() > MAX_AUDIO_BYTES {
+                if frame_frames == 0 || p.audio_bytes() > MAX_AUDIO_BYTES {
                     return Err(WireError::BadValue("frame size"));
                 }
                 Message::Params(p)

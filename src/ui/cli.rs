@@ -165,6 +165,9 @@ pub struct Args {
     /// Run in the system tray
     #[arg(long = "tray")]
     pub tray: bool,
+    /// Server: each packet also carries the previous one, so single losses cost nothing
+    #[arg(long = "redundancy")]
+    pub redundancy: bool,
     /// Print live figures as one JSON object per line on stdout, every second
     #[arg(long = "stats-json")]
     pub stats_json: bool,
@@ -298,6 +301,9 @@ pub fn effective_profile(args: &Args) -> Result<Profile, CliError> {
     if args.error_log {
         p.error_log = true;
     }
+    if args.redundancy {
+        p.audio.redundancy = true;
+    }
     p.validate()
         .map_err(|(key, msg)| CliError::usage(format!("{key}: {msg}")))?;
     Ok(p)
@@ -327,6 +333,7 @@ pub fn engine_role(p: &Profile, args: &Args) -> Result<EngineRole, CliError> {
             ban_threshold: p.reconnect_attempts,
             ban_list: paths::ban_list_path()?,
             frame_ms: p.audio.frame_ms,
+            redundancy: p.audio.redundancy,
             sample_rate: (p.audio.sample_rate != 0).then_some(p.audio.sample_rate),
             channels: (p.audio.channels != 0).then_some(p.audio.channels),
             socket_buffer_size: p.socket_buffer_size as usize,
