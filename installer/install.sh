@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-need=(build-essential pkg-config libasound2-dev libasound2-plugins
+need=(build-essential pkg-config libasound2-dev libopus-dev libasound2-plugins
       libgtk-3-dev libayatana-appindicator3-dev libdbus-1-dev pulseaudio-utils)
 missing=()
 for p in "${need[@]}"; do

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # D-Bus for the tray; tcpdump to check that no password crosses the wire; PipeWire with null sinks
 # reached through ALSA for real devices; Xvfb, trayer, xdotool and ImageMagick to drive the tray,
 # dunst to receive its notifications; help2man and desktop-file-utils for the Debian package.
-packages=(build-essential pkg-config libasound2-dev libasound2-plugins alsa-utils tcpdump
+packages=(build-essential pkg-config libasound2-dev libopus-dev libasound2-plugins alsa-utils tcpdump
           libgtk-3-dev libayatana-appindicator3-dev libdbus-1-dev
           dbus pipewire pipewire-pulse wireplumber pulseaudio-utils sox
           xvfb xauth trayer xdotool x11-utils imagemagick dunst

@@ -203,3 +203,102 @@ fn redundancy_leaves_no_gap_longer_than_one_frame_at_2_percent_loss() {
         "redundancy, 5 % loss: {lost} datagrams lost (longest run {run}), {gaps} frames concealed, longest gap {gap} x 3.2 ms, SNR {snr:.1} dB"
     );
 }
+
+/// Streams a chord through the relay with Opus at `kbps`; returns (source, recording, relay,
+/// client log).
+fn opus_through(down: Impairment, seed: u64, kbps: &str) -> (Vec<i16>, Vec<i16>, Relay, String) {
+    let sb = Sandbox::new();
+    let want = write_chord_wav(&sb.path("in.wav"), 4.0, 48_000, 2);
+    let port = free_port();
+    let p = port.to_string();
+    let mut server = sb.spawn(&[
+        "-d",
+        "wav:in.wav",
+        "-u",
+        &p,
+        "--codec",
+        "opus",
+        "--bitrate",
+        kbps,
+    ]);
+    server.wait_for("listening on", SECS(10));
+    let relay = Relay::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        ([127, 0, 0, 1], port).into(),
+        down,
+        Impairment::default(),
+        seed,
+    )
+    .expect("relay");
+    let via = relay.addr().port().to_string();
+    let mut client = sb.spawn(&["-c", "-a", "127.0.0.1", "-u", &via, "-d", "wav:out.wav"]);
+    let c = client.wait_timeout(SECS(30));
+    assert!(c.success(), "client: {c}\n{}", client.stderr());
+    server.wait_timeout(SECS(10));
+    let (_, got) = read_wav(&sb.path("out.wav"));
+    (want, got, relay, client.stderr())
+}
+
+/// Blocks (5 ms) whose energy falls more than `db` below the source's, after aligning by
+/// `shift` frames. A lossy codec never matches the waveform, so gaps are judged by level, as a
+/// listener hears them: 10 dB down is a dropout; 6 dB down is an audible dip.
+fn dropouts(want: &[i16], got: &[i16], shift: usize, db: f64) -> Vec<bool> {
+    got.chunks(BLOCK)
+        .enumerate()
+        .map(|(i, g)| {
+            let at = i * BLOCK + shift * 2;
+            let Some(w) = want.get(at..at + g.len()) else {
+                return false;
+            };
+            let e = |x: &[i16]| x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>();
+            e(g) < e(w) / 10f64.powf(db / 10.0)
+        })
+        .collect()
+}
+
+fn longest_run(flags: &[bool]) -> usize {
+    flags.split(|&f| !f).map(<[bool]>::len).max().unwrap_or(0)
+}
+
+#[test]
+fn opus_at_5_percent_loss_and_20_ms_jitter_has_no_gap_longer_than_a_frame() {
+    let net = Impairment {
+        loss: 0.05,
+        delay: Duration::from_millis(5),
+        jitter: Duration::from_millis(20),
+        ..Impairment::default()
+    };
+    for kbps in ["128", "32"] {
+        let (want, got, relay, log) = opus_through(net, 21, kbps);
+        assert!(log.contains("opus"), "{log}");
+        let lost = relay.stats.lost.load(Ordering::Relaxed);
+        let run = relay.stats.longest_loss_run.load(Ordering::Relaxed);
+        assert!(lost >= 20, "{lost}");
+        // The recording starts at the first packet that arrived, behind the codec's delay.
+        let (snr, shift) = aligned_snr(&want, &got, 2, 5 * 240 + 700);
+        let drops = dropouts(&want, &got, shift, 10.0);
+        let dips = dropouts(&want, &got, shift, 6.0);
+        let longest = longest_run(&drops);
+        let recovered = log
+            .split(" recovered")
+            .next()
+            .and_then(|s| s.rsplit(", ").next())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let where_: Vec<usize> = drops
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &d)| d.then_some(i))
+            .collect();
+        assert!(
+            longest <= 1,
+            "{kbps} kb/s: a dropout of {longest} blocks (run {run}, snr {snr:.1}, shift {shift}) at {where_:?}\n{log}"
+        );
+        assert!(snr > 5.0, "{kbps} kb/s: SNR {snr:.1} dB");
+        eprintln!(
+            "opus {kbps} kb/s, 5 % loss + 20 ms jitter: {lost} lost (longest run {run}), {recovered} recovered by FEC, {} blocks 10 dB down (longest run {longest}), {} blocks 6 dB down, SNR {snr:.1} dB (aligned at {shift} frames)",
+            drops.iter().filter(|&&d| d).count(),
+            dips.iter().filter(|&&d| d).count()
+        );
+    }
+}

@@ -296,3 +296,43 @@ fn stats_json_reports_rate_round_trip_and_latency_each_second() {
     );
     assert!(lines[3]["packets"].as_u64() > lines[1]["packets"].as_u64());
 }
+
+#[test]
+fn opus_streams_a_file_to_its_exact_length_at_a_fraction_of_the_bytes() {
+    let sb = Sandbox::new();
+    let want = write_chord_wav(&sb.path("in.wav"), 2.0, 48_000, 2);
+    let port = free_port().to_string();
+    let mut server = sb.spawn(&["-d", "wav:in.wav", "-u", &port, "--codec", "opus"]);
+    server.wait_for("listening on", SECS(10));
+    let mut client = sb.spawn(&["-c", "-a", "127.0.0.1", "-u", &port, "-d", "wav:out.wav"]);
+    assert!(
+        client.wait_timeout(SECS(20)).success(),
+        "{}",
+        client.stderr()
+    );
+    assert!(
+        server.wait_timeout(SECS(10)).success(),
+        "{}",
+        server.stderr()
+    );
+    assert!(client.stderr().contains("48000 Hz 2 ch opus encrypted"));
+    let (spec, got) = read_wav(&sb.path("out.wav"));
+    assert_eq!((spec.sample_rate, spec.channels), (48_000, 2));
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "the end position cuts the padded last frame"
+    );
+    let (snr, shift) = aligned_snr(&want, &got, 2, 600);
+    assert!(snr > 12.0, "SNR {snr:.1} dB at {shift} frames");
+    // 2 s of PCM would be 384,000 bytes of samples; 128 kb/s Opus about 32,000.
+    let bytes: u64 = client
+        .stderr()
+        .split("received ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(bytes < 60_000, "{bytes} bytes on the wire");
+    eprintln!("opus 128 kb/s: SNR {snr:.1} dB (codec delay {shift} frames), {bytes} bytes for 2 s");
+}

@@ -58,15 +58,14 @@ struct Slot {
     /// not a late packet (its turn was not concealed).
     played: Option<u64>,
     arrival: Instant,
-    /// Samples received; a stream's last packet may be shorter than the rest.
-    len: usize,
-    samples: Vec<i16>,
+    /// The packet's bytes (PCM samples or a coded frame), preallocated to the largest.
+    payload: Vec<u8>,
 }
 
 /// The jitter buffer.
 #[derive(Debug)]
 pub struct JitterBuffer {
-    frame_samples: usize,
+    max_payload: usize,
     target: Duration,
     slots: Vec<Slot>,
     /// Next sequence number to play; `None` until the first packet.
@@ -74,34 +73,42 @@ pub struct JitterBuffer {
     started: bool,
     /// When the first packet since the last reset arrived: playout starts `target` later.
     first_arrival: Option<Instant>,
-    last: Vec<i16>,
-    concealed_run: u32,
     stats: JitterStats,
 }
 
 impl JitterBuffer {
-    /// A buffer for packets of `frame_samples` interleaved samples, holding `target` of delay.
-    pub fn new(frame_samples: usize, target: Duration, now: Instant) -> Self {
+    /// A buffer for packets of at most `max_payload` bytes, holding `target` of delay. It does
+    /// not look inside packets: the caller decodes what is played and conceals what is not.
+    pub fn new(max_payload: usize, target: Duration, now: Instant) -> Self {
         Self {
-            frame_samples,
+            max_payload,
             target,
             slots: vec![
                 Slot {
                     seq: None,
                     played: None,
                     arrival: now,
-                    len: frame_samples,
-                    samples: vec![0; frame_samples]
+                    payload: Vec::with_capacity(max_payload),
                 };
                 CAPACITY
             ],
             next: None,
             started: false,
             first_arrival: None,
-            last: vec![0; frame_samples],
-            concealed_run: 0,
             stats: JitterStats::default(),
         }
+    }
+
+    /// The bytes of packet `seq` if it is held (for a codec's forward error correction, which
+    /// recovers a lost packet from the one after it).
+    pub fn peek(&self, seq: u64) -> Option<&[u8]> {
+        let slot = &self.slots[(seq % CAPACITY as u64) as usize];
+        (slot.seq == Some(seq)).then_some(slot.payload.as_slice())
+    }
+
+    /// Counts a packet's worth of concealment added to deepen the buffer.
+    pub fn note_stretch(&mut self) {
+        self.stats.stretched += 1;
     }
 
     /// The counters so far.
@@ -138,8 +145,7 @@ impl JitterBuffer {
         self.first_arrival = None;
     }
 
-    /// Stores packet `seq` with its s16le `payload` (a shorter payload, the stream's last, is
-    /// played at its own length).
+    /// Stores packet `seq` (bytes beyond the largest packet are cut).
     pub fn push(&mut self, seq: u64, payload: &[u8], now: Instant) -> Pushed {
         let mut outcome = Pushed::Accepted;
         match self.next {
@@ -176,12 +182,9 @@ impl JitterBuffer {
         }
         slot.seq = Some(seq);
         slot.arrival = now;
-        let n = payload.len().min(self.frame_samples * 2) / 2;
-        for (dst, b) in slot.samples.iter_mut().zip(payload.chunks_exact(2)) {
-            *dst = i16::from_le_bytes([b[0], b[1]]);
-        }
-        slot.samples[n..].fill(0);
-        slot.len = n;
+        slot.payload.clear();
+        slot.payload
+            .extend_from_slice(&payload[..payload.len().min(self.max_payload)]);
         self.stats.received += 1;
         outcome
     }
@@ -206,11 +209,12 @@ impl JitterBuffer {
         false
     }
 
-    /// Writes the next packet's samples into `out` (resized to one packet), or a concealment.
+    /// The next packet: its bytes in `out` when it is there ([`Popped::Played`]), or `out`
+    /// empty when it is given up for lost ([`Popped::Concealed`]: the caller conceals).
     ///
-    /// `must_play`: the device needs audio now, so a missing packet is concealed at once.
+    /// `must_play`: the device needs audio now, so a missing packet is given up at once.
     /// Returns `None` while waiting: before playout starts, or while a gap may still fill.
-    pub fn pop(&mut self, now: Instant, must_play: bool, out: &mut Vec<i16>) -> Option<Popped> {
+    pub fn pop(&mut self, now: Instant, must_play: bool, out: &mut Vec<u8>) -> Option<Popped> {
         let next = self.next?;
         if !self.started {
             let first = self.first_arrival?;
@@ -225,17 +229,7 @@ impl JitterBuffer {
             let slot = &mut self.slots[idx];
             slot.seq = None;
             slot.played = Some(next);
-            out.extend_from_slice(&slot.samples[..slot.len]);
-            self.last.copy_from_slice(&slot.samples);
-            if self.concealed_run > 0 {
-                // Back from a concealment (which faded to silence): fade in over the first
-                // quarter of the packet (1.25 ms at 5 ms packets), enough for no step.
-                let n = (out.len() / 4).max(1);
-                for (i, s) in out.iter_mut().take(n).enumerate() {
-                    *s = (f32::from(*s) * (i as f32 / n as f32)) as i16;
-                }
-            }
-            self.concealed_run = 0;
+            out.extend_from_slice(&slot.payload);
             self.next = Some(next + 1);
             return Some(Popped::Played(next));
         }
@@ -248,34 +242,9 @@ impl JitterBuffer {
             return None;
         }
         self.slots[idx].played = None;
-        self.conceal(out);
         self.stats.lost += 1;
         self.next = Some(next + 1);
         Some(Popped::Concealed(next))
-    }
-
-    /// Writes one packet of concealment without consuming a sequence number: the buffer gets one
-    /// packet deeper. Used right after a late packet, when the playout depth must grow at once.
-    pub fn stretch(&mut self, out: &mut Vec<i16>) {
-        out.clear();
-        self.conceal(out);
-        self.stats.stretched += 1;
-    }
-
-    /// Repeat the last packet fading to silence over one packet, then silence: no click, no buzz.
-    fn conceal(&mut self, out: &mut Vec<i16>) {
-        let n = self.last.len().max(1) as f32;
-        if self.concealed_run == 0 {
-            out.extend(
-                self.last
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &s)| (f32::from(s) * (1.0 - i as f32 / n)) as i16),
-            );
-        } else {
-            out.resize(self.frame_samples, 0);
-        }
-        self.concealed_run += 1;
     }
 }
 
@@ -295,13 +264,9 @@ mod tests {
         let mut out = Vec::new();
         let mut got = Vec::new();
         while let Some(p) = jb.pop(now, false, &mut out) {
-            // A packet right after a concealment is faded in; the rest are as sent.
-            let after_gap = matches!(got.last(), Some(Popped::Concealed(_)));
-            if let (Popped::Played(seq), false) = (p, after_gap) {
-                assert_eq!(
-                    out,
-                    (0..4).map(|i| (seq * 10 + i) as i16).collect::<Vec<_>>()
-                );
+            match p {
+                Popped::Played(seq) => assert_eq!(out, payload(seq)),
+                Popped::Concealed(_) => assert!(out.is_empty()),
             }
             got.push(p);
         }
@@ -311,7 +276,7 @@ mod tests {
     #[test]
     fn waits_for_target_then_plays_in_order_despite_reordering() {
         let t0 = Instant::now();
-        let mut jb = JitterBuffer::new(4, 10 * MS, t0);
+        let mut jb = JitterBuffer::new(8, 10 * MS, t0);
         for (i, seq) in [3u64, 1, 2, 5, 4].into_iter().enumerate() {
             assert_eq!(
                 jb.push(seq, &payload(seq), t0 + i as u32 * MS),
@@ -330,7 +295,7 @@ mod tests {
     #[test]
     fn drops_duplicates_and_late_packets() {
         let t0 = Instant::now();
-        let mut jb = JitterBuffer::new(4, Duration::ZERO, t0);
+        let mut jb = JitterBuffer::new(8, Duration::ZERO, t0);
         assert_eq!(jb.push(0, &payload(0), t0), Pushed::Accepted);
         assert_eq!(jb.push(0, &payload(0), t0), Pushed::Duplicate);
         assert_eq!(drain(&mut jb, t0), vec![Popped::Played(0)]);
@@ -346,16 +311,16 @@ mod tests {
         assert_eq!(
             jb.push(1, &payload(1), t0),
             Pushed::Late,
-            "its turn was concealed"
+            "its turn was given up"
         );
         let s = jb.stats();
         assert_eq!((s.received, s.duplicates, s.late), (1, 2, 1));
     }
 
     #[test]
-    fn conceals_a_gap_once_later_packets_have_waited() {
+    fn gives_up_a_gap_once_later_packets_have_waited() {
         let t0 = Instant::now();
-        let mut jb = JitterBuffer::new(4, 10 * MS, t0);
+        let mut jb = JitterBuffer::new(8, 10 * MS, t0);
         jb.push(0, &payload(0), t0);
         jb.push(2, &payload(2), t0 + 5 * MS);
         assert_eq!(
@@ -363,52 +328,28 @@ mod tests {
             vec![Popped::Played(0)],
             "1 may still come"
         );
+        assert_eq!(jb.peek(2), Some(&payload(2)[..]), "what FEC would read");
         let got = drain(&mut jb, t0 + 15 * MS);
         assert_eq!(got, vec![Popped::Concealed(1), Popped::Played(2)]);
         assert_eq!(jb.stats().lost, 1);
+        assert_eq!(jb.peek(2), None);
     }
 
     #[test]
-    fn must_play_conceals_at_once_with_a_fade() {
+    fn must_play_gives_up_at_once() {
         let t0 = Instant::now();
-        let mut jb = JitterBuffer::new(4, Duration::ZERO, t0);
-        jb.push(0, &[0x00, 0x40, 0x00, 0x40, 0x00, 0x40, 0x00, 0x40], t0);
+        let mut jb = JitterBuffer::new(8, Duration::ZERO, t0);
+        jb.push(0, &payload(0), t0);
         let mut out = Vec::new();
         assert_eq!(jb.pop(t0, true, &mut out), Some(Popped::Played(0)));
         assert_eq!(jb.pop(t0, true, &mut out), Some(Popped::Concealed(1)));
-        assert_eq!(
-            out,
-            [16384, 12288, 8192, 4096],
-            "fades out, no step to silence"
-        );
-        assert_eq!(jb.pop(t0, true, &mut out), Some(Popped::Concealed(2)));
-        assert_eq!(out, [0; 4]);
-    }
-
-    #[test]
-    fn audio_fades_back_in_after_a_concealment() {
-        let t0 = Instant::now();
-        let mut jb = JitterBuffer::new(4, Duration::ZERO, t0);
-        let loud = [0x00, 0x40, 0x00, 0x40, 0x00, 0x40, 0x00, 0x40];
-        jb.push(0, &loud, t0);
-        let mut out = Vec::new();
-        jb.pop(t0, true, &mut out);
-        assert_eq!(jb.pop(t0, true, &mut out), Some(Popped::Concealed(1)));
-        jb.stretch(&mut out);
-        assert_eq!(out, [0; 4], "a second concealment in a row is silence");
-        jb.push(2, &loud, t0);
-        assert_eq!(jb.pop(t0, true, &mut out), Some(Popped::Played(2)));
-        assert_eq!(out, [0, 16384, 16384, 16384], "fades in from the silence");
-        jb.push(3, &loud, t0);
-        jb.pop(t0, true, &mut out);
-        assert_eq!(out, [16384; 4], "then plays as received");
-        assert_eq!((jb.stats().lost, jb.stats().stretched), (1, 1));
+        assert!(out.is_empty());
     }
 
     #[test]
     fn a_redundant_copy_fills_only_a_hole() {
         let t0 = Instant::now();
-        let mut jb = JitterBuffer::new(4, 10 * MS, t0);
+        let mut jb = JitterBuffer::new(8, 10 * MS, t0);
         jb.push(0, &payload(0), t0);
         assert!(!jb.push_redundant(0, &payload(0), t0), "already there");
         // 1 is lost; 2 carries it.
@@ -425,19 +366,22 @@ mod tests {
     }
 
     #[test]
-    fn a_short_last_packet_keeps_its_length() {
+    fn a_short_packet_keeps_its_length_and_a_long_one_is_cut() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(4, Duration::ZERO, t0);
-        jb.push(0, &[1, 0, 2, 0], t0);
+        jb.push(0, &[1, 0], t0);
+        jb.push(1, &[1, 2, 3, 4, 5, 6], t0);
         let mut out = Vec::new();
         assert_eq!(jb.pop(t0, false, &mut out), Some(Popped::Played(0)));
-        assert_eq!(out, [1, 2]);
+        assert_eq!(out, [1, 0]);
+        jb.pop(t0, false, &mut out);
+        assert_eq!(out, [1, 2, 3, 4]);
     }
 
     #[test]
     fn far_future_packet_resyncs() {
         let t0 = Instant::now();
-        let mut jb = JitterBuffer::new(4, Duration::ZERO, t0);
+        let mut jb = JitterBuffer::new(8, Duration::ZERO, t0);
         jb.push(0, &payload(0), t0);
         drain(&mut jb, t0);
         assert_eq!(jb.push(10_000, &payload(10_000), t0), Pushed::Resync);

@@ -6,6 +6,8 @@
 //! through preallocated SPSC rings (rtrb) and count under- and overruns in atomics.
 
 pub mod adapt;
+pub mod codec;
+pub mod conceal;
 pub mod convert;
 pub mod cpal_backend;
 pub mod jitter;

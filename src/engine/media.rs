@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::server::Shared;
 use super::sock;
 use super::EngineError;
+use crate::audio::codec::OpusEncoder;
 use crate::audio::{Capture, Frame, Source};
 use crate::protocol::datagram::{
     write_audio_body, write_redundant_body, Header, Kind, Opener, Sealer, MAX_DATAGRAM,
@@ -63,6 +64,15 @@ pub(crate) fn run(
     // With redundancy, the frame sent last rides along with the next one.
     let redundancy = shared.cfg.redundancy;
     let mut previous: Option<Vec<i16>> = None;
+    let mut opus = match shared.cfg.opus_kbps {
+        Some(kbps) => Some(OpusEncoder::new(
+            format.sample_rate,
+            format.channels,
+            kbps,
+            shared.cfg.opus_fec,
+        )?),
+        None => None,
+    };
     let mut body = Vec::with_capacity(MAX_DATAGRAM);
     let mut out = [0u8; MAX_DATAGRAM];
     let mut rx = [0u8; 2048];
@@ -84,8 +94,8 @@ pub(crate) fn run(
                             &mut sessions,
                             position,
                             (&frame, previous.as_deref()),
-                            &mut body,
-                            &mut out,
+                            opus.as_mut(),
+                            (&mut body, &mut out),
                             &shared,
                         );
                         if redundancy {
@@ -96,13 +106,21 @@ pub(crate) fn run(
                     Frame::Last(n) => {
                         // The last, partial frame goes out at its own length.
                         if n > 0 {
+                            // Opus codes whole frames: the tail is padded with silence (the
+                            // end position tells the client where the stream really ends).
+                            let last = if opus.is_some() {
+                                frame[n..].fill(0);
+                                &frame[..]
+                            } else {
+                                &frame[..n]
+                            };
                             send_frame(
                                 &udp,
                                 &mut sessions,
                                 position,
-                                (&frame[..n], previous.as_deref()),
-                                &mut body,
-                                &mut out,
+                                (last, previous.as_deref()),
+                                opus.as_mut(),
+                                (&mut body, &mut out),
                                 &shared,
                             );
                         }
@@ -214,17 +232,30 @@ fn handle_datagram(
     }
 }
 
-/// Sends `frame` (and, with redundancy, the previous one) to every ready session.
+/// Sends `frame` (Opus-coded, or as PCM with, for redundancy, the previous one) to every ready
+/// session. The body is built once and sealed per session.
 fn send_frame(
     udp: &UdpSocket,
     sessions: &mut HashMap<u32, Session>,
     position: u64,
     (frame, previous): (&[i16], Option<&[i16]>),
-    body: &mut Vec<u8>,
-    out: &mut [u8],
+    opus: Option<&mut OpusEncoder>,
+    (body, out): (&mut Vec<u8>, &mut [u8]),
     shared: &Shared,
 ) {
-    if shared.cfg.redundancy {
+    if let Some(enc) = opus {
+        match enc.encode(frame) {
+            Ok(packet) => {
+                body.clear();
+                body.extend_from_slice(&position.to_be_bytes());
+                body.extend_from_slice(packet);
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                return;
+            }
+        }
+    } else if shared.cfg.redundancy {
         write_redundant_body(position, previous, frame, body);
     } else {
         write_audio_body(position, frame, body);

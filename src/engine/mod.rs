@@ -62,6 +62,11 @@ pub struct ServerConfig {
     pub frame_ms: u32,
     /// Each datagram also carries the previous frame (halves the frame size limit).
     pub redundancy: bool,
+    /// Code audio with Opus at this bitrate (kbit/s), with in-band FEC if `opus_fec`;
+    /// `None`: PCM.
+    pub opus_kbps: Option<u32>,
+    /// Opus in-band forward error correction.
+    pub opus_fec: bool,
     /// Capture at this rate if the device allows (`None`: 48 kHz if possible, else its own).
     pub sample_rate: Option<u32>,
     /// Capture this many channels if the device allows (`None`: stereo if possible).
@@ -70,6 +75,17 @@ pub struct ServerConfig {
     pub socket_buffer_size: usize,
     /// Claim another protocol major (testing 409).
     pub protocol_major: Option<u16>,
+}
+
+impl ServerConfig {
+    /// The codec's name for logs and the status line.
+    pub fn codec_name(&self) -> &'static str {
+        match (self.opus_kbps, self.redundancy) {
+            (Some(_), _) => "opus",
+            (None, true) => "pcm+redundancy",
+            (None, false) => "pcm",
+        }
+    }
 }
 
 /// What a client needs to run.

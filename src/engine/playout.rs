@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use super::EngineError;
 use crate::audio::adapt::{DriftControl, LatencyTuner};
+use crate::audio::codec::Decoder;
 use crate::audio::convert::{i16_to_f32, map_channels};
 use crate::audio::jitter::{JitterBuffer, JitterStats, Popped, Pushed};
 use crate::audio::resample::RateConverter;
 use crate::audio::{self, DeviceSpec, Sink, StreamFormat};
 use crate::protocol::datagram::split_redundant;
-use crate::protocol::datagram::{read_audio_body, Kind, Opener, MAX_DATAGRAM};
+use crate::protocol::datagram::{split_position, Kind, Opener, MAX_DATAGRAM};
 use crate::protocol::frame::{Codec, SessionParams};
 use crate::protocol::keys::DirectionKeys;
 
@@ -276,13 +277,20 @@ pub(crate) struct PlayoutCore {
     conv: Converter,
     tuner: LatencyTuner,
     drift: DriftControl,
+    decoder: Decoder,
+    /// The packet being played, as received.
+    packet: Vec<u8>,
     pcm: Vec<i16>,
+    /// Lost packets that Opus's forward error correction recovered.
+    fec_recovered: u64,
     /// Concealment still to add to deepen the buffer after a late packet (device frames).
     pad: usize,
     /// Audio has been written: from here on the depth is measured and controlled.
     playing: bool,
     /// Datagrams carry the previous frame too: the bytes of one full frame.
     redundant_frame_bytes: Option<usize>,
+    /// Packets are Opus-coded.
+    opus: bool,
     figures: Figures,
 }
 
@@ -316,7 +324,18 @@ impl PlayoutCore {
             clocked,
             sink_rate,
             step: (ff as f64 * sink_rate / f64::from(params.sample_rate)).round() as usize,
-            jb: JitterBuffer::new(ff as usize * ch, tuner.target(), now),
+            jb: JitterBuffer::new(
+                if params.codec == Codec::Opus {
+                    crate::protocol::frame::MAX_AUDIO_BYTES
+                } else {
+                    params.frame_bytes()
+                },
+                tuner.target(),
+                now,
+            ),
+            decoder: Decoder::new(&params)?,
+            packet: Vec::with_capacity(crate::protocol::frame::MAX_AUDIO_BYTES),
+            fec_recovered: 0,
             conv: Converter::new(stream, sink.format(), ff as usize, clocked)?,
             tuner,
             drift: DriftControl::new(),
@@ -325,6 +344,7 @@ impl PlayoutCore {
             playing: false,
             redundant_frame_bytes: (params.codec == Codec::PcmS16Redundant)
                 .then(|| params.frame_bytes()),
+            opus: params.codec == Codec::Opus,
             figures: Figures {
                 target: floor,
                 ..Figures::default()
@@ -332,9 +352,12 @@ impl PlayoutCore {
         })
     }
 
-    /// The jitter buffer's counters.
+    /// The jitter buffer's counters (with Opus FEC recoveries counted as recovered, not lost).
     pub(crate) fn stats(&self) -> JitterStats {
-        self.jb.stats()
+        let mut s = self.jb.stats();
+        s.recovered += self.fec_recovered;
+        s.lost -= self.fec_recovered.min(s.lost);
+        s
     }
 
     /// The live figures.
@@ -355,6 +378,11 @@ impl PlayoutCore {
     /// An audio datagram's body arrived. Returns false for a malformed position.
     pub(crate) fn on_audio(&mut self, position: u64, samples: &[u8], now: Instant) -> bool {
         if position % self.ff != 0 {
+            return false;
+        }
+        // PCM is whole 16-bit samples; an Opus packet is any length but empty.
+        let pcm = self.redundant_frame_bytes.is_some() || !self.opus;
+        if (pcm && samples.len() % 2 != 0) || samples.is_empty() {
             return false;
         }
         let seq = position / self.ff;
@@ -444,7 +472,8 @@ impl PlayoutCore {
             self.figures.target = target;
         }
         while self.pad >= self.step / 2 && self.pad > 0 {
-            self.jb.stretch(&mut self.pcm);
+            self.decoder.conceal(None, &mut self.pcm);
+            self.jb.note_stretch();
             let frames = self.pcm.len() / self.ch;
             self.conv.write(&self.pcm[..frames * self.ch], sink)?;
             self.pad = self.pad.saturating_sub(self.step);
@@ -462,11 +491,22 @@ impl PlayoutCore {
                 return Ok(false);
             }
             let must = force || (self.clocked && queued < low_water);
-            let Some(p) = self.jb.pop(now, must, &mut self.pcm) else {
+            let Some(p) = self.jb.pop(now, must, &mut self.packet) else {
                 return Ok(false);
             };
             let seq = match p {
-                Popped::Played(s) | Popped::Concealed(s) => s,
+                Popped::Played(s) => {
+                    if self.decoder.decode(&self.packet, &mut self.pcm).is_err() {
+                        self.decoder.conceal(None, &mut self.pcm);
+                    }
+                    s
+                }
+                Popped::Concealed(s) => {
+                    if self.decoder.conceal(self.jb.peek(s + 1), &mut self.pcm) {
+                        self.fec_recovered += 1;
+                    }
+                    s
+                }
             };
             let start = seq * self.ff;
             if start >= end_frames {
@@ -517,7 +557,7 @@ fn playout(
             Ok(Some((n, _))) => {
                 stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
                 let accepted = match opener.open(&mut buf[..n]) {
-                    Ok((Kind::Audio, body)) => match read_audio_body(body) {
+                    Ok((Kind::Audio, body)) => match split_position(body) {
                         Ok((position, samples)) => core.on_audio(position, samples, Instant::now()),
                         Err(_) => false,
                     },
@@ -601,7 +641,7 @@ fn playout(
 fn log_session_end(core: &PlayoutCore, sink: &dyn Sink) {
     let s = core.stats();
     tracing::info!(
-        "session played {} packets: {} concealed, {} recovered from redundancy, {} late, {} duplicate, {} device underrun samples",
+        "session played {} packets: {} concealed, {} recovered (redundancy or FEC), {} late, {} duplicate, {} device underrun samples",
         s.received,
         s.lost,
         s.recovered,

@@ -79,6 +79,20 @@ impl Shared {
     }
 }
 
+/// Frames per Opus packet: 2.5 ms for `frame_ms` 2 or 3, else `frame_ms` (5, 10 or 20; the
+/// profile's validation allows no other).
+fn opus_frames(format: StreamFormat, frame_ms: u32) -> Result<u16, EngineError> {
+    let tenths_ms = if frame_ms <= 3 { 25 } else { frame_ms * 10 };
+    let frames = format.sample_rate * tenths_ms / 10_000;
+    if !crate::protocol::frame::opus_frame_ok(format.sample_rate, frames) {
+        return Err(EngineError::Audio(format!(
+            "opus codes 8, 12, 16, 24 or 48 kHz in frames of 2.5, 5, 10 or 20 ms; the source gives {} Hz (frame_ms {frame_ms}): use codec pcm or set [audio] sample_rate = 48000",
+            format.sample_rate
+        )));
+    }
+    u16::try_from(frames).map_err(|_| EngineError::Audio("frame too long".into()))
+}
+
 /// Frames per datagram: `frame_ms` of audio, capped so a datagram fits the MTU (with
 /// redundancy, two frames must fit: 3.2 ms of 48 kHz stereo at most).
 fn frame_frames(format: StreamFormat, frame_ms: u32, redundancy: bool) -> u16 {
@@ -99,7 +113,11 @@ pub(crate) fn run(
     });
     let source = audio::open_source(&cfg.device, cfg.device_kind, want)?;
     let format = source.format();
-    let frames = frame_frames(format, cfg.frame_ms, cfg.redundancy);
+    let frames = if cfg.opus_kbps.is_some() {
+        opus_frames(format, cfg.frame_ms)?
+    } else {
+        frame_frames(format, cfg.frame_ms, cfg.redundancy)
+    };
     let (listener, udp) =
         sock::bind_pair(cfg.bind, cfg.port, cfg.socket_buffer_size).map_err(|e| {
             let where_ = cfg.bind.map_or_else(
@@ -179,11 +197,7 @@ pub(crate) fn run(
                     "{} Hz {} ch {} {}",
                     format.sample_rate,
                     format.channels,
-                    if shared.cfg.redundancy {
-                        "pcm+redundancy"
-                    } else {
-                        "pcm"
-                    },
+                    shared.cfg.codec_name(),
                     shared.cfg.mode.name()
                 ),
                 packets: shared.counters.sent.load(Ordering::Relaxed),
@@ -458,7 +472,9 @@ fn session(
 ) -> String {
     let params = SessionParams {
         direction: Direction::ServerToClient,
-        codec: if shared.cfg.redundancy {
+        codec: if shared.cfg.opus_kbps.is_some() {
+            Codec::Opus
+        } else if shared.cfg.redundancy {
             Codec::PcmS16Redundant
         } else {
             Codec::PcmS16

@@ -295,6 +295,17 @@ pub fn split_redundant(samples: &[u8], frame_bytes: usize) -> (Option<&[u8]>, &[
     }
 }
 
+/// Splits an audio body into its position and the coded bytes after it (any length: an Opus
+/// packet). PCM bodies go through [`read_audio_body`], which also checks whole samples.
+///
+/// # Errors
+/// [`DropReason::BadLength`] when shorter than the position.
+pub fn split_position(body: &[u8]) -> Result<(u64, &[u8]), DropReason> {
+    let mut r = Reader::new(body);
+    let position = r.u64().map_err(|_| DropReason::BadLength)?;
+    Ok((position, r.rest()))
+}
+
 /// Splits an audio body into its position and its s16le sample bytes.
 ///
 /// # Errors

@@ -50,6 +50,8 @@ pub enum Direction {
 pub enum Codec {
     /// Signed 16-bit little-endian PCM, interleaved.
     PcmS16 = 0,
+    /// Opus: the body is the position, then one Opus packet of `frame_frames` frames.
+    Opus = 1,
     /// As `PcmS16`, each datagram also carrying the previous frame (for lossy links): the body
     /// is the position, then the previous frame (absent in the first datagram), then this one.
     PcmS16Redundant = 2,
@@ -117,6 +119,7 @@ impl SessionParams {
         match self.codec {
             Codec::PcmS16 => "pcm",
             Codec::PcmS16Redundant => "pcm+redundancy",
+            Codec::Opus => "opus",
         }
     }
 
@@ -125,8 +128,19 @@ impl SessionParams {
         match self.codec {
             Codec::PcmS16 => self.frame_bytes(),
             Codec::PcmS16Redundant => 2 * self.frame_bytes(),
+            // Coded: any size up to the limit; the frame count is checked separately.
+            Codec::Opus => 0,
         }
     }
+}
+
+/// Whether `frames` at `rate` is a frame Opus codes: 2.5, 5, 10 or 20 ms at 8, 12, 16, 24 or
+/// 48 kHz.
+pub fn opus_frame_ok(rate: u32, frames: u32) -> bool {
+    [8_000, 12_000, 16_000, 24_000, 48_000].contains(&rate)
+        && [120u64, 240, 480, 960]
+            .iter()
+            .any(|&f| f * u64::from(rate) == u64::from(frames) * 48_000)
 }
 
 /// Liveness and counters, both ways, once a second.
@@ -260,6 +274,7 @@ impl Message {
                 };
                 let codec = match r.u8()? {
                     0 => Codec::PcmS16,
+                    1 => Codec::Opus,
                     2 => Codec::PcmS16Redundant,
                     _ => return Err(WireError::BadValue("codec")),
                 };
@@ -285,6 +300,9 @@ impl Message {
                 }
                 if frame_frames == 0 || p.audio_bytes() > MAX_AUDIO_BYTES {
                     return Err(WireError::BadValue("frame size"));
+                }
+                if codec == Codec::Opus && !opus_frame_ok(sample_rate, u32::from(frame_frames)) {
+                    return Err(WireError::BadValue("opus frame size"));
                 }
                 Message::Params(p)
             }

@@ -54,6 +54,10 @@ pub struct AudioSettings {
     /// Server, PCM: each datagram also carries the previous frame, so a single lost datagram
     /// costs nothing (frames shrink to fit two in a datagram: at most 3.2 ms of 48 kHz stereo).
     pub redundancy: bool,
+    /// Server, Opus: the bitrate in kbit/s.
+    pub bitrate_kbps: u32,
+    /// Server, Opus: in-band forward error correction (used where Opus's mode allows it).
+    pub fec: bool,
 }
 
 impl Default for AudioSettings {
@@ -65,6 +69,8 @@ impl Default for AudioSettings {
             frame_ms: 5,
             target_latency_ms: 10,
             redundancy: false,
+            bitrate_kbps: 128,
+            fec: true,
         }
     }
 }
@@ -226,10 +232,31 @@ impl Profile {
             ));
         }
         if self.audio.codec == CodecName::Opus {
-            return Err((
-                "codec",
-                "codec \"opus\" is not available in this build yet; use \"pcm\"".into(),
-            ));
+            if ![2, 3, 5, 10, 20].contains(&self.audio.frame_ms) {
+                return Err((
+                    "frame_ms",
+                    "with opus, frame_ms must be 2 or 3 (2.5 ms), 5, 10 or 20".into(),
+                ));
+            }
+            if self.audio.redundancy {
+                return Err((
+                    "redundancy",
+                    "redundancy is for pcm; opus has fec = true instead".into(),
+                ));
+            }
+            if !(6..=510).contains(&self.audio.bitrate_kbps) {
+                return Err((
+                    "bitrate_kbps",
+                    "bitrate_kbps must be between 6 and 510".into(),
+                ));
+            }
+            if ![0, 8_000, 12_000, 16_000, 24_000, 48_000].contains(&self.audio.sample_rate) {
+                return Err((
+                    "sample_rate",
+                    "with opus, sample_rate must be 0 (48000), 8000, 12000, 16000, 24000 or 48000"
+                        .into(),
+                ));
+            }
         }
         crate::audio::DeviceSpec::parse(&self.device).map_err(|e| ("device", e.to_string()))?;
         Ok(())
@@ -336,10 +363,12 @@ impl Profile {
              [audio]\n\
              sample_rate = {rate}              # 0 = the device's own rate\n\
              channels = {channels}                 # 0 = the device's own, at most 2\n\
-             codec = {codec}               # \"pcm\"\n\
+             codec = {codec}               # \"pcm\", or \"opus\" (compressed: for Wi-Fi, VPNs, the internet)\n\
              frame_ms = {frame_ms}                 # audio per packet\n\
              target_latency_ms = {target}       # jitter buffer floor; it grows on a bad network and shrinks back\n\
-             redundancy = {redundancy}           # server: each packet also carries the previous one (lossy links)\n",
+             redundancy = {redundancy}           # server, pcm: each packet also carries the previous one (lossy links)\n\
+             bitrate_kbps = {bitrate}         # server, opus: kbit/s\n\
+             fec = {fec}                 # server, opus: in-band forward error correction\n",
             version = self.version,
             role = q(role),
             port = self.port,
@@ -361,6 +390,8 @@ impl Profile {
             frame_ms = self.audio.frame_ms,
             target = self.audio.target_latency_ms,
             redundancy = self.audio.redundancy,
+            bitrate = self.audio.bitrate_kbps,
+            fec = self.audio.fec,
         )
     }
 }
@@ -483,6 +514,15 @@ mod tests {
         assert!(e.to_string().contains("line 3, key `port`"), "{e}");
         let e = Profile::parse("[audio]\nframe_ms = 99\n", Path::new("p.toml")).expect_err("range");
         assert!(e.to_string().contains("line 2, key `frame_ms`"), "{e}");
+        let opus = "[audio]\ncodec = \"opus\"\nframe_ms = 7\n";
+        let e = Profile::parse(opus, Path::new("p.toml")).expect_err("opus frame");
+        assert!(e.to_string().contains("line 3, key `frame_ms`"), "{e}");
+        let ok = Profile::parse("[audio]\ncodec = \"opus\"\nframe_ms = 20\n", Path::new("p"))
+            .expect("opus at 20 ms is fine");
+        assert_eq!(
+            (ok.audio.codec, ok.audio.bitrate_kbps),
+            (CodecName::Opus, 128)
+        );
         let e = Profile::parse("prot = 5\n", Path::new("p.toml")).expect_err("typo");
         assert!(e.to_string().contains("line 1, key `prot`"), "{e}");
         let e = Profile::parse("role = \"boss\"\n", Path::new("p.toml")).expect_err("enum");

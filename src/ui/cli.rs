@@ -18,13 +18,21 @@ use crate::engine::{
 use crate::protocol::frame::SecurityMode;
 use crate::store::bans::BanList;
 use crate::store::paths;
-use crate::store::profile::{Profile, Role};
+use crate::store::profile::{CodecName, Profile, Role};
 use crate::store::StoreError;
 
 /// Exit code: bad usage or a bad profile.
 pub const EXIT_USAGE: i32 = 2;
 /// Exit code: a runtime error.
 pub const EXIT_RUNTIME: i32 = 1;
+
+fn parse_codec(s: &str) -> Result<CodecName, String> {
+    match s {
+        "pcm" => Ok(CodecName::Pcm),
+        "opus" => Ok(CodecName::Opus),
+        other => Err(format!("`{other}`: the codecs are pcm and opus")),
+    }
+}
 
 /// The end of `--help` (and of the man page, which help2man makes from it).
 const AFTER_HELP: &str = "\
@@ -168,6 +176,12 @@ pub struct Args {
     /// Server: each packet also carries the previous one, so single losses cost nothing
     #[arg(long = "redundancy")]
     pub redundancy: bool,
+    /// Server: audio codec on the wire, pcm (the default, for a LAN) or opus (compressed)
+    #[arg(long = "codec", value_parser = parse_codec)]
+    pub codec: Option<CodecName>,
+    /// Server, opus: bitrate in kbit/s [default: 128]
+    #[arg(long = "bitrate", value_name = "KBPS")]
+    pub bitrate: Option<u32>,
     /// Print live figures as one JSON object per line on stdout, every second
     #[arg(long = "stats-json")]
     pub stats_json: bool,
@@ -304,6 +318,12 @@ pub fn effective_profile(args: &Args) -> Result<Profile, CliError> {
     if args.redundancy {
         p.audio.redundancy = true;
     }
+    if let Some(c) = args.codec {
+        p.audio.codec = c;
+    }
+    if let Some(kbps) = args.bitrate {
+        p.audio.bitrate_kbps = kbps;
+    }
     p.validate()
         .map_err(|(key, msg)| CliError::usage(format!("{key}: {msg}")))?;
     Ok(p)
@@ -334,7 +354,13 @@ pub fn engine_role(p: &Profile, args: &Args) -> Result<EngineRole, CliError> {
             ban_list: paths::ban_list_path()?,
             frame_ms: p.audio.frame_ms,
             redundancy: p.audio.redundancy,
-            sample_rate: (p.audio.sample_rate != 0).then_some(p.audio.sample_rate),
+            opus_kbps: (p.audio.codec == CodecName::Opus).then_some(p.audio.bitrate_kbps),
+            opus_fec: p.audio.fec,
+            sample_rate: match (p.audio.sample_rate, p.audio.codec) {
+                (0, CodecName::Opus) => Some(48_000),
+                (0, _) => None,
+                (rate, _) => Some(rate),
+            },
             channels: (p.audio.channels != 0).then_some(p.audio.channels),
             socket_buffer_size: p.socket_buffer_size as usize,
             protocol_major: args.protocol_major,

@@ -315,3 +315,52 @@ impl Drop for DbusSession {
         let _ = self.child.wait();
     }
 }
+
+/// Writes a chord (A3, E4, C#5 and a 3 kHz overtone, slowly swelling) as a 16-bit WAV: music-
+/// like material a lossy codec can be judged on (white noise cannot). Returns the samples.
+pub fn write_chord_wav(path: &Path, seconds: f32, rate: u32, channels: u16) -> Vec<i16> {
+    let spec = hound::WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("create wav");
+    let frames = (seconds * rate as f32) as usize;
+    let mut samples = Vec::with_capacity(frames * usize::from(channels));
+    for i in 0..frames {
+        let t = i as f64 / f64::from(rate);
+        let swell = 0.75 + 0.25 * (std::f64::consts::TAU * 0.5 * t).sin();
+        let v = [220.0, 329.6, 554.4, 3_000.0]
+            .iter()
+            .zip([0.3, 0.25, 0.2, 0.05])
+            .map(|(f, a)| a * (std::f64::consts::TAU * f * t).sin())
+            .sum::<f64>()
+            * swell
+            * 26_000.0;
+        for _ in 0..channels {
+            samples.push(v as i16);
+            w.write_sample(v as i16).expect("write");
+        }
+    }
+    w.finalize().expect("finalize");
+    samples
+}
+
+/// The best alignment of `got` against `want` (interleaved, `channels`), searching shifts of
+/// 0..`max_shift` frames: (SNR in dB, shift in frames).
+pub fn aligned_snr(want: &[i16], got: &[i16], channels: usize, max_shift: usize) -> (f64, usize) {
+    let snr_at = |shift: usize| {
+        let (mut sig, mut err) = (0.0f64, 0.0f64);
+        for (i, &g) in got.iter().enumerate() {
+            if let Some(&w) = want.get(i + shift * channels) {
+                sig += f64::from(w).powi(2);
+                err += (f64::from(w) - f64::from(g)).powi(2);
+            }
+        }
+        10.0 * (sig / err.max(1.0)).log10()
+    };
+    (0..max_shift)
+        .map(|s| (snr_at(s), s))
+        .fold((f64::MIN, 0), |a, b| if b.0 > a.0 { b } else { a })
+}
