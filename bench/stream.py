@@ -2,7 +2,8 @@
 """Streams 48 kHz stereo PCM between an EchoWarp server and client on 127.0.0.1 and prints, per
 side, CPU seconds, peak RSS and bytes sent or received (release build; figures, not pass/fail).
 
-    python3 bench/stream.py [SECONDS] [extra server flags...]     e.g. 60, or 60 --no-encryption
+    python3 bench/stream.py [SECONDS] [extra server flags...]
+    e.g. 60, or 60 --no-encryption, or 60 --codec opus, or 60 --redundancy
 
 CPU seconds come from the kernel's rusage of each process (wait4): exact for the process,
 whatever else the machine does. Peak RSS is the kernel's VmHWM, read from /proc while each
@@ -65,14 +66,15 @@ def grab(pattern, text):
 sent = grab(r"sent \d+ datagrams, (\d+) bytes", server_err)
 received = grab(r"received (\d+) bytes", client_err)
 pcm_rate = 48000 * 2 * 2
-print(f"streamed {seconds} s of 48 kHz stereo PCM ({' '.join(extra) or 'encrypted'}) in {wall:.1f} s wall; exit codes {cstatus >> 8}, {sstatus >> 8}")
+print(f"streamed {seconds} s of 48 kHz stereo ({' '.join(extra) or 'pcm, encrypted'}) in {wall:.1f} s wall; exit codes {cstatus >> 8}, {sstatus >> 8}")
 print(f"{'side':8} {'CPU s':>7} {'user s':>7} {'sys s':>7} {'% of a core':>12} {'peak RSS MiB':>13} {'bytes':>12}")
 for name, ru, b, pid in (("server", srusage, sent, server.pid), ("client", crusage, received, client.pid)):
     cpu = ru.ru_utime + ru.ru_stime
     print(f"{name:8} {cpu:7.2f} {ru.ru_utime:7.2f} {ru.ru_stime:7.2f} {100 * cpu / seconds:11.2f}% {peak[pid] / 1024:13.1f} {b:12d}")
 both = (srusage.ru_utime + srusage.ru_stime + crusage.ru_utime + crusage.ru_stime)
 print(f"both sides: {100 * both / seconds:.2f}% of one core")
+datagrams = grab(r"sent (\d+) datagrams", server_err)
 if sent > 0:
-    udp_ip = sent + (sent // 1000) * 28  # 1000-byte datagrams: 20 B IPv4 + 8 B UDP headers each
+    udp_ip = sent + datagrams * 28  # 20 B IPv4 + 8 B UDP headers per datagram
     print(f"wire rate: {8 * sent / seconds / 1e6:.3f} Mb/s of UDP payload ({100 * (sent / seconds / pcm_rate - 1):+.1f}% over PCM's 1.536 Mb/s), "
           f"{8 * udp_ip / seconds / 1e6:.3f} Mb/s with IP/UDP headers ({100 * (udp_ip / seconds / pcm_rate - 1):+.1f}%)")

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Added latency from the server's capture to the client's playback, through real devices:
+a private PipeWire session (no sound card needed) with null sinks A and B, reached by EchoWarp
+through ALSA's pulse plugin as in tests/devices.rs.
+
+A click train is played into a combine sink that feeds both A and B at the same instant. The
+server captures A's monitor, the client plays into B, and B's monitor is recorded: each click
+appears there twice, first as played directly, then as carried by EchoWarp. The gap between the
+two is the added latency (capture, network, jitter buffer, playback). Prints the median and the
+spread per preset; figures, not pass/fail.
+
+    python3 bench/latency.py [SECONDS]          (default 20: 40 clicks per preset)
+"""
+import os, signal, socket, struct, subprocess, sys, tempfile, time
+
+seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+binary = os.path.join(root, "target", "release", "echowarp")
+subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=root, check=True)
+RATE = 48000
+PRESETS = {
+    # name: (profile [audio] lines, extra server flags); None: the reference pipe, no EchoWarp
+    "reference: arecord | aplay, 10 ms buffers": None,
+    "default (5 ms packets, 10 ms buffer floor)": ("", []),
+    "low latency (2.5 ms packets, 3 ms floor)": ("frame_ms = 2\ntarget_latency_ms = 3\n", []),
+    "opus 128 kb/s (5 ms frames)": ("", ["--codec", "opus"]),
+}
+
+work = tempfile.mkdtemp(prefix="echowarp-latency-")
+run = os.path.join(work, "run")
+os.makedirs(run, mode=0o700)
+os.makedirs(os.path.join(work, "config", "alsa"))
+with open(os.path.join(work, "config", "alsa", "asoundrc"), "w") as f:
+    f.write('pcm.micA { type pulse device "sinkA.monitor" }\n'
+            'pcm.speakerB { type pulse device "sinkB" }\n'
+            'pcm.!default { type pulse }\nctl.!default { type pulse }\n')
+env = dict(os.environ, XDG_RUNTIME_DIR=run, XDG_CONFIG_HOME=os.path.join(work, "config"),
+           XDG_DATA_HOME=os.path.join(work, "data"), PIPEWIRE_LOG_LEVEL="0")
+children = []
+
+
+def spawn(args, **kw):
+    p = subprocess.Popen(args, env=env, stdout=kw.pop("stdout", subprocess.DEVNULL),
+                         stderr=kw.pop("stderr", subprocess.DEVNULL), **kw)
+    children.append(p)
+    return p
+
+
+def cleanup():
+    for p in reversed(children):
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+try:
+    bus = spawn(["dbus-daemon", "--session", "--nofork", "--print-address=1",
+                 f"--address=unix:path={run}/bus"], stdout=subprocess.PIPE)
+    env["DBUS_SESSION_BUS_ADDRESS"] = bus.stdout.readline().decode().strip()
+    for prog in ("pipewire", "wireplumber", "pipewire-pulse"):
+        spawn([prog])
+        time.sleep(0.3)
+    for _ in range(100):
+        if subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
+    else:
+        sys.exit("pipewire-pulse did not come up")
+    for name in ("sinkA", "sinkB"):
+        subprocess.run(["pactl", "load-module", "module-null-sink", f"sink_name={name}", f"rate={RATE}"],
+                       env=env, check=True, capture_output=True)
+    subprocess.run(["pactl", "load-module", "module-combine-sink", "sink_name=both",
+                    "slaves=sinkA,sinkB", f"rate={RATE}"], env=env, check=True, capture_output=True)
+
+    # Clicks: 1 ms bursts every 500 ms, left channel only.
+    clicks = bytearray()
+    period = RATE // 2
+    for i in range(seconds * 2):
+        for n in range(period):
+            v = 20000 if n < 48 else 0
+            clicks += struct.pack("<hh", v, 0)
+    click_file = os.path.join(work, "clicks.raw")
+    with open(click_file, "wb") as f:
+        f.write(clicks)
+
+    print(f"added latency, server capture (sink A) to client playback (sink B), {seconds * 2} clicks per preset")
+    print(f"{'preset':46} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'min':>7} {'max':>7} {'found':>6}")
+    for name, preset in PRESETS.items():
+        if preset is None:
+            # The same devices with no network and no EchoWarp: what the ALSA pulse plugin and
+            # PipeWire cost by themselves.
+            server = spawn(["sh", "-c", "arecord -q -D micA -f S16_LE -r 48000 -c 2 --buffer-time=10000 "
+                            "| aplay -q -D speakerB -f S16_LE -r 48000 -c 2 --buffer-time=10000"],
+                           start_new_session=True)
+            client = spawn(["true"])
+        else:
+            audio, flags = preset
+            profile = os.path.join(work, "p.toml")
+            with open(profile, "w") as f:
+                f.write("[audio]\n" + audio)
+            s = socket.socket(); s.bind(("127.0.0.1", 0)); port = str(s.getsockname()[1]); s.close()
+            server = spawn([binary, "-f", profile, "-d", "micA", "-u", port, "-q"] + flags)
+            time.sleep(1.0)
+            client = spawn([binary, "-f", profile, "-c", "-a", "127.0.0.1", "-u", port, "-d", "speakerB",
+                            "-q", "--stats-json"], stdout=subprocess.PIPE)
+        time.sleep(2.0)  # connected and settled
+        rec_file = os.path.join(work, "rec.raw")
+        rec = spawn(["pacat", "--record", "-d", "sinkB.monitor", "--format=s16le", "--channels=2",
+                     f"--rate={RATE}", "--latency-msec=10"], stdout=open(rec_file, "wb"))
+        time.sleep(0.5)
+        play = spawn(["pacat", "--playback", "-d", "both", "--format=s16le", "--channels=2",
+                      f"--rate={RATE}", click_file])
+        play.wait()
+        time.sleep(1.0)
+        for p in (rec, client):
+            p.send_signal(signal.SIGINT)
+            p.wait(timeout=10)
+        if preset is None:
+            os.killpg(server.pid, signal.SIGINT)
+        else:
+            server.send_signal(signal.SIGINT)
+        server.wait(timeout=10)
+        depth = ""
+        if client.stdout is not None:
+            import json
+            lines = [json.loads(l) for l in client.stdout.read().decode().splitlines() if l.strip()]
+            if lines:
+                d = sorted(l["depth_ms"] for l in lines[2:] or lines)
+                depth = f"   (client buffer {d[len(d) // 2]:.1f} ms of {lines[-1]['target_ms']:.1f}, jitter {lines[-1]['jitter_ms']:.2f} ms, est. latency {lines[-1].get('latency_ms') or 0:.1f} ms)"
+        data = open(rec_file, "rb").read()
+        left = struct.unpack(f"<{len(data) // 4 * 2}h", data[: len(data) // 4 * 4])[0::2]
+        # Onsets: the first sample above a threshold after 5 ms of quiet.
+        onsets, quiet = [], 0
+        for i, v in enumerate(left):
+            if abs(v) > 4000:
+                if quiet >= RATE // 200:
+                    onsets.append(i)
+                quiet = 0
+            else:
+                quiet += 1
+        # Pair each direct click with the next onset within 300 ms (EchoWarp's copy).
+        lat, i = [], 0
+        while i + 1 < len(onsets):
+            gap = onsets[i + 1] - onsets[i]
+            if gap < RATE * 3 // 10:
+                lat.append(1000.0 * gap / RATE)
+                i += 2
+            else:
+                i += 1
+        lat.sort()
+        if not lat:
+            print(f"{name:46} no click pairs found ({len(onsets)} onsets)")
+            continue
+        q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))]
+        print(f"{name:46} {q(0.5):10.1f} {q(0.1):8.1f} {q(0.9):8.1f} {lat[0]:7.1f} {lat[-1]:7.1f} {len(lat):6d}{depth}")
+finally:
+    cleanup()
