@@ -190,8 +190,14 @@ impl Source for CpalSource {
                 ..config
             };
             match start_capture(&found.device, &name, config, sample_format, format) {
-                Ok(c) => return Ok(c),
-                Err(e) => last = Some(e),
+                Ok(c) => {
+                    tracing::debug!("capture {name}: buffer {buffer_size:?}");
+                    return Ok(c);
+                }
+                Err(e) => {
+                    tracing::debug!("capture {name}: buffer {buffer_size:?} refused: {e}");
+                    last = Some(e);
+                }
             }
         }
         Err(last.unwrap_or_else(|| backend(&name, "no configuration to try")))
@@ -325,8 +331,14 @@ pub fn open_sink(spec: &DeviceSpec, stream: StreamFormat) -> Result<Box<dyn Sink
             ..config
         };
         match start_playback(&found.device, &id, config, sample_format, format) {
-            Ok(s) => return Ok(Box::new(s)),
-            Err(e) => last = Some(e),
+            Ok(s) => {
+                tracing::debug!("playback {id}: buffer {buffer_size:?}");
+                return Ok(Box::new(s));
+            }
+            Err(e) => {
+                tracing::debug!("playback {id}: buffer {buffer_size:?} refused: {e}");
+                last = Some(e);
+            }
         }
     }
     Err(last.unwrap_or_else(|| backend(&id, "no configuration to try")))
