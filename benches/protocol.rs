@@ -90,5 +90,55 @@ fn drift_resampler(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, seal_open, jitter, drift_resampler);
+/// Opus's cost per 5 ms stereo frame of a chord: encoding (128 kb/s, FEC on) and decoding.
+fn opus(c: &mut Criterion) {
+    use echowarp::audio::codec::{Decoder, OpusEncoder};
+    use echowarp::protocol::frame::{Codec, Direction, SecurityMode, SessionParams};
+    let frames: Vec<Vec<i16>> = (0..200)
+        .map(|f| {
+            (0..240)
+                .flat_map(|i| {
+                    let t = f64::from(f * 240 + i) / 48_000.0;
+                    let v = [220.0, 329.6, 554.4]
+                        .iter()
+                        .map(|hz| (std::f64::consts::TAU * hz * t).sin() * 8_000.0)
+                        .sum::<f64>() as i16;
+                    [v, v]
+                })
+                .collect()
+        })
+        .collect();
+    let mut enc = OpusEncoder::new(48_000, 2, 128, true).expect("encoder");
+    let mut i = 0;
+    c.bench_function("opus_encode_5ms_stereo", |b| {
+        b.iter(|| {
+            i = (i + 1) % frames.len();
+            enc.encode(&frames[i]).map(<[u8]>::len)
+        })
+    });
+    let packets: Vec<Vec<u8>> = frames
+        .iter()
+        .map(|f| enc.encode(f).map(<[u8]>::to_vec).unwrap_or_default())
+        .collect();
+    let params = SessionParams {
+        direction: Direction::ServerToClient,
+        codec: Codec::Opus,
+        mode: SecurityMode::Plain,
+        sample_rate: 48_000,
+        channels: 2,
+        frame_frames: 240,
+        session_id: 1,
+    };
+    let mut dec = Decoder::new(&params).expect("decoder");
+    let mut out = Vec::with_capacity(480);
+    let mut j = 0;
+    c.bench_function("opus_decode_5ms_stereo", |b| {
+        b.iter(|| {
+            j = (j + 1) % packets.len();
+            dec.decode(&packets[j], &mut out).map(|()| out.len())
+        })
+    });
+}
+
+criterion_group!(benches, seal_open, jitter, drift_resampler, opus);
 criterion_main!(benches);

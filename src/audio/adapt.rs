@@ -144,6 +144,16 @@ impl LatencyTuner {
         (worst + self.frame + MARGIN.as_secs_f64()).clamp(self.floor, self.ceiling)
     }
 
+    /// The worst lateness in the window: how far behind its best-case arrival a packet came.
+    pub fn worst_lateness(&self) -> Duration {
+        let worst = self
+            .buckets
+            .iter()
+            .map(|b| b.max_lateness)
+            .fold(0.0, f64::max);
+        Duration::from_secs_f64(worst)
+    }
+
     /// Lets the target shrink toward what the window asks for, slowly. Call it often.
     pub fn tick(&mut self, now: Instant) {
         let dt = self

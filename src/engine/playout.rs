@@ -598,9 +598,12 @@ fn playout(
         if now >= next_report {
             next_report += Duration::from_secs(1);
             tracing::debug!(
-                "depth {:.1} ms (target {:.1}), jitter {:.2} ms, drift {:+.0} ppm, held {}",
+                "depth {:.1} ms (set point {:.1}: device {} frames + tuner {:.1} ms), worst lateness {:.1} ms, jitter {:.2} ms, drift {:+.0} ppm, held {}",
                 f.depth.as_secs_f64() * 1e3,
                 f.target.as_secs_f64() * 1e3,
+                sink.low_water_frames(),
+                core.tuner.target().as_secs_f64() * 1e3,
+                core.tuner.worst_lateness().as_secs_f64() * 1e3,
                 f.jitter.as_secs_f64() * 1e3,
                 f.drift_ppm,
                 core.held()
