@@ -14,15 +14,19 @@ const BLOCK: usize = 240 * 2;
 /// One packet with redundancy: two must fit a datagram, so 155 frames (3.2 ms).
 const RED_BLOCK: usize = 155 * 2;
 
-/// Streams a 4 s WAV through a relay impairing datagrams towards the client; returns the
-/// source, the recording, the relay and the client's log.
-fn through(
+/// What the server streams: 4 s of 48 kHz stereo, written by one of the common helpers.
+type Material = fn(&std::path::Path, f32, u32, u16) -> Vec<i16>;
+
+/// Streams 4 s of `material` through a relay impairing datagrams towards the client; returns
+/// the source, the recording, the relay and the client's log.
+fn through_with(
+    material: Material,
     down: Impairment,
     seed: u64,
     server_flags: &[&str],
 ) -> (Vec<i16>, Vec<i16>, Relay, String) {
     let sb = Sandbox::new();
-    let want = write_test_wav(&sb.path("in.wav"), 4.0, 48_000, 2);
+    let want = material(&sb.path("in.wav"), 4.0, 48_000, 2);
     let port = free_port().to_string();
     let mut args = vec!["-d", "wav:in.wav", "-u", &port];
     args.extend_from_slice(server_flags);
@@ -44,6 +48,15 @@ fn through(
     server.wait_timeout(SECS(10));
     let (_, got) = read_wav(&sb.path("out.wav"));
     (want, got, relay, client.stderr())
+}
+
+/// White noise through the relay (PCM is judged sample for sample).
+fn through(
+    down: Impairment,
+    seed: u64,
+    server_flags: &[&str],
+) -> (Vec<i16>, Vec<i16>, Relay, String) {
+    through_with(write_test_wav, down, seed, server_flags)
 }
 
 /// How each 5 ms block of the recording compares with the source.
@@ -204,39 +217,15 @@ fn redundancy_leaves_no_gap_longer_than_one_frame_at_2_percent_loss() {
     );
 }
 
-/// Streams a chord through the relay with Opus at `kbps`; returns (source, recording, relay,
-/// client log).
+/// A chord through the relay with Opus at `kbps` (a lossy codec is judged on music-like
+/// material, not noise).
 fn opus_through(down: Impairment, seed: u64, kbps: &str) -> (Vec<i16>, Vec<i16>, Relay, String) {
-    let sb = Sandbox::new();
-    let want = write_chord_wav(&sb.path("in.wav"), 4.0, 48_000, 2);
-    let port = free_port();
-    let p = port.to_string();
-    let mut server = sb.spawn(&[
-        "-d",
-        "wav:in.wav",
-        "-u",
-        &p,
-        "--codec",
-        "opus",
-        "--bitrate",
-        kbps,
-    ]);
-    server.wait_for("listening on", SECS(10));
-    let relay = Relay::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        ([127, 0, 0, 1], port).into(),
+    through_with(
+        write_chord_wav,
         down,
-        Impairment::default(),
         seed,
+        &["--codec", "opus", "--bitrate", kbps],
     )
-    .expect("relay");
-    let via = relay.addr().port().to_string();
-    let mut client = sb.spawn(&["-c", "-a", "127.0.0.1", "-u", &via, "-d", "wav:out.wav"]);
-    let c = client.wait_timeout(SECS(30));
-    assert!(c.success(), "client: {c}\n{}", client.stderr());
-    server.wait_timeout(SECS(10));
-    let (_, got) = read_wav(&sb.path("out.wav"));
-    (want, got, relay, client.stderr())
 }
 
 /// Blocks (5 ms) whose energy falls more than `db` below the source's, after aligning by

@@ -597,7 +597,7 @@ fn start_at_login_survives_a_path_with_a_space() {
         .lines()
         .find_map(|l| l.strip_prefix("Exec="))
         .unwrap_or_else(|| panic!("no Exec line:\n{text}"));
-    let args = desktop_exec(exec);
+    let args = echowarp::ui::autostart::parse_desktop_exec(exec);
     assert_eq!(args, [exe.to_str().expect("utf-8"), "--tray"], "{exec}");
     let out = Command::new(&args[0])
         .arg("--version")
@@ -638,36 +638,6 @@ fn start_at_login_survives_a_path_with_a_space() {
         || tray.stderr(),
     );
     tray.signal("TERM");
-}
-
-/// Splits a desktop entry's Exec value as a session does: string unescape, then arguments
-/// split on spaces outside double quotes, with backslash escapes inside them.
-fn desktop_exec(value: &str) -> Vec<String> {
-    let mut plain = String::new();
-    let mut chars = value.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            plain.extend(chars.next());
-        } else {
-            plain.push(c);
-        }
-    }
-    let (mut args, mut cur, mut quoted) = (Vec::new(), String::new(), false);
-    let mut it = plain
-        .replace("%%", "%")
-        .chars()
-        .collect::<Vec<_>>()
-        .into_iter();
-    while let Some(c) = it.next() {
-        match c {
-            '"' => quoted = !quoted,
-            '\\' if quoted => cur.extend(it.next()),
-            ' ' if !quoted => args.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
-        }
-    }
-    args.push(cur);
-    args
 }
 
 #[test]

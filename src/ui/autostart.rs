@@ -65,6 +65,34 @@ pub fn launcher_path(exe: &Path) -> Result<String, AutostartError> {
     }
 }
 
+/// Splits a desktop entry's `Exec` value into arguments as a desktop session does: string
+/// unescaping, `%%` to `%`, then spaces outside double quotes separate arguments and a backslash
+/// inside them takes the next character literally. The inverse of [`desktop_exec_arg`], for
+/// checking what was written.
+pub fn parse_desktop_exec(value: &str) -> Vec<String> {
+    let mut plain = String::new();
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            plain.extend(chars.next());
+        } else {
+            plain.push(c);
+        }
+    }
+    let plain = plain.replace("%%", "%");
+    let (mut args, mut cur, mut quoted, mut it) = (Vec::new(), String::new(), false, plain.chars());
+    while let Some(c) = it.next() {
+        match c {
+            '"' => quoted = !quoted,
+            '\\' if quoted => cur.extend(it.next()),
+            ' ' if !quoted => args.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    args.push(cur);
+    args
+}
+
 #[cfg(feature = "tray")]
 fn launcher() -> Result<auto_launch::AutoLaunch, AutostartError> {
     let exe = std::env::current_exe()
@@ -123,33 +151,6 @@ pub fn set(on: bool) -> Result<(), AutostartError> {
 mod tests {
     use super::*;
 
-    /// Undoes [`desktop_exec_arg`] as a desktop session reads an `Exec` key: string unescape,
-    /// then split on spaces outside double quotes, honouring backslash escapes inside them.
-    fn parse_exec(value: &str) -> Vec<String> {
-        let mut unescaped = String::new();
-        let mut chars = value.chars();
-        while let Some(c) = chars.next() {
-            if c == '\\' {
-                unescaped.extend(chars.next());
-            } else {
-                unescaped.push(c);
-            }
-        }
-        let unescaped = unescaped.replace("%%", "%");
-        let (mut args, mut cur, mut quoted, mut it) =
-            (Vec::new(), String::new(), false, unescaped.chars());
-        while let Some(c) = it.next() {
-            match c {
-                '"' => quoted = !quoted,
-                '\\' if quoted => cur.extend(it.next()),
-                ' ' if !quoted => args.push(std::mem::take(&mut cur)),
-                c => cur.push(c),
-            }
-        }
-        args.push(cur);
-        args
-    }
-
     #[test]
     fn exec_paths_survive_spaces_and_specials() {
         for path in [
@@ -159,7 +160,7 @@ mod tests {
         ] {
             let quoted = desktop_exec_arg(path).expect("quotable");
             assert_eq!(
-                parse_exec(&format!("{quoted} --tray")),
+                parse_desktop_exec(&format!("{quoted} --tray")),
                 [path, "--tray"],
                 "{quoted}"
             );
