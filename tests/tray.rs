@@ -304,17 +304,11 @@ fn the_tray_menu_starts_and_stops_the_server() {
     let sb = Sandbox::new();
     let desk = Desktop::start(&sb);
     let port = free_port();
-    std::fs::create_dir_all(sb.path("config/echowarp")).expect("mkdir");
-    std::fs::write(
-        sb.path("config/echowarp/profile.toml"),
-        format!("port = {port}\ndevice = \"tone:1000\"\nstart_streaming = false\n"),
-    )
-    .expect("profile");
-    let mut cmd = sb.command(&["--tray"]);
-    cmd.env("DISPLAY", &desk.display)
-        .env("DBUS_SESSION_BUS_ADDRESS", &desk._dbus.address)
-        .env("NO_AT_BRIDGE", "1");
-    let mut tray = Proc::spawn(cmd, &["--tray"]);
+    write_profile(
+        &sb,
+        &format!("port = {port}\ndevice = \"tone:1000\"\nstart_streaming = false\n"),
+    );
+    let mut tray = desk.tray(&sb, std::path::Path::new(BIN));
     tray.wait_for("tray ready", SECS(20));
     // The icon is embedded: the panel grew to hold it.
     let (_, _, panel_w, _) = desk.wait_window(
@@ -380,31 +374,15 @@ fn failed_logins_notify_and_the_ban_menu_unbans() {
     let _one = ONE_DESKTOP.lock().unwrap_or_else(|p| p.into_inner());
     let sb = Sandbox::new();
     let desk = Desktop::start(&sb);
-    let monitor_log = sb.path("notifications.log");
-    let monitor = desk
-        .cmd("dbus-monitor")
-        .args([
-            "--address",
-            &desk._dbus.address,
-            "interface='org.freedesktop.Notifications'",
-        ])
-        .stdout(std::fs::File::create(&monitor_log).expect("log"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dbus-monitor");
-    let _monitor = KillOnDrop(monitor);
+    let (_monitor, monitor_log) = desk.watch_notifications(&sb);
     let port = free_port();
-    std::fs::create_dir_all(sb.path("config/echowarp")).expect("mkdir");
-    std::fs::write(
-        sb.path("config/echowarp/profile.toml"),
-        format!("port = {port}\ndevice = \"null\"\npassword = \"right\"\nreconnect_attempts = 2\n"),
-    )
-    .expect("profile");
-    let mut cmd = sb.command(&["--tray"]);
-    cmd.env("DISPLAY", &desk.display)
-        .env("DBUS_SESSION_BUS_ADDRESS", &desk._dbus.address)
-        .env("NO_AT_BRIDGE", "1");
-    let mut tray = Proc::spawn(cmd, &["--tray"]);
+    write_profile(
+        &sb,
+        &format!(
+            "port = {port}\ndevice = \"null\"\npassword = \"right\"\nreconnect_attempts = 2\n"
+        ),
+    );
+    let mut tray = desk.tray(&sb, std::path::Path::new(BIN));
     tray.wait_for("server on", SECS(20));
 
     let p = port.to_string();
