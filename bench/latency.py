@@ -9,11 +9,28 @@ appears there twice, first as played directly, then as carried by EchoWarp. The 
 two is the added latency (capture, network, jitter buffer, playback). Prints the median and the
 spread per preset; figures, not pass/fail.
 
-    python3 bench/latency.py [SECONDS]          (default 20: 40 clicks per preset)
+    python3 bench/latency.py [SECONDS] [--route pulse|pipewire]   (default 20 s: 40 clicks per preset)
+
+--route picks the ALSA plug-in EchoWarp (and the reference pipe) reach the sinks through:
+"pulse" (libasound2-plugins, through pipewire-pulse; the default, as in tests/devices.rs) or
+"pipewire" (pipewire-alsa, PipeWire's own ALSA plug-in; capture of sink A's monitor is asked
+for with PIPEWIRE_PROPS stream.capture.sink).
 """
 import os, signal, socket, struct, subprocess, sys, tempfile, time
 
-seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+args = sys.argv[1:]
+route = "pulse"
+if "--route" in args:
+    i = args.index("--route")
+    route = args[i + 1]
+    del args[i:i + 2]
+if route not in ("pulse", "pipewire"):
+    sys.exit("--route: pulse or pipewire")
+seconds = int(args[0]) if args else 20
+if route == "pipewire":
+    import glob
+    if not glob.glob("/usr/lib/*/alsa-lib/libasound_module_pcm_pipewire.so"):
+        sys.exit("--route pipewire needs PipeWire's ALSA plug-in: sudo apt-get install pipewire-alsa")
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 binary = os.path.join(root, "target", "release", "echowarp")
 subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=root, check=True)
@@ -31,16 +48,22 @@ run = os.path.join(work, "run")
 os.makedirs(run, mode=0o700)
 os.makedirs(os.path.join(work, "config", "alsa"))
 with open(os.path.join(work, "config", "alsa", "asoundrc"), "w") as f:
-    f.write('pcm.micA { type pulse device "sinkA.monitor" }\n'
-            'pcm.speakerB { type pulse device "sinkB" }\n'
-            'pcm.!default { type pulse }\nctl.!default { type pulse }\n')
+    if route == "pulse":
+        f.write('pcm.micA { type pulse device "sinkA.monitor" }\n'
+                'pcm.speakerB { type pulse device "sinkB" }\n')
+    else:
+        f.write('pcm.micA { type pipewire capture_node "sinkA" }\n'
+                'pcm.speakerB { type pipewire playback_node "sinkB" }\n')
+    f.write('pcm.!default { type pulse }\nctl.!default { type pulse }\n')
 env = dict(os.environ, XDG_RUNTIME_DIR=run, XDG_CONFIG_HOME=os.path.join(work, "config"),
            XDG_DATA_HOME=os.path.join(work, "data"), PIPEWIRE_LOG_LEVEL="0")
 children = []
+# What the capturing side needs to reach a sink's monitor through PipeWire's own plug-in.
+capture_env = dict(env, PIPEWIRE_PROPS="{ stream.capture.sink = true }") if route == "pipewire" else env
 
 
 def spawn(args, **kw):
-    p = subprocess.Popen(args, env=env, stdout=kw.pop("stdout", subprocess.DEVNULL),
+    p = subprocess.Popen(args, env=kw.pop("env", env), stdout=kw.pop("stdout", subprocess.DEVNULL),
                          stderr=kw.pop("stderr", subprocess.DEVNULL), **kw)
     children.append(p)
     return p
@@ -86,7 +109,8 @@ try:
     with open(click_file, "wb") as f:
         f.write(clicks)
 
-    print(f"added latency, server capture (sink A) to client playback (sink B), {seconds * 2} clicks per preset")
+    print(f"added latency, server capture (sink A) to client playback (sink B), {seconds * 2} clicks per preset, "
+          f"ALSA {route} plug-in")
     print(f"{'preset':46} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'min':>7} {'max':>7} {'found':>6}")
     for name, preset in PRESETS.items():
         if preset is None:
@@ -94,7 +118,7 @@ try:
             # PipeWire cost by themselves.
             server = spawn(["sh", "-c", "arecord -q -D micA -f S16_LE -r 48000 -c 2 --buffer-time=10000 "
                             "| aplay -q -D speakerB -f S16_LE -r 48000 -c 2 --buffer-time=10000"],
-                           start_new_session=True)
+                           start_new_session=True, env=capture_env)
             client = spawn(["true"])
         else:
             audio, flags = preset
@@ -102,7 +126,8 @@ try:
             with open(profile, "w") as f:
                 f.write("[audio]\n" + audio)
             s = socket.socket(); s.bind(("127.0.0.1", 0)); port = str(s.getsockname()[1]); s.close()
-            server = spawn([binary, "-f", profile, "-d", "micA", "-u", port, "-q"] + flags)
+            server = spawn([binary, "-f", profile, "-d", "micA", "-u", port, "-q", "--stats-json"] + flags,
+                           env=capture_env, stdout=subprocess.PIPE)
             time.sleep(1.0)
             client = spawn([binary, "-f", profile, "-c", "-a", "127.0.0.1", "-u", port, "-d", "speakerB",
                             "-q", "--stats-json"], stdout=subprocess.PIPE)
@@ -123,13 +148,27 @@ try:
         else:
             server.send_signal(signal.SIGINT)
         server.wait(timeout=10)
-        depth = ""
+        depth, devices = "", None
         if client.stdout is not None:
             import json
-            lines = [json.loads(l) for l in client.stdout.read().decode().splitlines() if l.strip()]
+
+            def figures(proc):
+                return [json.loads(l) for l in proc.stdout.read().decode().splitlines() if l.strip()]
+
+            def median(values):
+                values = sorted(v for v in values if v is not None)
+                return values[len(values) // 2] if values else None
+
+            lines, slines = figures(client), figures(server)
             if lines:
-                d = sorted(l["depth_ms"] for l in lines[2:] or lines)
-                depth = f"   (client buffer {d[len(d) // 2]:.1f} ms of {lines[-1]['target_ms']:.1f}, jitter {lines[-1]['jitter_ms']:.2f} ms, est. latency {lines[-1].get('latency_ms') or 0:.1f} ms)"
+                d = median(l["depth_ms"] for l in lines[2:] or lines)
+                depth = f"   (client buffer {d:.1f} ms of {lines[-1]['target_ms']:.1f}, jitter {lines[-1]['jitter_ms']:.2f} ms, est. latency {lines[-1].get('latency_ms') or 0:.1f} ms)"
+            # What ALSA reports each device holds: capture to callback on the server, callback
+            # to playing on the client. The rest of the click's delay is EchoWarp's own.
+            dev_in = median(l.get("device_ms") for l in slines[2:] or slines)
+            dev_out = median(l.get("device_ms") for l in lines[2:] or lines)
+            if dev_in is not None and dev_out is not None:
+                devices = (dev_in, dev_out)
         data = open(rec_file, "rb").read()
         left = struct.unpack(f"<{len(data) // 4 * 2}h", data[: len(data) // 4 * 4])[0::2]
         # Onsets: the first sample above a threshold after 5 ms of quiet.
@@ -156,5 +195,8 @@ try:
             continue
         q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))]
         print(f"{name:46} {q(0.5):10.1f} {q(0.1):8.1f} {q(0.9):8.1f} {lat[0]:7.1f} {lat[-1]:7.1f} {len(lat):6d}{depth}")
+        if devices:
+            print(f"{'':46} callback to callback {q(0.5) - devices[0] - devices[1]:.1f} ms median "
+                  f"(the devices report {devices[0]:.1f} ms capture and {devices[1]:.1f} ms playback)")
 finally:
     cleanup()

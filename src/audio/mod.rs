@@ -192,7 +192,21 @@ pub struct Capture {
     pub format: StreamFormat,
     /// Samples the source could not deliver in time (device ring full).
     pub overruns: Arc<AtomicU64>,
+    /// What the device reports between a sample's capture and its callback, in µs
+    /// ([`NO_DELAY`] until known, and for sources that are not devices).
+    pub device_delay_us: Arc<AtomicU64>,
     _guard: Box<dyn Send>,
+}
+
+/// Sentinel of [`Capture::device_delay_us`]: not reported.
+pub const NO_DELAY: u64 = u64::MAX;
+
+/// Reads a delay stored as µs, [`NO_DELAY`] meaning none.
+pub fn load_delay(cell: &AtomicU64) -> Option<std::time::Duration> {
+    match cell.load(std::sync::atomic::Ordering::Relaxed) {
+        NO_DELAY => None,
+        us => Some(std::time::Duration::from_micros(us)),
+    }
 }
 
 impl std::fmt::Debug for Capture {
@@ -207,6 +221,7 @@ impl Capture {
         consumer: rtrb::Consumer<i16>,
         format: StreamFormat,
         overruns: Arc<AtomicU64>,
+        device_delay_us: Arc<AtomicU64>,
         guard: Box<dyn Send>,
     ) -> Self {
         let ended = Arc::new(AtomicBool::new(false));
@@ -214,6 +229,7 @@ impl Capture {
             feed: Feed::Ring { consumer, ended },
             format,
             overruns,
+            device_delay_us,
             _guard: guard,
         }
     }
@@ -228,6 +244,7 @@ impl Capture {
             },
             format,
             overruns: Arc::new(AtomicU64::new(0)),
+            device_delay_us: Arc::new(AtomicU64::new(NO_DELAY)),
             _guard: Box::new(()),
         }
     }
@@ -322,7 +339,11 @@ pub trait Sink: Send {
     /// # Errors
     /// [`AudioError`] on a write failure.
     fn write(&mut self, samples: &[f32]) -> Result<usize, AudioError>;
-    /// Samples the device had to play as silence because nothing was queued.
+    /// What the device reports between a sample's callback and its playing, once known.
+    fn device_delay(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// Samples the device had to make up with silence.
     fn underruns(&self) -> u64 {
         0
     }

@@ -320,6 +320,7 @@ fn stream(
             last_stats = (bytes, now);
             let rtt_ms = heartbeat.rtt().map(|d| d.as_secs_f64() * 1e3);
             let depth_ms = us(&st.depth_us);
+            let device_ms = crate::audio::load_delay(&st.device_us).map(|d| d.as_secs_f64() * 1e3);
             let _ = events.send(Event::Stats(Stats {
                 peer: s.peer.to_string(),
                 format: format.clone(),
@@ -335,7 +336,9 @@ fn stream(
                 drift_ppm: st.drift_ppm.load(Ordering::Relaxed) as f64,
                 kbps,
                 rtt_ms,
-                latency_ms: rtt_ms.map(|r| r / 2.0 + frame_ms + depth_ms),
+                latency_ms: rtt_ms
+                    .map(|r| r / 2.0 + frame_ms + depth_ms + device_ms.unwrap_or(0.0)),
+                device_ms,
                 clock_offset_ms: heartbeat.offset_us().map(|o| o as f64 / 1e3),
             }));
         }

@@ -89,6 +89,10 @@ pub(crate) fn run(
                 match cap.next_frame(Instant::now(), &mut frame) {
                     Frame::Full => {
                         last_audio = Instant::now();
+                        shared.counters.device_us.store(
+                            cap.device_delay_us.load(Ordering::Relaxed),
+                            Ordering::Relaxed,
+                        );
                         send_frame(
                             &udp,
                             &mut sessions,

@@ -159,8 +159,11 @@ pub struct Stats {
     /// Round-trip time on the control channel, in ms, once measured.
     pub rtt_ms: Option<f64>,
     /// Estimated capture-to-speaker latency, in ms (client): half the round trip, one packet,
-    /// and the playout depth.
+    /// the playout depth and the playback device's own delay.
     pub latency_ms: Option<f64>,
+    /// What the audio device reports holding, in ms, once it has: the time from a sample's
+    /// capture to its callback (server), or from the callback to its playing (client).
+    pub device_ms: Option<f64>,
     /// The peer's session clock minus ours, in ms, from the heartbeats (client).
     pub clock_offset_ms: Option<f64>,
 }

@@ -28,7 +28,7 @@ const FILE_REORDER_WAIT: Duration = Duration::from_millis(200);
 const END_GRACE: Duration = Duration::from_millis(300);
 
 /// Counters the control loop reads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct PlayStats {
     pub(crate) received: AtomicU64,
     pub(crate) lost: AtomicU64,
@@ -46,6 +46,26 @@ pub(crate) struct PlayStats {
     pub(crate) jitter_us: AtomicU64,
     /// The sender's clock against the device's (ppm).
     pub(crate) drift_ppm: AtomicI64,
+    /// The playback device's own delay (µs, [`crate::audio::NO_DELAY`] if not reported).
+    pub(crate) device_us: AtomicU64,
+}
+
+impl Default for PlayStats {
+    fn default() -> Self {
+        Self {
+            received: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            depth: AtomicUsize::new(0),
+            bytes: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            depth_us: AtomicU64::new(0),
+            target_us: AtomicU64::new(0),
+            jitter_us: AtomicU64::new(0),
+            drift_ppm: AtomicI64::new(0),
+            device_us: AtomicU64::new(crate::audio::NO_DELAY),
+        }
+    }
 }
 
 struct Running {
@@ -292,6 +312,60 @@ pub(crate) struct PlayoutCore {
     /// Packets are Opus-coded.
     opus: bool,
     figures: Figures,
+    /// The most the device took between two services, held for a while (device frames).
+    burst: BurstPeak,
+    /// The device's queue after the last service, and its underrun count then.
+    queued_after: Option<(usize, u64)>,
+    /// What the device keeps queued beyond the tuner's target (device frames).
+    cushion: usize,
+}
+
+/// The largest amount a device consumed between two services of its feeder, held for
+/// [`BURST_HOLD`] and then released at 0.5 ms a second, as the latency tuner releases its
+/// target (drift correction follows that with a lag of a millisecond or two). A device whose callbacks come in bursts
+/// (the ALSA pulse plug-in at 44.1 kHz asks for several periods at once) needs that much queued
+/// beyond the jitter buffer's target, or it underruns; one that calls back evenly needs one
+/// callback and the feeder's own lateness, which is what this measures too.
+#[derive(Debug, Clone, Copy)]
+struct BurstPeak {
+    frames: usize,
+    at: Option<Instant>,
+    release_per_sec: f64,
+}
+
+/// How long a burst keeps the device's cushion deep.
+const BURST_HOLD: Duration = Duration::from_secs(10);
+
+impl BurstPeak {
+    /// Starts from what the device itself expects (`prior`). A larger gulp learned after
+    /// playout has begun moves the set point up, and drift correction fills the difference at
+    /// its 0.5 % limit: a second or two of slightly slow playout at the start, then steady.
+    fn new(prior: usize, rate: f64) -> Self {
+        Self {
+            frames: prior,
+            at: None,
+            release_per_sec: rate * 0.0005,
+        }
+    }
+
+    fn observe(&mut self, frames: usize, now: Instant) {
+        if let Some(at) = self.at {
+            let held = now.saturating_duration_since(at);
+            if held > BURST_HOLD {
+                // Release from the end of the hold, gradually.
+                let over = (held - BURST_HOLD).as_secs_f64();
+                let released = (over * self.release_per_sec) as usize;
+                if released > 0 {
+                    self.frames = self.frames.saturating_sub(released);
+                    self.at = Some(now - BURST_HOLD);
+                }
+            }
+        }
+        if frames >= self.frames {
+            self.frames = frames;
+            self.at = Some(now);
+        }
+    }
 }
 
 impl PlayoutCore {
@@ -349,6 +423,9 @@ impl PlayoutCore {
                 target: floor,
                 ..Figures::default()
             },
+            burst: BurstPeak::new(if clocked { sink.low_water_frames() } else { 0 }, sink_rate),
+            queued_after: None,
+            cushion: 0,
         })
     }
 
@@ -363,6 +440,11 @@ impl PlayoutCore {
     /// The live figures.
     pub(crate) fn figures(&self) -> Figures {
         self.figures
+    }
+
+    /// What the device keeps queued beyond the tuner's target (device frames).
+    pub(crate) fn cushion(&self) -> usize {
+        self.cushion
     }
 
     /// Packets held in the jitter buffer.
@@ -445,7 +527,18 @@ impl PlayoutCore {
         self.tuner.tick(now);
         let target = self.tuner.target();
         let low_water = if self.clocked {
-            sink.low_water_frames()
+            // What the device took since the last service (an underrun means it wanted more
+            // than there was): the feeder's cushion must cover the largest such gulp. The
+            // sink's own estimate, with its margin, is the floor.
+            let queued = sink.queued_frames();
+            let underruns = sink.underruns();
+            // Before playout starts the device plays silence: nothing to learn from.
+            if let Some((before, under_before)) = self.queued_after.filter(|_| self.playing) {
+                let missed = (underruns.saturating_sub(under_before) as usize) / self.ch.max(1);
+                self.burst
+                    .observe(before.saturating_sub(queued) + missed, now);
+            }
+            sink.low_water_frames().max(self.burst.frames)
         } else {
             0
         };
@@ -471,6 +564,24 @@ impl PlayoutCore {
             self.figures.jitter = self.tuner.jitter();
             self.figures.target = target;
         }
+        self.cushion = low_water;
+        let result = self.fill(now, end_frames, force, sink, low_water, target_frames);
+        if self.clocked {
+            self.queued_after = Some((sink.queued_frames(), sink.underruns()));
+        }
+        result
+    }
+
+    /// Writes concealment owed and packets due until the device holds its set point.
+    fn fill(
+        &mut self,
+        now: Instant,
+        end_frames: u64,
+        force: bool,
+        sink: &mut dyn Sink,
+        low_water: usize,
+        target_frames: usize,
+    ) -> Result<bool, EngineError> {
         while self.pad >= self.step / 2 && self.pad > 0 {
             self.decoder.conceal(None, &mut self.pcm);
             self.jb.note_stretch();
@@ -598,10 +709,10 @@ fn playout(
         if now >= next_report {
             next_report += Duration::from_secs(1);
             tracing::debug!(
-                "depth {:.1} ms (set point {:.1}: device {} frames + tuner {:.1} ms), worst lateness {:.1} ms, jitter {:.2} ms, drift {:+.0} ppm, held {}",
+                "depth {:.1} ms (set point {:.1}: device cushion {} frames + tuner {:.1} ms), worst lateness {:.1} ms, jitter {:.2} ms, drift {:+.0} ppm, held {}",
                 f.depth.as_secs_f64() * 1e3,
                 f.target.as_secs_f64() * 1e3,
-                sink.low_water_frames(),
+                core.cushion(),
                 core.tuner.target().as_secs_f64() * 1e3,
                 core.tuner.worst_lateness().as_secs_f64() * 1e3,
                 f.jitter.as_secs_f64() * 1e3,
@@ -612,10 +723,10 @@ fn playout(
         if clocked && sink.underruns() > underruns_seen {
             let u = sink.underruns();
             tracing::debug!(
-                "device underrun +{} samples (queued {}, low water {}, depth {:.1} ms)",
+                "device underrun +{} samples (queued {}, cushion {}, depth {:.1} ms)",
                 u - underruns_seen,
                 sink.queued_frames(),
-                sink.low_water_frames(),
+                core.cushion(),
                 f.depth.as_secs_f64() * 1e3,
             );
             underruns_seen = u;
@@ -636,6 +747,11 @@ fn playout(
         stats
             .drift_ppm
             .store(f.drift_ppm.round() as i64, Ordering::Relaxed);
+        if let Some(d) = sink.device_delay() {
+            stats
+                .device_us
+                .store(d.as_micros() as u64, Ordering::Relaxed);
+        }
     }
     log_session_end(&core, sink);
     Ok(())

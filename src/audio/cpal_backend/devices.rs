@@ -353,14 +353,18 @@ pub(super) fn choose_config(
     Ok((with_small_buffer(&d), d.sample_format()))
 }
 
-/// Device buffer the callbacks work in: 5 ms where the device lets us choose, so that callbacks
-/// come often and small (big ones force a deep queue, which is latency).
-const DEVICE_BUFFER: std::time::Duration = std::time::Duration::from_millis(5);
+/// Device period the callbacks work in: 2.5 ms where the device lets us choose, so that
+/// callbacks come often and small. Every queue along the way is sized in periods: ALSA's own
+/// buffer (two of them), what a capture callback holds back from a packet, what the playback
+/// feeder keeps ahead of a callback. Halving it from 5 ms took the click-train latency through
+/// PipeWire's ALSA plug-in from 47.8 to 32.8 ms (`bench/latency.py --route pipewire`);
+/// 1.33 ms made the plug-in drop audio on a 2-core VM.
+pub(super) const DEVICE_PERIOD: std::time::Duration = std::time::Duration::from_micros(2_500);
 
 fn with_small_buffer(c: &cpal::SupportedStreamConfig) -> StreamConfig {
     let mut config = c.config();
     if let cpal::SupportedBufferSize::Range { min, max } = c.buffer_size() {
-        let want = (config.sample_rate as f64 * DEVICE_BUFFER.as_secs_f64()) as u32;
+        let want = (config.sample_rate as f64 * DEVICE_PERIOD.as_secs_f64()) as u32;
         config.buffer_size = cpal::BufferSize::Fixed(want.clamp(*min, *max));
     }
     config

@@ -144,13 +144,18 @@ fn input_callback<T>(
     mut producer: rtrb::Producer<i16>,
     device_channels: usize,
     overruns: Arc<AtomicU64>,
+    delay_us: Arc<AtomicU64>,
 ) -> impl FnMut(&[T], &cpal::InputCallbackInfo) + Send + 'static
 where
     T: SizedSample,
     i16: FromSample<T>,
 {
     let keep = device_channels.min(2);
-    move |data: &[T], _| {
+    move |data: &[T], info| {
+        let t = info.timestamp();
+        // Saturates at zero should a backend's clocks disagree.
+        let d = t.callback.duration_since(t.capture);
+        delay_us.store(d.as_micros() as u64, Ordering::Relaxed);
         for frame in data.chunks_exact(device_channels) {
             for &s in &frame[..keep] {
                 if producer.push(<i16 as Sample>::from_sample(s)).is_err() {
@@ -223,8 +228,9 @@ fn start_capture(
         let cap = (format.sample_rate as usize / 2).max(4096) * usize::from(format.channels);
         let (producer, consumer) = rtrb::RingBuffer::<i16>::new(cap);
         let overruns = Arc::new(AtomicU64::new(0));
+        let device_delay = Arc::new(AtomicU64::new(crate::audio::NO_DELAY));
         let failed = Arc::new(AtomicBool::new(false));
-        let (over, name) = (overruns.clone(), name.to_owned());
+        let (over, delay, name) = (overruns.clone(), device_delay.clone(), name.to_owned());
         let device = device.clone();
         let dev_ch = usize::from(config.channels);
         let guard = run_stream(name.clone(), move || {
@@ -236,19 +242,19 @@ fn start_capture(
             let stream = match sample_format {
                 SampleFormat::F32 => device.build_input_stream(
                     config,
-                    input_callback::<f32>(producer, dev_ch, over),
+                    input_callback::<f32>(producer, dev_ch, over, delay),
                     on_err,
                     None,
                 ),
                 SampleFormat::I16 => device.build_input_stream(
                     config,
-                    input_callback::<i16>(producer, dev_ch, over),
+                    input_callback::<i16>(producer, dev_ch, over, delay),
                     on_err,
                     None,
                 ),
                 SampleFormat::I32 => device.build_input_stream(
                     config,
-                    input_callback::<i32>(producer, dev_ch, over),
+                    input_callback::<i32>(producer, dev_ch, over, delay),
                     on_err,
                     None,
                 ),
@@ -260,6 +266,7 @@ fn start_capture(
             consumer,
             format,
             overruns,
+            device_delay,
             Box::new(guard),
         ))
     }
@@ -275,6 +282,10 @@ pub struct CpalSink {
     pub underruns: Arc<AtomicU64>,
     /// The largest number of frames one callback asked for.
     callback_frames: Arc<AtomicUsize>,
+    /// The period asked of the device (the callbacks may prove larger).
+    period_frames: usize,
+    /// What the device reports between a callback and the playing of its first sample (µs).
+    delay_us: Arc<AtomicU64>,
     _guard: StreamThread,
 }
 
@@ -292,12 +303,16 @@ fn output_callback<T>(
     mut consumer: rtrb::Consumer<f32>,
     underruns: Arc<AtomicU64>,
     callback_frames: Arc<AtomicUsize>,
+    delay_us: Arc<AtomicU64>,
     channels: usize,
 ) -> impl FnMut(&mut [T], &cpal::OutputCallbackInfo) + Send + 'static
 where
     T: SizedSample + FromSample<f32>,
 {
-    move |data: &mut [T], _| {
+    move |data: &mut [T], info| {
+        let t = info.timestamp();
+        let d = t.playback.duration_since(t.callback);
+        delay_us.store(d.as_micros() as u64, Ordering::Relaxed);
         // The feeder keeps this much queued: the largest request seen (an atomic max, RT-safe).
         callback_frames.fetch_max(data.len() / channels.max(1), Ordering::Relaxed);
         for out in data.iter_mut() {
@@ -356,7 +371,8 @@ fn start_playback(
     let (producer, consumer) = rtrb::RingBuffer::<f32>::new(capacity);
     let underruns = Arc::new(AtomicU64::new(0));
     let callback_frames = Arc::new(AtomicUsize::new(0));
-    let (under, frames) = (underruns.clone(), callback_frames.clone());
+    let delay_us = Arc::new(AtomicU64::new(crate::audio::NO_DELAY));
+    let (under, frames, delay) = (underruns.clone(), callback_frames.clone(), delay_us.clone());
     let name = id.to_owned();
     let device = device.clone();
     let ch = usize::from(config.channels);
@@ -365,19 +381,19 @@ fn start_playback(
         let s = match sample_format {
             SampleFormat::F32 => device.build_output_stream(
                 config,
-                output_callback::<f32>(consumer, under, frames, ch),
+                output_callback::<f32>(consumer, under, frames, delay, ch),
                 on_err,
                 None,
             ),
             SampleFormat::I16 => device.build_output_stream(
                 config,
-                output_callback::<i16>(consumer, under, frames, ch),
+                output_callback::<i16>(consumer, under, frames, delay, ch),
                 on_err,
                 None,
             ),
             SampleFormat::I32 => device.build_output_stream(
                 config,
-                output_callback::<i32>(consumer, under, frames, ch),
+                output_callback::<i32>(consumer, under, frames, delay, ch),
                 on_err,
                 None,
             ),
@@ -392,6 +408,12 @@ fn start_playback(
         capacity,
         underruns,
         callback_frames,
+        period_frames: match config.buffer_size {
+            cpal::BufferSize::Fixed(n) => n as usize,
+            // Unknown until the first callback: assume a common 10 ms.
+            cpal::BufferSize::Default => format.sample_rate as usize / 100,
+        },
+        delay_us,
         _guard: guard,
     })
 }
@@ -409,13 +431,20 @@ impl Sink for CpalSink {
     fn underruns(&self) -> u64 {
         self.underruns.load(Ordering::Relaxed)
     }
+    fn device_delay(&self) -> Option<std::time::Duration> {
+        crate::audio::load_delay(&self.delay_us)
+    }
     fn queued_frames(&self) -> usize {
         (self.capacity - self.producer.slots()) / usize::from(self.format.channels)
     }
     fn low_water_frames(&self) -> usize {
-        // Enough for the next callback, and never below 10 ms (one late wake-up of the feeder).
-        let callback = self.callback_frames.load(Ordering::Relaxed);
-        (self.format.sample_rate as usize / 100).max(callback + callback / 2)
+        // Enough for the next callback, and for the feeder to wake late: it polls every 2 ms.
+        let rate = self.format.sample_rate as usize;
+        let period = self
+            .callback_frames
+            .load(Ordering::Relaxed)
+            .max(self.period_frames);
+        period + (period / 2).max(rate / 500)
     }
     fn write(&mut self, samples: &[f32]) -> Result<usize, AudioError> {
         let ch = usize::from(self.format.channels);
