@@ -13,6 +13,7 @@ pub mod cpal_backend;
 pub mod jitter;
 pub mod paced;
 pub mod resample;
+pub mod wake;
 pub mod wav;
 
 use std::path::PathBuf;
@@ -195,8 +196,13 @@ pub struct Capture {
     /// What the device reports between a sample's capture and its callback, in µs
     /// ([`NO_DELAY`] until known, and for sources that are not devices).
     pub device_delay_us: Arc<AtomicU64>,
+    /// Signalled by the device callback whenever it delivers (a device on Linux).
+    wake: Option<Arc<wake::Wake>>,
     _guard: Box<dyn Send>,
 }
+
+/// How often a device capture without a wake-up is polled while a frame is partly captured.
+const PARTIAL_POLL: std::time::Duration = std::time::Duration::from_micros(500);
 
 /// Sentinel of [`Capture::device_delay_us`]: not reported.
 pub const NO_DELAY: u64 = u64::MAX;
@@ -222,6 +228,7 @@ impl Capture {
         format: StreamFormat,
         overruns: Arc<AtomicU64>,
         device_delay_us: Arc<AtomicU64>,
+        wake: Option<Arc<wake::Wake>>,
         guard: Box<dyn Send>,
     ) -> Self {
         let ended = Arc::new(AtomicBool::new(false));
@@ -230,8 +237,14 @@ impl Capture {
             format,
             overruns,
             device_delay_us,
+            wake,
             _guard: guard,
         }
+    }
+
+    /// What the device signals when it delivers, if it does: poll it rather than a timer.
+    pub fn wake(&self) -> Option<&wake::Wake> {
+        self.wake.as_deref()
     }
 
     /// A capture pulled from `gen` at `format`'s real-time rate, from the first read on.
@@ -245,6 +258,7 @@ impl Capture {
             format,
             overruns: Arc::new(AtomicU64::new(0)),
             device_delay_us: Arc::new(AtomicU64::new(NO_DELAY)),
+            wake: None,
             _guard: Box::new(()),
         }
     }
@@ -274,10 +288,14 @@ impl Capture {
                     (Frame::Last(left), true)
                 } else {
                     let missing = (out.len() - slots) / ch;
-                    (
-                        Frame::Wait(std::time::Duration::from_secs_f64(missing as f64 / rate)),
-                        false,
-                    )
+                    let mut wait = std::time::Duration::from_secs_f64(missing as f64 / rate);
+                    if self.wake.is_none() {
+                        // No wake-up from the device (not Linux): poll often while a frame is
+                        // partly there, so that a packet never waits a whole device period
+                        // for a guess of when the rest will come.
+                        wait = wait.min(PARTIAL_POLL);
+                    }
+                    (Frame::Wait(wait), false)
                 }
             }
             Feed::Pull {

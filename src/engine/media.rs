@@ -147,7 +147,9 @@ pub(crate) fn run(
                 }
             }
         }
-        match sock::recv_within(&udp, &mut rx, wait.min(IDLE_WAIT)) {
+        // A device that signals its deliveries wakes us the moment a frame may be complete.
+        let wake = capture.as_ref().and_then(Capture::wake);
+        match sock::recv_within_or_wake(&udp, wake, &mut rx, wait.min(IDLE_WAIT)) {
             Ok(Some((n, from))) => {
                 // A session registered while we waited may be the one this hello is for.
                 apply_commands(&commands, &mut sessions);

@@ -109,6 +109,17 @@ pub(crate) fn recv_within(
     buf: &mut [u8],
     timeout: std::time::Duration,
 ) -> io::Result<Option<(usize, SocketAddr)>> {
+    recv_within_or_wake(sock, None, buf, timeout)
+}
+
+/// [`recv_within`] that also returns (`Ok(None)`, the signal cleared) as soon as `wake` is
+/// signalled: a capture device has delivered audio.
+pub(crate) fn recv_within_or_wake(
+    sock: &UdpSocket,
+    wake: Option<&crate::audio::wake::Wake>,
+    buf: &mut [u8],
+    timeout: std::time::Duration,
+) -> io::Result<Option<(usize, SocketAddr)>> {
     #[cfg(unix)]
     {
         use rustix::event::{poll, PollFd, PollFlags, Timespec};
@@ -116,13 +127,36 @@ pub(crate) fn recv_within(
             tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
             tv_nsec: timeout.subsec_nanos().into(),
         };
-        let mut fds = [PollFd::new(sock, PollFlags::IN)];
-        match poll(&mut fds, Some(&ts)) {
+        use std::os::fd::AsFd;
+        #[cfg(target_os = "linux")]
+        let wake_fd = wake.map(crate::audio::wake::Wake::fd);
+        #[cfg(not(target_os = "linux"))]
+        let wake_fd: Option<std::os::fd::BorrowedFd<'_>> = None;
+        // The second entry is only polled when there is a wake-up to poll.
+        let mut fds = [
+            PollFd::new(sock, PollFlags::IN),
+            PollFd::from_borrowed_fd(wake_fd.unwrap_or(sock.as_fd()), PollFlags::IN),
+        ];
+        let n = if wake_fd.is_some() { 2 } else { 1 };
+        match poll(&mut fds[..n], Some(&ts)) {
             Ok(0) | Err(rustix::io::Errno::INTR) => return Ok(None),
             Ok(_) => {}
             Err(e) => return Err(e.into()),
         }
+        if let Some(w) = wake {
+            if n == 2 && fds[1].revents().contains(PollFlags::IN) {
+                w.drain();
+            }
+        }
+        if !fds[0]
+            .revents()
+            .intersects(PollFlags::IN | PollFlags::ERR | PollFlags::HUP)
+        {
+            return Ok(None);
+        }
     }
+    #[cfg(not(unix))]
+    let _ = wake;
     #[cfg(not(unix))]
     sock.set_read_timeout(Some(timeout.max(std::time::Duration::from_millis(1))))?;
     match sock.recv_from(buf) {

@@ -145,6 +145,7 @@ fn input_callback<T>(
     device_channels: usize,
     overruns: Arc<AtomicU64>,
     delay_us: Arc<AtomicU64>,
+    wake: Option<Arc<crate::audio::wake::Wake>>,
 ) -> impl FnMut(&[T], &cpal::InputCallbackInfo) + Send + 'static
 where
     T: SizedSample,
@@ -162,6 +163,9 @@ where
                     overruns.fetch_add(1, Ordering::Relaxed);
                 }
             }
+        }
+        if let Some(w) = &wake {
+            w.notify();
         }
     }
 }
@@ -231,6 +235,8 @@ fn start_capture(
         let device_delay = Arc::new(AtomicU64::new(crate::audio::NO_DELAY));
         let failed = Arc::new(AtomicBool::new(false));
         let (over, delay, name) = (overruns.clone(), device_delay.clone(), name.to_owned());
+        let wake = crate::audio::wake::Wake::new().map(Arc::new);
+        let waker = wake.clone();
         let device = device.clone();
         let dev_ch = usize::from(config.channels);
         let guard = run_stream(name.clone(), move || {
@@ -242,19 +248,19 @@ fn start_capture(
             let stream = match sample_format {
                 SampleFormat::F32 => device.build_input_stream(
                     config,
-                    input_callback::<f32>(producer, dev_ch, over, delay),
+                    input_callback::<f32>(producer, dev_ch, over, delay, waker),
                     on_err,
                     None,
                 ),
                 SampleFormat::I16 => device.build_input_stream(
                     config,
-                    input_callback::<i16>(producer, dev_ch, over, delay),
+                    input_callback::<i16>(producer, dev_ch, over, delay, waker),
                     on_err,
                     None,
                 ),
                 SampleFormat::I32 => device.build_input_stream(
                     config,
-                    input_callback::<i32>(producer, dev_ch, over, delay),
+                    input_callback::<i32>(producer, dev_ch, over, delay, waker),
                     on_err,
                     None,
                 ),
@@ -267,6 +273,7 @@ fn start_capture(
             format,
             overruns,
             device_delay,
+            wake,
             Box::new(guard),
         ))
     }
