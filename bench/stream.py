@@ -6,7 +6,8 @@ side, CPU seconds, peak RSS and bytes sent or received (release build; figures, 
     e.g. 60, or 60 --no-encryption, or 60 --codec opus, or 60 --redundancy
 
 CPU seconds come from the kernel's rusage of each process (wait4): exact for the process,
-whatever else the machine does. Peak RSS is the kernel's VmHWM, read from /proc while each
+whatever else the machine does. "steady" is the CPU between 3 s in and 1 s before the end
+(/proc/PID/stat, 10 ms ticks): what a long session costs, start-up excluded. Peak RSS is the kernel's VmHWM, read from /proc while each
 process runs (wait4's ru_maxrss would count the forking Python's pages too). The bytes are what
 EchoWarp itself counted.
 """
@@ -52,6 +53,28 @@ def watch():
                 pass
         time.sleep(0.05)
 threading.Thread(target=watch, daemon=True).start()
+
+# Steady state: CPU between 3 s in and 1 s before the end, from /proc (start-up, the handshake
+# and the shared libraries' loading excluded; what a long session costs per second).
+steady = {}
+def ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+def window():
+    try:
+        time.sleep(3)
+        a = {pid: ticks(pid) for pid in peak}
+        t0 = time.monotonic()
+        time.sleep(max(1, seconds - 4))
+        b = {pid: ticks(pid) for pid in peak}
+        span = time.monotonic() - t0
+        hz = os.sysconf("SC_CLK_TCK")
+        for pid in peak:
+            steady[pid] = 100.0 * (b[pid] - a[pid]) / hz / span
+    except (OSError, ValueError):
+        pass
+threading.Thread(target=window, daemon=True).start()
 start = time.monotonic()
 _, cstatus, crusage = os.wait4(client.pid, 0)
 client_err = client.stderr.read()
@@ -67,12 +90,14 @@ sent = grab(r"sent \d+ datagrams, (\d+) bytes", server_err)
 received = grab(r"received (\d+) bytes", client_err)
 pcm_rate = 48000 * 2 * 2
 print(f"streamed {seconds} s of 48 kHz stereo ({' '.join(extra) or 'pcm, encrypted'}) in {wall:.1f} s wall; exit codes {cstatus >> 8}, {sstatus >> 8}")
-print(f"{'side':8} {'CPU s':>7} {'user s':>7} {'sys s':>7} {'% of a core':>12} {'peak RSS MiB':>13} {'bytes':>12}")
+print(f"{'side':8} {'CPU s':>7} {'user s':>7} {'sys s':>7} {'% of a core':>12} {'steady %':>9} {'peak RSS MiB':>13} {'bytes':>12}")
 for name, ru, b, pid in (("server", srusage, sent, server.pid), ("client", crusage, received, client.pid)):
     cpu = ru.ru_utime + ru.ru_stime
-    print(f"{name:8} {cpu:7.2f} {ru.ru_utime:7.2f} {ru.ru_stime:7.2f} {100 * cpu / seconds:11.2f}% {peak[pid] / 1024:13.1f} {b:12d}")
+    st = f"{steady[pid]:8.2f}%" if pid in steady else f"{'-':>9}"
+    print(f"{name:8} {cpu:7.2f} {ru.ru_utime:7.2f} {ru.ru_stime:7.2f} {100 * cpu / seconds:11.2f}% {st} {peak[pid] / 1024:13.1f} {b:12d}")
 both = (srusage.ru_utime + srusage.ru_stime + crusage.ru_utime + crusage.ru_stime)
-print(f"both sides: {100 * both / seconds:.2f}% of one core")
+steady_both = f"; steady state {sum(steady.values()):.2f}%" if len(steady) == 2 else ""
+print(f"both sides: {100 * both / seconds:.2f}% of one core over the whole run{steady_both}")
 datagrams = grab(r"sent (\d+) datagrams", server_err)
 if sent > 0:
     udp_ip = sent + datagrams * 28  # 20 B IPv4 + 8 B UDP headers per datagram
