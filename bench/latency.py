@@ -11,6 +11,9 @@ spread per preset; figures, not pass/fail.
 
     python3 bench/latency.py [SECONDS] [--route pulse|pipewire]   (default 20 s: 40 clicks per preset)
 
+Clicks start 12 s after the client connects: the figures are a running session's, not its first
+seconds' (the jitter buffer starts sized on the devices' start-up and shrinks after 10 s calm).
+
 --route picks the ALSA plug-in EchoWarp (and the reference pipe) reach the sinks through:
 "pulse" (libasound2-plugins, through pipewire-pulse; the default, as in tests/devices.rs) or
 "pipewire" (pipewire-alsa, PipeWire's own ALSA plug-in; capture of sink A's monitor is asked
@@ -27,6 +30,7 @@ if "--route" in args:
 if route not in ("pulse", "pipewire"):
     sys.exit("--route: pulse or pipewire")
 seconds = int(args[0]) if args else 20
+settle = 12.0
 if route == "pipewire":
     import glob
     if not glob.glob("/usr/lib/*/alsa-lib/libasound_module_pcm_pipewire.so"):
@@ -131,7 +135,9 @@ try:
             time.sleep(1.0)
             client = spawn([binary, "-f", profile, "-c", "-a", "127.0.0.1", "-u", port, "-d", "speakerB",
                             "-q", "--stats-json"], stdout=subprocess.PIPE)
-        time.sleep(2.0)  # connected and settled
+        # Connected, and past the start: the jitter buffer sizes itself on the worst lateness
+        # of the last 10 s, which at first includes the devices' start-up.
+        time.sleep(settle)
         rec_file = os.path.join(work, "rec.raw")
         rec = spawn(["pacat", "--record", "-d", "sinkB.monitor", "--format=s16le", "--channels=2",
                      f"--rate={RATE}", "--latency-msec=10"], stdout=open(rec_file, "wb"))

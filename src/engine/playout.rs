@@ -318,6 +318,8 @@ pub(crate) struct PlayoutCore {
     queued_after: Option<(usize, u64)>,
     /// What the device keeps queued beyond the tuner's target (device frames).
     cushion: usize,
+    /// The largest gulp the cushion learns (device frames).
+    burst_cap: usize,
 }
 
 /// The largest amount a device consumed between two services of its feeder, held for
@@ -333,6 +335,8 @@ struct BurstPeak {
     release_per_sec: f64,
 }
 
+/// The most the device's cushion learns from one gulp.
+const MAX_GULP: Duration = Duration::from_millis(20);
 /// How long a burst keeps the device's cushion deep.
 const BURST_HOLD: Duration = Duration::from_secs(10);
 
@@ -426,6 +430,7 @@ impl PlayoutCore {
             burst: BurstPeak::new(if clocked { sink.low_water_frames() } else { 0 }, sink_rate),
             queued_after: None,
             cushion: 0,
+            burst_cap: (sink_rate * MAX_GULP.as_secs_f64()) as usize,
         })
     }
 
@@ -535,8 +540,10 @@ impl PlayoutCore {
             // Before playout starts the device plays silence: nothing to learn from.
             if let Some((before, under_before)) = self.queued_after.filter(|_| self.playing) {
                 let missed = (underruns.saturating_sub(under_before) as usize) / self.ch.max(1);
-                self.burst
-                    .observe(before.saturating_sub(queued) + missed, now);
+                // A stall of the feeder itself (the machine busy elsewhere) is not the device's
+                // habit: past 20 ms a deeper cushion would only add latency for good.
+                let gulp = (before.saturating_sub(queued) + missed).min(self.burst_cap);
+                self.burst.observe(gulp, now);
             }
             sink.low_water_frames().max(self.burst.frames)
         } else {
@@ -964,6 +971,48 @@ mod tests {
             .filter(|(t, _)| *t >= from)
             .map(|(_, e)| e.abs())
             .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn a_stalled_feeder_does_not_deepen_the_cushion_past_20_ms() {
+        let t0 = Instant::now();
+        let params = SessionParams {
+            direction: crate::protocol::frame::Direction::ServerToClient,
+            codec: crate::protocol::frame::Codec::PcmS16,
+            sample_rate: RATE,
+            channels: 1,
+            frame_frames: FRAME,
+            mode: SecurityMode::Plain,
+            session_id: 1,
+        };
+        let mut device = SimDevice::new();
+        let mut core =
+            PlayoutCore::new(params, Duration::from_millis(10), &device, t0).expect("core");
+        let payload = vec![0u8; usize::from(FRAME) * 2];
+        let frame_ms = u64::from(FRAME) * 1000 / u64::from(RATE);
+        let mut cushions = Vec::new();
+        for ms in 0..3_000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            if ms % frame_ms == 0 {
+                let seq = ms / frame_ms;
+                assert!(core.on_audio(seq * u64::from(FRAME), &payload, now));
+            }
+            // From 1.0 to 1.2 s the feeder is not scheduled: the device underruns meanwhile.
+            if !(1_000..1_200).contains(&ms) {
+                core.service(now, NO_END, false, &mut device)
+                    .expect("service");
+                cushions.push(core.cushion());
+            }
+            device.advance(now);
+        }
+        assert!(device.underruns > 0, "the stall must starve the device");
+        let most = cushions.iter().copied().max().unwrap_or(0);
+        let cap = RATE as usize * 20 / 1000;
+        assert!(
+            most <= cap,
+            "a 200 ms stall taught a cushion of {most} frames (cap {cap})"
+        );
+        assert!(most > usize::from(FRAME), "the stall was seen: {most}");
     }
 
     #[test]
