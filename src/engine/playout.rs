@@ -318,21 +318,22 @@ pub(crate) struct PlayoutCore {
     queued_after: Option<(usize, u64)>,
     /// What the device keeps queued beyond the tuner's target (device frames).
     cushion: usize,
-    /// The largest gulp the cushion learns (device frames).
-    burst_cap: usize,
 }
 
 /// The largest amount a device consumed between two services of its feeder, held for
 /// [`BURST_HOLD`] and then released at 0.5 ms a second, as the latency tuner releases its
-/// target (drift correction follows that with a lag of a millisecond or two). A device whose callbacks come in bursts
-/// (the ALSA pulse plug-in at 44.1 kHz asks for several periods at once) needs that much queued
-/// beyond the jitter buffer's target, or it underruns; one that calls back evenly needs one
-/// callback and the feeder's own lateness, which is what this measures too.
+/// target (drift correction follows that with a lag of a millisecond or two). A device whose
+/// callbacks come in bursts (the ALSA pulse plug-in at 44.1 kHz asks for several periods at
+/// once) needs that much queued beyond the jitter buffer's target, or it underruns; one that
+/// calls back evenly needs one callback and the feeder's own lateness, which this measures too.
 #[derive(Debug, Clone, Copy)]
 struct BurstPeak {
     frames: usize,
     at: Option<Instant>,
     release_per_sec: f64,
+    /// The largest gulp learned ([`MAX_GULP`]): a stall of the feeder itself (the machine
+    /// busy elsewhere) is not the device's habit, and a deeper cushion would only add latency.
+    cap: usize,
 }
 
 /// The most the device's cushion learns from one gulp.
@@ -349,10 +350,12 @@ impl BurstPeak {
             frames: prior,
             at: None,
             release_per_sec: rate * 0.0005,
+            cap: (rate * MAX_GULP.as_secs_f64()) as usize,
         }
     }
 
     fn observe(&mut self, frames: usize, now: Instant) {
+        let frames = frames.min(self.cap);
         if let Some(at) = self.at {
             let held = now.saturating_duration_since(at);
             if held > BURST_HOLD {
@@ -430,7 +433,6 @@ impl PlayoutCore {
             burst: BurstPeak::new(if clocked { sink.low_water_frames() } else { 0 }, sink_rate),
             queued_after: None,
             cushion: 0,
-            burst_cap: (sink_rate * MAX_GULP.as_secs_f64()) as usize,
         })
     }
 
@@ -540,10 +542,8 @@ impl PlayoutCore {
             // Before playout starts the device plays silence: nothing to learn from.
             if let Some((before, under_before)) = self.queued_after.filter(|_| self.playing) {
                 let missed = (underruns.saturating_sub(under_before) as usize) / self.ch.max(1);
-                // A stall of the feeder itself (the machine busy elsewhere) is not the device's
-                // habit: past 20 ms a deeper cushion would only add latency for good.
-                let gulp = (before.saturating_sub(queued) + missed).min(self.burst_cap);
-                self.burst.observe(gulp, now);
+                self.burst
+                    .observe(before.saturating_sub(queued) + missed, now);
             }
             sink.low_water_frames().max(self.burst.frames)
         } else {
@@ -901,9 +901,9 @@ mod tests {
 
     /// Streams a 440 Hz sine for `seconds` from a sender whose clock runs `ppm` fast through
     /// `net` into the simulated device, stepping time by 1 ms.
-    fn simulate(seconds: f64, ppm: f64, floor_ms: u64, net: &mut Network) -> Run {
-        let t0 = Instant::now();
-        let params = SessionParams {
+    /// The simulated stream: plain PCM, mono, 5 ms packets.
+    fn sim_params() -> SessionParams {
+        SessionParams {
             direction: crate::protocol::frame::Direction::ServerToClient,
             codec: crate::protocol::frame::Codec::PcmS16,
             sample_rate: RATE,
@@ -911,7 +911,12 @@ mod tests {
             frame_frames: FRAME,
             mode: SecurityMode::Plain,
             session_id: 1,
-        };
+        }
+    }
+
+    fn simulate(seconds: f64, ppm: f64, floor_ms: u64, net: &mut Network) -> Run {
+        let t0 = Instant::now();
+        let params = sim_params();
         let mut device = SimDevice::new();
         let mut core =
             PlayoutCore::new(params, Duration::from_millis(floor_ms), &device, t0).expect("core");
@@ -976,15 +981,7 @@ mod tests {
     #[test]
     fn a_stalled_feeder_does_not_deepen_the_cushion_past_20_ms() {
         let t0 = Instant::now();
-        let params = SessionParams {
-            direction: crate::protocol::frame::Direction::ServerToClient,
-            codec: crate::protocol::frame::Codec::PcmS16,
-            sample_rate: RATE,
-            channels: 1,
-            frame_frames: FRAME,
-            mode: SecurityMode::Plain,
-            session_id: 1,
-        };
+        let params = sim_params();
         let mut device = SimDevice::new();
         let mut core =
             PlayoutCore::new(params, Duration::from_millis(10), &device, t0).expect("core");
