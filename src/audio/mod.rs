@@ -193,9 +193,9 @@ pub struct Capture {
     pub format: StreamFormat,
     /// Samples the source could not deliver in time (device ring full).
     pub overruns: Arc<AtomicU64>,
-    /// What the device reports between a sample's capture and its callback, in µs
-    /// ([`NO_DELAY`] until known, and for sources that are not devices).
-    pub device_delay_us: Arc<AtomicU64>,
+    /// What the device reports between a sample's capture and its callback (never reported
+    /// by sources that are not devices).
+    pub device_delay: Arc<DelayCell>,
     /// Signalled by the device callback whenever it delivers (a device on Linux).
     wake: Option<Arc<wake::Wake>>,
     _guard: Box<dyn Send>,
@@ -204,14 +204,31 @@ pub struct Capture {
 /// How often a device capture without a wake-up is polled while a frame is partly captured.
 const PARTIAL_POLL: std::time::Duration = std::time::Duration::from_micros(500);
 
-/// Sentinel of [`Capture::device_delay_us`]: not reported.
-pub const NO_DELAY: u64 = u64::MAX;
+/// A delay a device reports, shared between its callback and the threads that read it:
+/// lock-free (one relaxed atomic), and "not reported" until the first [`DelayCell::set`].
+#[derive(Debug)]
+pub struct DelayCell(AtomicU64);
 
-/// Reads a delay stored as µs, [`NO_DELAY`] meaning none.
-pub fn load_delay(cell: &AtomicU64) -> Option<std::time::Duration> {
-    match cell.load(std::sync::atomic::Ordering::Relaxed) {
-        NO_DELAY => None,
-        us => Some(std::time::Duration::from_micros(us)),
+impl Default for DelayCell {
+    fn default() -> Self {
+        Self(AtomicU64::new(u64::MAX))
+    }
+}
+
+impl DelayCell {
+    /// Records a delay (real-time safe: one atomic store).
+    pub fn set(&self, d: std::time::Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX - 1);
+        self.0
+            .store(us.min(u64::MAX - 1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The last delay recorded, if any.
+    pub fn get(&self) -> Option<std::time::Duration> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            u64::MAX => None,
+            us => Some(std::time::Duration::from_micros(us)),
+        }
     }
 }
 
@@ -227,7 +244,7 @@ impl Capture {
         consumer: rtrb::Consumer<i16>,
         format: StreamFormat,
         overruns: Arc<AtomicU64>,
-        device_delay_us: Arc<AtomicU64>,
+        device_delay: Arc<DelayCell>,
         wake: Option<Arc<wake::Wake>>,
         guard: Box<dyn Send>,
     ) -> Self {
@@ -236,7 +253,7 @@ impl Capture {
             feed: Feed::Ring { consumer, ended },
             format,
             overruns,
-            device_delay_us,
+            device_delay,
             wake,
             _guard: guard,
         }
@@ -257,7 +274,7 @@ impl Capture {
             },
             format,
             overruns: Arc::new(AtomicU64::new(0)),
-            device_delay_us: Arc::new(AtomicU64::new(NO_DELAY)),
+            device_delay: Arc::new(DelayCell::default()),
             wake: None,
             _guard: Box::new(()),
         }
@@ -417,6 +434,24 @@ pub fn open_sink(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_delay_cell_is_unreported_until_set() {
+        use super::DelayCell;
+        use std::time::Duration;
+        let c = DelayCell::default();
+        assert_eq!(c.get(), None);
+        c.set(Duration::ZERO);
+        assert_eq!(
+            c.get(),
+            Some(Duration::ZERO),
+            "0 ms is a report, not its absence"
+        );
+        c.set(Duration::from_micros(3_250));
+        assert_eq!(c.get(), Some(Duration::from_micros(3_250)));
+        c.set(Duration::MAX);
+        assert!(c.get().is_some(), "a huge delay stays a report");
+    }
+
     use super::*;
 
     #[test]

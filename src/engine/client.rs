@@ -320,7 +320,7 @@ fn stream(
             last_stats = (bytes, now);
             let rtt_ms = heartbeat.rtt().map(|d| d.as_secs_f64() * 1e3);
             let depth_ms = us(&st.depth_us);
-            let device_ms = crate::audio::load_delay(&st.device_us).map(|d| d.as_secs_f64() * 1e3);
+            let device_ms = st.device_delay.get().map(|d| d.as_secs_f64() * 1e3);
             let _ = events.send(Event::Stats(Stats {
                 peer: s.peer.to_string(),
                 format: format.clone(),

@@ -89,10 +89,9 @@ pub(crate) fn run(
                 match cap.next_frame(Instant::now(), &mut frame) {
                     Frame::Full => {
                         last_audio = Instant::now();
-                        shared.counters.device_us.store(
-                            cap.device_delay_us.load(Ordering::Relaxed),
-                            Ordering::Relaxed,
-                        );
+                        if let Some(d) = cap.device_delay.get() {
+                            shared.counters.device_delay.set(d);
+                        }
                         send_frame(
                             &udp,
                             &mut sessions,

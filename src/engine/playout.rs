@@ -28,7 +28,7 @@ const FILE_REORDER_WAIT: Duration = Duration::from_millis(200);
 const END_GRACE: Duration = Duration::from_millis(300);
 
 /// Counters the control loop reads.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct PlayStats {
     pub(crate) received: AtomicU64,
     pub(crate) lost: AtomicU64,
@@ -46,26 +46,8 @@ pub(crate) struct PlayStats {
     pub(crate) jitter_us: AtomicU64,
     /// The sender's clock against the device's (ppm).
     pub(crate) drift_ppm: AtomicI64,
-    /// The playback device's own delay (µs, [`crate::audio::NO_DELAY`] if not reported).
-    pub(crate) device_us: AtomicU64,
-}
-
-impl Default for PlayStats {
-    fn default() -> Self {
-        Self {
-            received: AtomicU64::new(0),
-            lost: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            depth: AtomicUsize::new(0),
-            bytes: AtomicU64::new(0),
-            late: AtomicU64::new(0),
-            depth_us: AtomicU64::new(0),
-            target_us: AtomicU64::new(0),
-            jitter_us: AtomicU64::new(0),
-            drift_ppm: AtomicI64::new(0),
-            device_us: AtomicU64::new(crate::audio::NO_DELAY),
-        }
-    }
+    /// The playback device's own delay, once reported.
+    pub(crate) device_delay: crate::audio::DelayCell,
 }
 
 struct Running {
@@ -755,9 +737,7 @@ fn playout(
             .drift_ppm
             .store(f.drift_ppm.round() as i64, Ordering::Relaxed);
         if let Some(d) = sink.device_delay() {
-            stats
-                .device_us
-                .store(d.as_micros() as u64, Ordering::Relaxed);
+            stats.device_delay.set(d);
         }
     }
     log_session_end(&core, sink);

@@ -26,24 +26,13 @@ use crate::protocol::keys::ControlCipher;
 use crate::store::bans::{canonical, BanList, FailureCounter};
 
 /// Media counters, written by the media thread, read for the status line.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) sent: AtomicU64,
     pub(crate) bytes: AtomicU64,
     pub(crate) dropped: AtomicU64,
-    /// The capture device's own delay (µs, [`crate::audio::NO_DELAY`] if not reported).
-    pub(crate) device_us: AtomicU64,
-}
-
-impl Default for Counters {
-    fn default() -> Self {
-        Self {
-            sent: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            device_us: AtomicU64::new(crate::audio::NO_DELAY),
-        }
-    }
+    /// The capture device's own delay, once reported.
+    pub(crate) device_delay: crate::audio::DelayCell,
 }
 
 /// State every server thread shares.
@@ -217,7 +206,10 @@ pub(crate) fn run(
                 dropped: shared.counters.dropped.load(Ordering::Relaxed),
                 clients: shared.active.load(Ordering::Relaxed),
                 kbps,
-                device_ms: crate::audio::load_delay(&shared.counters.device_us)
+                device_ms: shared
+                    .counters
+                    .device_delay
+                    .get()
                     .map(|d| d.as_secs_f64() * 1e3),
                 ..Stats::default()
             }));

@@ -144,7 +144,7 @@ fn input_callback<T>(
     mut producer: rtrb::Producer<i16>,
     device_channels: usize,
     overruns: Arc<AtomicU64>,
-    delay_us: Arc<AtomicU64>,
+    delay: Arc<crate::audio::DelayCell>,
     wake: Option<Arc<crate::audio::wake::Wake>>,
 ) -> impl FnMut(&[T], &cpal::InputCallbackInfo) + Send + 'static
 where
@@ -155,8 +155,7 @@ where
     move |data: &[T], info| {
         let t = info.timestamp();
         // Saturates at zero should a backend's clocks disagree.
-        let d = t.callback.duration_since(t.capture);
-        delay_us.store(d.as_micros() as u64, Ordering::Relaxed);
+        delay.set(t.callback.duration_since(t.capture));
         for frame in data.chunks_exact(device_channels) {
             for &s in &frame[..keep] {
                 if producer.push(<i16 as Sample>::from_sample(s)).is_err() {
@@ -232,7 +231,7 @@ fn start_capture(
         let cap = (format.sample_rate as usize / 2).max(4096) * usize::from(format.channels);
         let (producer, consumer) = rtrb::RingBuffer::<i16>::new(cap);
         let overruns = Arc::new(AtomicU64::new(0));
-        let device_delay = Arc::new(AtomicU64::new(crate::audio::NO_DELAY));
+        let device_delay = Arc::new(crate::audio::DelayCell::default());
         let failed = Arc::new(AtomicBool::new(false));
         let (over, delay, name) = (overruns.clone(), device_delay.clone(), name.to_owned());
         let wake = crate::audio::wake::Wake::new().map(Arc::new);
@@ -291,8 +290,8 @@ pub struct CpalSink {
     callback_frames: Arc<AtomicUsize>,
     /// The period asked of the device (the callbacks may prove larger).
     period_frames: usize,
-    /// What the device reports between a callback and the playing of its first sample (µs).
-    delay_us: Arc<AtomicU64>,
+    /// What the device reports between a callback and the playing of its first sample.
+    delay: Arc<crate::audio::DelayCell>,
     _guard: StreamThread,
 }
 
@@ -310,7 +309,7 @@ fn output_callback<T>(
     mut consumer: rtrb::Consumer<f32>,
     underruns: Arc<AtomicU64>,
     callback_frames: Arc<AtomicUsize>,
-    delay_us: Arc<AtomicU64>,
+    delay: Arc<crate::audio::DelayCell>,
     channels: usize,
 ) -> impl FnMut(&mut [T], &cpal::OutputCallbackInfo) + Send + 'static
 where
@@ -318,8 +317,7 @@ where
 {
     move |data: &mut [T], info| {
         let t = info.timestamp();
-        let d = t.playback.duration_since(t.callback);
-        delay_us.store(d.as_micros() as u64, Ordering::Relaxed);
+        delay.set(t.playback.duration_since(t.callback));
         // The feeder keeps this much queued: the largest request seen (an atomic max, RT-safe).
         callback_frames.fetch_max(data.len() / channels.max(1), Ordering::Relaxed);
         for out in data.iter_mut() {
@@ -378,8 +376,9 @@ fn start_playback(
     let (producer, consumer) = rtrb::RingBuffer::<f32>::new(capacity);
     let underruns = Arc::new(AtomicU64::new(0));
     let callback_frames = Arc::new(AtomicUsize::new(0));
-    let delay_us = Arc::new(AtomicU64::new(crate::audio::NO_DELAY));
-    let (under, frames, delay) = (underruns.clone(), callback_frames.clone(), delay_us.clone());
+    let delay = Arc::new(crate::audio::DelayCell::default());
+    let (under, frames, callback_delay) =
+        (underruns.clone(), callback_frames.clone(), delay.clone());
     let name = id.to_owned();
     let device = device.clone();
     let ch = usize::from(config.channels);
@@ -388,19 +387,19 @@ fn start_playback(
         let s = match sample_format {
             SampleFormat::F32 => device.build_output_stream(
                 config,
-                output_callback::<f32>(consumer, under, frames, delay, ch),
+                output_callback::<f32>(consumer, under, frames, callback_delay, ch),
                 on_err,
                 None,
             ),
             SampleFormat::I16 => device.build_output_stream(
                 config,
-                output_callback::<i16>(consumer, under, frames, delay, ch),
+                output_callback::<i16>(consumer, under, frames, callback_delay, ch),
                 on_err,
                 None,
             ),
             SampleFormat::I32 => device.build_output_stream(
                 config,
-                output_callback::<i32>(consumer, under, frames, delay, ch),
+                output_callback::<i32>(consumer, under, frames, callback_delay, ch),
                 on_err,
                 None,
             ),
@@ -420,7 +419,7 @@ fn start_playback(
             // Unknown until the first callback: assume a common 10 ms.
             cpal::BufferSize::Default => format.sample_rate as usize / 100,
         },
-        delay_us,
+        delay,
         _guard: guard,
     })
 }
@@ -439,7 +438,7 @@ impl Sink for CpalSink {
         self.underruns.load(Ordering::Relaxed)
     }
     fn device_delay(&self) -> Option<std::time::Duration> {
-        crate::audio::load_delay(&self.delay_us)
+        self.delay.get()
     }
     fn queued_frames(&self) -> usize {
         (self.capacity - self.producer.slots()) / usize::from(self.format.channels)
