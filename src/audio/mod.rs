@@ -387,6 +387,27 @@ pub trait Sink: Send {
     /// # Errors
     /// [`AudioError`] on a write failure.
     fn finish(&mut self) -> Result<(), AudioError>;
+    /// Hands a device the [`Pull`] its callback should call for audio from now on, in place of
+    /// what [`Sink::write`] queues. A sink with no callback (a file, the null sink) gives it
+    /// back.
+    ///
+    /// # Errors
+    /// The puller itself, when this sink does not pull.
+    fn attach(&mut self, puller: Box<dyn Pull>) -> Result<(), Box<dyn Pull>> {
+        Err(puller)
+    }
+    /// Stops calling the attached [`Pull`] (from the next callback on).
+    fn detach(&mut self) {}
+}
+
+/// Audio that a device's callback pulls, at the device's own pace: a client's whole playout
+/// (jitter buffer, decoder, drift-trimmed resampler) runs inside the callback, so no queue
+/// sits between the jitter buffer and the device. Called on the audio thread: it must not
+/// block, lock or allocate in its steady state.
+pub trait Pull: Send {
+    /// Fills `out` (interleaved, in the sink's format) with what plays next; `now` is the
+    /// callback's time.
+    fn pull(&mut self, out: &mut [f32], now: std::time::Instant);
 }
 
 /// Opens the source a server captures from.

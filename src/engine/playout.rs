@@ -38,6 +38,10 @@ pub(crate) struct PlayStats {
     pub(crate) bytes: AtomicU64,
     /// Packets that came after their turn.
     pub(crate) late: AtomicU64,
+    /// Lost packets recovered (redundancy or Opus FEC).
+    pub(crate) recovered: AtomicU64,
+    /// Packets that came twice.
+    pub(crate) duplicates: AtomicU64,
     /// Audio buffered after the network, smoothed (µs).
     pub(crate) depth_us: AtomicU64,
     /// What the latency tuner holds (µs).
@@ -227,6 +231,12 @@ impl Converter {
 
     /// Converts and writes; returns the frames the sink took.
     fn write(&mut self, pcm: &[i16], sink: &mut dyn Sink) -> Result<usize, EngineError> {
+        let out = self.convert(pcm)?;
+        Ok(sink.write(out)?)
+    }
+
+    /// Converts to the sink's format and rate (what the resampler has ready; it holds a little).
+    fn convert(&mut self, pcm: &[i16]) -> Result<&[f32], EngineError> {
         self.f32_in.clear();
         self.f32_in.extend(pcm.iter().map(|&s| i16_to_f32(s)));
         self.mapped.clear();
@@ -238,7 +248,7 @@ impl Converter {
         );
         self.out.clear();
         self.rate.process(&self.mapped, &mut self.out)?;
-        Ok(sink.write(&self.out)?)
+        Ok(&self.out)
     }
 }
 
@@ -300,6 +310,20 @@ pub(crate) struct PlayoutCore {
     queued_after: Option<(usize, u64)>,
     /// What the device keeps queued beyond the tuner's target (device frames).
     cushion: usize,
+    /// The sink's channels.
+    sink_ch: usize,
+    /// Pull mode: converted audio not yet pulled (interleaved, the sink's format), and how much
+    /// of it has been.
+    staged: Vec<f32>,
+    staged_at: usize,
+    /// When the last packet in sequence arrived (pull mode measures the depth as of then).
+    last_arrival: Option<Instant>,
+    /// A packet came after its turn: pull mode deepens to the set point at once (the glitch has
+    /// happened; growing slowly would risk more of them).
+    deepen: bool,
+    /// Pull mode: device frames to leave out before the first heard, so that playout starts
+    /// at its set point exactly rather than up to a packet above it.
+    skip: usize,
 }
 
 /// The largest amount a device consumed between two services of its feeder, held for
@@ -358,11 +382,14 @@ impl BurstPeak {
 }
 
 impl PlayoutCore {
+    /// `pulled`: the sink's callback will call [`PlayoutCore::pull`]; otherwise
+    /// [`PlayoutCore::service`] feeds the sink.
     pub(crate) fn new(
         params: SessionParams,
         floor: Duration,
         sink: &dyn Sink,
         now: Instant,
+        pulled: bool,
     ) -> Result<Self, EngineError> {
         let ff = u64::from(params.frame_frames);
         let ch = usize::from(params.channels);
@@ -412,9 +439,25 @@ impl PlayoutCore {
                 target: floor,
                 ..Figures::default()
             },
-            burst: BurstPeak::new(if clocked { sink.low_water_frames() } else { 0 }, sink_rate),
+            // Pull mode learns the callback's size instead, from nothing.
+            burst: BurstPeak::new(
+                if clocked && !pulled {
+                    sink.low_water_frames()
+                } else {
+                    0
+                },
+                sink_rate,
+            ),
             queued_after: None,
             cushion: 0,
+            sink_ch: usize::from(sink.format().channels.max(1)),
+            staged: Vec::with_capacity(
+                4 * (ff as usize + 64) * usize::from(sink.format().channels.max(1)),
+            ),
+            staged_at: 0,
+            last_arrival: None,
+            skip: 0,
+            deepen: false,
         })
     }
 
@@ -477,6 +520,9 @@ impl PlayoutCore {
             }
             Pushed::Accepted | Pushed::Duplicate => {
                 self.tuner.on_arrival(seq, now);
+                if pushed == Pushed::Accepted {
+                    self.last_arrival = Some(now);
+                }
             }
         }
         if let (Some(prev), Some(before_seq)) = (previous, seq.checked_sub(1)) {
@@ -490,6 +536,7 @@ impl PlayoutCore {
             if self.clocked && pushed == Pushed::Late {
                 let grow = (after - before).as_secs_f64() * self.sink_rate;
                 self.pad += grow as usize;
+                self.deepen = true;
             }
         }
         true
@@ -497,9 +544,8 @@ impl PlayoutCore {
 
     /// Audio buffered after the network: the device's queue, the jitter buffer's packets and
     /// what waits in the resampler, in seconds.
-    fn depth(&self, sink: &dyn Sink) -> f64 {
-        let frames =
-            sink.queued_frames() + self.jb.depth() * self.step + self.conv.pending_frames();
+    fn depth(&self, queued: usize) -> f64 {
+        let frames = queued + self.jb.depth() * self.step + self.conv.pending_frames();
         frames as f64 / self.sink_rate
     }
 
@@ -539,9 +585,11 @@ impl PlayoutCore {
         if self.clocked && self.playing {
             let setpoint =
                 Duration::from_secs_f64((low_water + target_frames) as f64 / self.sink_rate);
-            let corr = self
-                .drift
-                .update(Duration::from_secs_f64(self.depth(sink)), setpoint, now);
+            let corr = self.drift.update(
+                Duration::from_secs_f64(self.depth(sink.queued_frames())),
+                setpoint,
+                now,
+            );
             self.conv.set_correction(corr);
             self.figures = Figures {
                 depth: self.drift.smoothed_depth().unwrap_or_default(),
@@ -594,37 +642,379 @@ impl PlayoutCore {
             let Some(p) = self.jb.pop(now, must, &mut self.packet) else {
                 return Ok(false);
             };
-            let seq = match p {
-                Popped::Played(s) => {
-                    if self.decoder.decode(&self.packet, &mut self.pcm).is_err() {
-                        self.decoder.conceal(None, &mut self.pcm);
-                    }
-                    s
+            let Some((samples, last)) = self.decode(p, end_frames) else {
+                return Ok(true);
+            };
+            self.conv.write(&self.pcm[..samples], sink)?;
+            self.playing = true;
+            if last {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Decodes what the jitter buffer gave up (or conceals it) into `pcm`. Returns the samples
+    /// to play, cut at the announced end, and whether they are the stream's last; `None` when
+    /// the packet lies past the end.
+    fn decode(&mut self, p: Popped, end_frames: u64) -> Option<(usize, bool)> {
+        let seq = match p {
+            Popped::Played(s) => {
+                if self.decoder.decode(&self.packet, &mut self.pcm).is_err() {
+                    self.decoder.conceal(None, &mut self.pcm);
                 }
-                Popped::Concealed(s) => {
-                    if self.decoder.conceal(self.jb.peek(s + 1), &mut self.pcm) {
-                        self.fec_recovered += 1;
+                s
+            }
+            Popped::Concealed(s) => {
+                if self.decoder.conceal(self.jb.peek(s + 1), &mut self.pcm) {
+                    self.fec_recovered += 1;
+                }
+                s
+            }
+        };
+        let start = seq * self.ff;
+        if start >= end_frames {
+            return None;
+        }
+        let frames = (end_frames - start).min(self.ff) as usize;
+        Some((
+            (frames * self.ch).min(self.pcm.len()),
+            start + self.ff >= end_frames,
+        ))
+    }
+
+    /// Pull mode: fills `out` (interleaved, the sink's format) at a device callback with what
+    /// plays next: the jitter buffer is the only queue, and a packet missing when its turn
+    /// comes is concealed at once. Silence before playout starts and after the announced end.
+    /// Returns true once the end has been played.
+    pub(crate) fn pull(
+        &mut self,
+        now: Instant,
+        end_frames: u64,
+        out: &mut [f32],
+    ) -> Result<bool, EngineError> {
+        let ch = self.sink_ch;
+        self.tuner.tick(now);
+        // The tuner's target is the depth just after a packet arrives: enough for the worst
+        // lateness and for the wait until the next packet. A callback takes its whole period
+        // at once, so that much more is held: the largest callback seen lately.
+        self.burst.observe(out.len() / ch, now);
+        self.cushion = self.burst.frames;
+        let setpoint =
+            self.tuner.target() + Duration::from_secs_f64(self.cushion as f64 / self.sink_rate);
+        // The depth as of the last arrival: what is buffered now plus what has played since (at
+        // most a packet's worth, should the next one be late). Measured at the callback alone,
+        // it would depend on where callbacks fall between arrivals, and jump by a packet
+        // whenever drift slides one past the other.
+        let since = self
+            .last_arrival
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64())
+            * self.sink_rate;
+        let staged = (self.staged.len() - self.staged_at) / ch;
+        let depth = self.depth(staged) + since.min(self.step as f64) / self.sink_rate;
+        if self.playing {
+            if std::mem::take(&mut self.deepen) {
+                let short = (setpoint.as_secs_f64() - depth) * self.sink_rate;
+                self.pad = self.pad.max(short.max(0.0) as usize);
+            }
+            let corr = self
+                .drift
+                .update(Duration::from_secs_f64(depth), setpoint, now);
+            self.conv.set_correction(corr);
+            self.figures = Figures {
+                depth: self.drift.smoothed_depth().unwrap_or_default(),
+                target: setpoint,
+                jitter: self.tuner.jitter(),
+                drift_ppm: self.drift.drift_ppm(),
+            };
+        } else {
+            self.figures.jitter = self.tuner.jitter();
+            self.figures.target = setpoint;
+            // Once the end is announced, everything has been sent: nothing more to wait for.
+            let waiting = end_frames == NO_END && depth < setpoint.as_secs_f64();
+            if self.jb.next_seq().is_none() || waiting {
+                out.fill(0.0);
+                return Ok(false);
+            }
+            // Start: at the set point, leaving out what came beyond it.
+            self.skip = ((depth - setpoint.as_secs_f64()).max(0.0) * self.sink_rate) as usize;
+        }
+        // This decides when playout starts; the jitter buffer waits no longer itself.
+        self.jb.set_target(Duration::ZERO);
+        let mut filled = 0;
+        let mut ended = false;
+        while filled < out.len() {
+            let left = self.staged.len() - self.staged_at;
+            if left > 0 {
+                let n = left.min(out.len() - filled);
+                out[filled..filled + n]
+                    .copy_from_slice(&self.staged[self.staged_at..self.staged_at + n]);
+                self.staged_at += n;
+                filled += n;
+                continue;
+            }
+            self.staged.clear();
+            self.staged_at = 0;
+            if ended {
+                break;
+            }
+            let samples = if self.pad >= self.step / 2 && self.pad > 0 {
+                // Deepening after a late packet: a packet's worth of concealment.
+                self.decoder.conceal(None, &mut self.pcm);
+                self.jb.note_stretch();
+                self.pad = self.pad.saturating_sub(self.step);
+                self.pcm.len() / self.ch * self.ch
+            } else {
+                let Some(p) = self.jb.pop(now, self.playing, &mut self.packet) else {
+                    break;
+                };
+                match self.decode(p, end_frames) {
+                    None => {
+                        ended = true;
+                        continue;
                     }
-                    s
+                    Some((samples, last)) => {
+                        ended = last;
+                        samples
+                    }
                 }
             };
-            let start = seq * self.ff;
-            if start >= end_frames {
-                return Ok(true);
+            let converted = self.conv.convert(&self.pcm[..samples])?;
+            self.staged.extend_from_slice(converted);
+            if ended {
+                // The resampler holds the stream's last few frames until more input comes:
+                // a packet of silence brings them out.
+                self.pcm.fill(0);
+                let converted = self.conv.convert(&self.pcm)?;
+                self.staged.extend_from_slice(converted);
             }
-            let frames = (end_frames - start).min(self.ff) as usize;
-            self.conv
-                .write(&self.pcm[..(frames * self.ch).min(self.pcm.len())], sink)?;
+            let skipped = (self.skip * ch).min(self.staged.len());
+            self.staged_at = skipped;
+            self.skip -= skipped / ch;
             self.playing = true;
-            if start + self.ff >= end_frames {
-                return Ok(true);
+        }
+        out[filled..].fill(0.0);
+        // The end counts once the last of it has gone out, not merely been staged.
+        Ok(ended && self.staged_at >= self.staged.len())
+    }
+}
+
+/// A datagram's audio on its way from the network thread to the device callback, stamped with
+/// its arrival (the latency tuner measures the network, not the callback's schedule).
+struct Arrival {
+    at: Instant,
+    position: u64,
+    len: usize,
+    bytes: [u8; MAX_DATAGRAM],
+}
+
+/// Arrivals in flight to the callback at once: as many as the jitter buffer holds.
+const ARRIVALS: usize = crate::audio::jitter::CAPACITY;
+
+/// The playout as a device callback runs it ([`crate::audio::Pull`]): it takes what the
+/// network thread received, then plays from the jitter buffer.
+struct PulledPlayout {
+    core: PlayoutCore,
+    arrivals: rtrb::Consumer<Arrival>,
+    stats: Arc<PlayStats>,
+    end: Arc<AtomicU64>,
+    /// Set once the announced end has been played.
+    reached: Arc<AtomicBool>,
+    /// Set if converting the audio failed (the callback then plays silence).
+    failed: Arc<AtomicBool>,
+}
+
+impl crate::audio::Pull for PulledPlayout {
+    fn pull(&mut self, out: &mut [f32], now: Instant) {
+        while let Ok(a) = self.arrivals.pop() {
+            let body = &a.bytes[..a.len.min(MAX_DATAGRAM)];
+            if !self.core.on_audio(a.position, body, a.at) {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
+        }
+        match self.core.pull(now, self.end.load(Ordering::Acquire), out) {
+            Ok(true) => self.reached.store(true, Ordering::Release),
+            Ok(false) => {}
+            Err(_) => {
+                out.fill(0.0);
+                self.failed.store(true, Ordering::Release);
+            }
+        }
+        publish(&self.core, &self.stats);
+    }
+}
+
+/// The live figures and counters, for the control loop (relaxed atomic stores: fit for the
+/// audio thread).
+fn publish(core: &PlayoutCore, stats: &PlayStats) {
+    let s = core.stats();
+    let f = core.figures();
+    stats.received.store(s.received, Ordering::Relaxed);
+    stats.lost.store(s.lost, Ordering::Relaxed);
+    stats.late.store(s.late, Ordering::Relaxed);
+    stats.recovered.store(s.recovered, Ordering::Relaxed);
+    stats.duplicates.store(s.duplicates, Ordering::Relaxed);
+    stats.depth.store(core.held(), Ordering::Relaxed);
+    stats
+        .depth_us
+        .store(f.depth.as_micros() as u64, Ordering::Relaxed);
+    stats
+        .target_us
+        .store(f.target.as_micros() as u64, Ordering::Relaxed);
+    stats
+        .jitter_us
+        .store(f.jitter.as_micros() as u64, Ordering::Relaxed);
+    stats
+        .drift_ppm
+        .store(f.drift_ppm.round() as i64, Ordering::Relaxed);
+}
+
+/// One authenticated audio datagram from `udp`, or `None` (nothing within `wait`, or a datagram
+/// that failed authentication: counted as dropped).
+fn receive<'a>(
+    udp: &UdpSocket,
+    opener: &mut Opener,
+    buf: &'a mut [u8],
+    wait: Duration,
+    stats: &PlayStats,
+) -> Option<(u64, &'a [u8])> {
+    match super::sock::recv_within(udp, buf, wait) {
+        Ok(Some((n, _))) => {
+            stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            let audio = match opener.open(&mut buf[..n]) {
+                Ok((Kind::Audio, body)) => split_position(body).ok(),
+                _ => None,
+            };
+            if audio.is_none() {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            audio
+        }
+        Ok(None) => None,
+        Err(e) if is_timeout(&e) => None,
+        // A refused port (ICMP) while the server restarts; the control loop decides.
+        Err(e) => {
+            tracing::debug!("UDP receive: {e}");
+            None
         }
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn playout(
+    udp: &UdpSocket,
+    opener: Opener,
+    params: SessionParams,
+    target: Duration,
+    sink: &mut dyn Sink,
+    stop: &AtomicBool,
+    end: &Arc<AtomicU64>,
+    stats: &Arc<PlayStats>,
+) -> Result<(), EngineError> {
+    super::sock::prepare_for_polling(udp)
+        .map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
+    if sink.clocked() {
+        // A device whose callback can pull gets the whole playout inside its callback.
+        let core = PlayoutCore::new(params, target, sink, Instant::now(), true)?;
+        let (arrivals, from_network) = rtrb::RingBuffer::<Arrival>::new(ARRIVALS);
+        let reached = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicBool::new(false));
+        let puller = PulledPlayout {
+            core,
+            arrivals: from_network,
+            stats: stats.clone(),
+            end: end.clone(),
+            reached: reached.clone(),
+            failed: failed.clone(),
+        };
+        if sink.attach(Box::new(puller)).is_ok() {
+            let r = receive_for_callback(
+                udp, opener, sink, stop, end, stats, arrivals, &reached, &failed,
+            );
+            sink.detach();
+            log_session_end(stats, sink.underruns());
+            return r;
+        }
+    }
+    feed(udp, opener, params, target, sink, stop, end, stats)
+}
+
+/// Pull mode's network side: authenticated audio goes to the callback, stamped; this thread
+/// also watches for the stream's end and publishes the device's delay.
+#[allow(clippy::too_many_arguments)]
+fn receive_for_callback(
+    udp: &UdpSocket,
+    mut opener: Opener,
+    sink: &dyn Sink,
+    stop: &AtomicBool,
+    end: &AtomicU64,
+    stats: &PlayStats,
+    mut arrivals: rtrb::Producer<Arrival>,
+    reached: &AtomicBool,
+    failed: &AtomicBool,
+) -> Result<(), EngineError> {
+    let mut buf = [0u8; MAX_DATAGRAM + 64];
+    let mut any_audio = false;
+    let mut end_seen_at: Option<Instant> = None;
+    let mut next_report = Instant::now() + Duration::from_secs(1);
+    while !stop.load(Ordering::Acquire) {
+        // Only the socket wakes this thread (and a slow poll for stop and the end).
+        if let Some((position, samples)) =
+            receive(udp, &mut opener, &mut buf, Duration::from_millis(50), stats)
+        {
+            let at = Instant::now();
+            let mut a = Arrival {
+                at,
+                position,
+                len: samples.len().min(MAX_DATAGRAM),
+                bytes: [0; MAX_DATAGRAM],
+            };
+            a.bytes[..a.len].copy_from_slice(&samples[..a.len]);
+            if arrivals.push(a).is_err() {
+                // The callback has not run for as long as the jitter buffer can hold.
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            any_audio = true;
+        }
+        if failed.load(Ordering::Acquire) {
+            return Err(EngineError::Audio(
+                "converting the audio for the device failed".into(),
+            ));
+        }
+        if let Some(d) = sink.device_delay() {
+            stats.device_delay.set(d);
+        }
+        let end_frames = end.load(Ordering::Acquire);
+        let now = Instant::now();
+        if end_frames != NO_END {
+            let seen = *end_seen_at.get_or_insert(now);
+            // The callback plays up to the end (concealing what never came); nothing to wait
+            // for when the stream ended before any audio arrived.
+            if reached.load(Ordering::Acquire)
+                || end_frames == 0
+                || (!any_audio && now.duration_since(seen) > END_GRACE)
+            {
+                return Ok(());
+            }
+        }
+        if now >= next_report {
+            next_report += Duration::from_secs(1);
+            tracing::debug!(
+                "depth {:.1} ms (set point {:.1}), jitter {:.2} ms, drift {:+} ppm, held {}, device {:?}",
+                stats.depth_us.load(Ordering::Relaxed) as f64 / 1e3,
+                stats.target_us.load(Ordering::Relaxed) as f64 / 1e3,
+                stats.jitter_us.load(Ordering::Relaxed) as f64 / 1e3,
+                stats.drift_ppm.load(Ordering::Relaxed),
+                stats.depth.load(Ordering::Relaxed),
+                sink.device_delay(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Push mode: this thread feeds the sink (a file, the null sink, a device that cannot pull).
+#[allow(clippy::too_many_arguments)]
+fn feed(
     udp: &UdpSocket,
     mut opener: Opener,
     params: SessionParams,
@@ -634,7 +1024,7 @@ fn playout(
     end: &AtomicU64,
     stats: &PlayStats,
 ) -> Result<(), EngineError> {
-    let mut core = PlayoutCore::new(params, target, sink, Instant::now())?;
+    let mut core = PlayoutCore::new(params, target, sink, Instant::now(), false)?;
     let clocked = sink.clocked();
     let mut underruns_seen = 0u64;
     // A device needs feeding every few milliseconds; a file only when data comes.
@@ -643,35 +1033,18 @@ fn playout(
     } else {
         Duration::from_millis(20)
     };
-    super::sock::prepare_for_polling(udp)
-        .map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
     let mut buf = [0u8; MAX_DATAGRAM + 64];
     let mut last_datagram = Instant::now();
     let mut end_seen_at: Option<Instant> = None;
     let mut next_report = Instant::now() + Duration::from_secs(1);
 
     while !stop.load(Ordering::Acquire) {
-        let got = super::sock::recv_within(udp, &mut buf, wait);
-        match got {
-            Ok(None) => {}
-            Ok(Some((n, _))) => {
-                stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                let accepted = match opener.open(&mut buf[..n]) {
-                    Ok((Kind::Audio, body)) => match split_position(body) {
-                        Ok((position, samples)) => core.on_audio(position, samples, Instant::now()),
-                        Err(_) => false,
-                    },
-                    _ => false,
-                };
-                if accepted {
-                    last_datagram = Instant::now();
-                } else {
-                    stats.dropped.fetch_add(1, Ordering::Relaxed);
-                }
+        if let Some((position, samples)) = receive(udp, &mut opener, &mut buf, wait, stats) {
+            if core.on_audio(position, samples, Instant::now()) {
+                last_datagram = Instant::now();
+            } else {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) if is_timeout(&e) => {}
-            // A refused port (ICMP) while the server restarts; the control loop decides.
-            Err(e) => tracing::debug!("UDP receive: {e}"),
         }
 
         let end_frames = end.load(Ordering::Acquire);
@@ -686,14 +1059,12 @@ fn playout(
                 || end_frames == 0
                 || (core.next_seq().is_none() && now.duration_since(seen) > END_GRACE)
             {
-                log_session_end(&core, sink);
-                return Ok(());
+                break;
             }
         }
         let force = end_frames != NO_END && now.duration_since(last_datagram) > END_GRACE;
         core.service(now, end_frames, force, sink)?;
 
-        let s = core.stats();
         let f = core.figures();
         if now >= next_report {
             next_report += Duration::from_secs(1);
@@ -720,40 +1091,26 @@ fn playout(
             );
             underruns_seen = u;
         }
-        stats.received.store(s.received, Ordering::Relaxed);
-        stats.lost.store(s.lost, Ordering::Relaxed);
-        stats.late.store(s.late, Ordering::Relaxed);
-        stats.depth.store(core.held(), Ordering::Relaxed);
-        stats
-            .depth_us
-            .store(f.depth.as_micros() as u64, Ordering::Relaxed);
-        stats
-            .target_us
-            .store(f.target.as_micros() as u64, Ordering::Relaxed);
-        stats
-            .jitter_us
-            .store(f.jitter.as_micros() as u64, Ordering::Relaxed);
-        stats
-            .drift_ppm
-            .store(f.drift_ppm.round() as i64, Ordering::Relaxed);
+        publish(&core, stats);
         if let Some(d) = sink.device_delay() {
             stats.device_delay.set(d);
         }
     }
-    log_session_end(&core, sink);
+    publish(&core, stats);
+    log_session_end(stats, sink.underruns());
     Ok(())
 }
 
-fn log_session_end(core: &PlayoutCore, sink: &dyn Sink) {
-    let s = core.stats();
+fn log_session_end(stats: &PlayStats, underruns: u64) {
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     tracing::info!(
         "session played {} packets: {} concealed, {} recovered (redundancy or FEC), {} late, {} duplicate, {} device underrun samples",
-        s.received,
-        s.lost,
-        s.recovered,
-        s.late,
-        s.duplicates,
-        sink.underruns()
+        get(&stats.received),
+        get(&stats.lost),
+        get(&stats.recovered),
+        get(&stats.late),
+        get(&stats.duplicates),
+        underruns
     );
 }
 
@@ -792,6 +1149,19 @@ mod tests {
                 underruns: 0,
                 overruns: 0,
             }
+        }
+
+        /// Pull mode: the callbacks due by `now`, each pulling its period from `core`.
+        fn pull_from(&mut self, core: &mut PlayoutCore, now: Instant) {
+            let period = Duration::from_micros(5_000);
+            let mut buf = [0.0f32; FRAME as usize];
+            let mut t = *self.next_callback.get_or_insert(now);
+            while t <= now {
+                core.pull(t, NO_END, &mut buf).expect("pull");
+                self.played.extend_from_slice(&buf);
+                t += period;
+            }
+            self.next_callback = Some(t);
         }
 
         fn advance(&mut self, now: Instant) {
@@ -894,12 +1264,15 @@ mod tests {
         }
     }
 
-    fn simulate(seconds: f64, ppm: f64, floor_ms: u64, net: &mut Network) -> Run {
+    /// `pulled`: the device's callback pulls (as real devices do); otherwise the playout feeds
+    /// the device's queue (as for a device that cannot pull).
+    fn simulate(seconds: f64, ppm: f64, floor_ms: u64, pulled: bool, net: &mut Network) -> Run {
         let t0 = Instant::now();
         let params = sim_params();
         let mut device = SimDevice::new();
         let mut core =
-            PlayoutCore::new(params, Duration::from_millis(floor_ms), &device, t0).expect("core");
+            PlayoutCore::new(params, Duration::from_millis(floor_ms), &device, t0, pulled)
+                .expect("core");
         let frame_s = f64::from(FRAME) / f64::from(RATE);
         let mut rng = Rng(7);
         let mut in_flight: Vec<(f64, u64)> = Vec::new();
@@ -930,9 +1303,13 @@ mod tests {
                 }
                 assert!(core.on_audio(seq * u64::from(FRAME), &payload, now));
             }
-            core.service(now, NO_END, false, &mut device)
-                .expect("service");
-            device.advance(now);
+            if pulled {
+                device.pull_from(&mut core, now);
+            } else {
+                core.service(now, NO_END, false, &mut device)
+                    .expect("service");
+                device.advance(now);
+            }
             if ms % 100 == 0 && ms > 0 {
                 let f = core.figures();
 
@@ -964,7 +1341,7 @@ mod tests {
         let params = sim_params();
         let mut device = SimDevice::new();
         let mut core =
-            PlayoutCore::new(params, Duration::from_millis(10), &device, t0).expect("core");
+            PlayoutCore::new(params, Duration::from_millis(10), &device, t0, false).expect("core");
         let payload = vec![0u8; usize::from(FRAME) * 2];
         let frame_ms = u64::from(FRAME) * 1000 / u64::from(RATE);
         let mut cushions = Vec::new();
@@ -992,32 +1369,117 @@ mod tests {
         assert!(most > usize::from(FRAME), "the stall was seen: {most}");
     }
 
+    /// How a simulated run was played, for messages.
+    fn mode(pulled: bool) -> &'static str {
+        if pulled {
+            "pulled by the callback"
+        } else {
+            "fed to the device"
+        }
+    }
+
     #[test]
     fn drift_of_300_ppm_either_way_holds_the_depth_for_ten_minutes() {
-        for ppm in [300.0, -300.0] {
+        for (ppm, pulled) in [
+            (300.0, true),
+            (-300.0, true),
+            (300.0, false),
+            (-300.0, false),
+        ] {
+            let how = mode(pulled);
             let mut net = |_: u64, sent: f64, _: &mut Rng| vec![sent + 0.001];
-            let run = simulate(600.0, ppm, 10, &mut net);
+            let run = simulate(600.0, ppm, 10, pulled, &mut net);
             let worst = worst_error_after(&run, 0.5);
+            let e: Vec<String> = run
+                .errors
+                .iter()
+                .step_by(5)
+                .take(80)
+                .map(|(t, e)| format!("{t:.1}:{:.2}", e * 1e3))
+                .collect();
+            eprintln!("DBG {how} {}", e.join(" "));
             assert!(
                 worst < 0.005,
-                "{ppm} ppm: depth strayed {:.2} ms from its target",
+                "{ppm} ppm, {how}: depth strayed {:.2} ms from its target",
                 worst * 1e3
             );
-            assert_eq!(run.device.underruns, 0, "{ppm} ppm: underruns");
-            assert_eq!(run.device.overruns, 0, "{ppm} ppm: overruns");
-            assert_eq!(run.stats.lost, 0, "{ppm} ppm: concealed packets");
+            assert_eq!(run.device.underruns, 0, "{ppm} ppm, {how}: underruns");
+            assert_eq!(run.device.overruns, 0, "{ppm} ppm, {how}: overruns");
+            assert_eq!(run.stats.lost, 0, "{ppm} ppm, {how}: concealed packets");
             assert_eq!(run.stats.resyncs, 0);
             assert!(
                 (run.drift_ppm - ppm).abs() < 15.0,
-                "learned {} ppm for {ppm}",
+                "{how}: learned {} ppm for {ppm}",
                 run.drift_ppm
             );
             eprintln!(
-                "{ppm:+} ppm: worst depth error {:.2} ms over 10 min, drift learned {:+.0} ppm",
+                "{ppm:+} ppm, {how}: worst depth error {:.2} ms over 10 min, drift learned {:+.0} ppm",
                 worst * 1e3,
                 run.drift_ppm
             );
         }
+    }
+
+    #[test]
+    fn a_pulled_playout_is_seamless_from_its_first_sample() {
+        // The callback's periods cut packets anywhere, playout starts part-way into a packet,
+        // and the resampler trims for drift: none of it may drop, repeat or reorder a sample.
+        for ppm in [0.0, 300.0] {
+            let mut net = |_: u64, sent: f64, _: &mut Rng| vec![sent + 0.001];
+            let run = simulate(20.0, ppm, 10, true, &mut net);
+            let played = &run.device.played;
+            let first = played
+                .iter()
+                .position(|s| s.abs() > 1e-4)
+                .unwrap_or(played.len());
+            let heard = &played[first..];
+            assert!(
+                heard.len() > 19 * RATE as usize,
+                "{ppm} ppm: {} samples heard",
+                heard.len()
+            );
+            // The sine (0.49 full scale at 440 Hz) moves at most 0.0283 a sample.
+            let step = heard
+                .windows(2)
+                .map(|w| (w[1] - w[0]).abs())
+                .fold(0.0f32, f32::max);
+            assert!(step < 0.03, "{ppm} ppm: a step of {step}: a seam");
+            assert_eq!(run.stats.lost, 0, "{ppm} ppm");
+            eprintln!(
+                "pulled, {ppm} ppm: largest step {step:.4} over {} samples",
+                heard.len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_pulled_playout_plays_a_short_stream_to_its_end() {
+        // Two packets, then the end is announced: too little to reach the set point, so the
+        // end itself starts playout, and exactly the stream's frames are heard.
+        let t0 = Instant::now();
+        let device = SimDevice::new();
+        let mut core = PlayoutCore::new(sim_params(), Duration::from_millis(30), &device, t0, true)
+            .expect("core");
+        let payload: Vec<u8> = (0..FRAME).flat_map(|_| 8_000i16.to_le_bytes()).collect();
+        assert!(core.on_audio(0, &payload, t0));
+        assert!(core.on_audio(u64::from(FRAME), &payload, t0 + Duration::from_millis(5)));
+        let mut buf = [0.0f32; 96];
+        let mut heard = 0;
+        let mut ended_at = None;
+        for i in 0..100u64 {
+            let end = if i < 10 { NO_END } else { 2 * u64::from(FRAME) };
+            let now = t0 + Duration::from_millis(2 * i);
+            let ended = core.pull(now, end, &mut buf).expect("pull");
+            heard += buf.iter().filter(|s| s.abs() > 0.1).count();
+            if ended {
+                ended_at = Some(i);
+                break;
+            }
+        }
+        // Within the resampler's smearing of the two edges.
+        let want = 2 * usize::from(FRAME);
+        assert!(heard.abs_diff(want) <= 4, "heard {heard} frames of {want}");
+        assert!(ended_at.is_some_and(|i| i >= 10), "ended at {ended_at:?}");
     }
 
     /// Concealments after `from` seconds.
@@ -1043,20 +1505,26 @@ mod tests {
             }
             at
         };
-        let run = simulate(60.0, 0.0, 10, &mut net);
-        let first = run.concealed.get(19).copied().unwrap_or(0);
-        assert!(first <= 1, "learning costs at most one packet: {first}");
-        assert_eq!(concealed_after(&run, 2.0), 0, "{:?}", run.stats);
-        assert!(run.stats.duplicates > 800, "{:?}", run.stats);
-        assert!(
-            run.target >= Duration::from_millis(30) && run.target <= Duration::from_millis(40),
-            "the target covers 26 ms of lateness: {:?}",
-            run.target
-        );
-        eprintln!(
-            "reorder 5 deep + duplicates: {first} concealed while learning, target {:?}",
-            run.target
-        );
+        for pulled in [true, false] {
+            let how = mode(pulled);
+            let run = simulate(60.0, 0.0, 10, pulled, &mut net);
+            let first = run.concealed.get(19).copied().unwrap_or(0);
+            assert!(
+                first <= 1,
+                "{how}: learning costs at most one packet: {first}"
+            );
+            assert_eq!(concealed_after(&run, 2.0), 0, "{how}: {:?}", run.stats);
+            assert!(run.stats.duplicates > 800, "{how}: {:?}", run.stats);
+            assert!(
+                run.target >= Duration::from_millis(30) && run.target <= Duration::from_millis(40),
+                "{how}: the target covers 26 ms of lateness: {:?}",
+                run.target
+            );
+            eprintln!(
+                "reorder 5 deep + duplicates, {how}: {first} concealed while learning, target {:?}",
+                run.target
+            );
+        }
     }
 
     #[test]
@@ -1066,18 +1534,24 @@ mod tests {
             let extra = if sent < 30.0 { rng.unit() * 0.020 } else { 0.0 };
             vec![sent + 0.001 + extra]
         };
-        let run = simulate(120.0, 0.0, 10, &mut net);
-        let learned = concealed_after(&run, 0.0) - concealed_after(&run, 3.0);
-        assert!(learned <= 3, "learning costs a few packets: {learned}");
-        let steady = concealed_after(&run, 3.0);
-        assert_eq!(steady, 0, "no loss once grown: {:?}", run.stats);
-        assert_eq!(
-            run.target,
-            Duration::from_millis(10),
-            "back to the floor after the calm"
-        );
-        assert_eq!(run.device.overruns, 0);
-        eprintln!("20 ms jitter: {learned} concealed while learning, then none");
+        for pulled in [true, false] {
+            let how = mode(pulled);
+            let run = simulate(120.0, 0.0, 10, pulled, &mut net);
+            let learned = concealed_after(&run, 0.0) - concealed_after(&run, 3.0);
+            assert!(
+                learned <= 3,
+                "{how}: learning costs a few packets: {learned}"
+            );
+            let steady = concealed_after(&run, 3.0);
+            assert_eq!(steady, 0, "{how}: no loss once grown: {:?}", run.stats);
+            assert_eq!(
+                run.target,
+                Duration::from_millis(10),
+                "{how}: back to the floor after the calm"
+            );
+            assert_eq!(run.device.overruns, 0);
+            eprintln!("20 ms jitter, {how}: {learned} concealed while learning, then none");
+        }
     }
 
     #[test]
@@ -1089,11 +1563,13 @@ mod tests {
                 vec![sent + 0.001]
             }
         };
-        let run = simulate(60.0, 0.0, 10, &mut net);
-        let lost = run.stats.lost as f64 / (run.stats.lost + run.stats.received) as f64;
-        assert!((0.04..0.06).contains(&lost), "{lost}");
-        // Loss is not lateness: the buffer stays at its floor and the device never starves.
-        assert_eq!(run.target, Duration::from_millis(10));
-        assert_eq!(run.device.underruns, 0);
+        for pulled in [true, false] {
+            let run = simulate(60.0, 0.0, 10, pulled, &mut net);
+            let lost = run.stats.lost as f64 / (run.stats.lost + run.stats.received) as f64;
+            assert!((0.04..0.06).contains(&lost), "{}: {lost}", mode(pulled));
+            // Loss is not lateness: the buffer stays at its floor and the device never starves.
+            assert_eq!(run.target, Duration::from_millis(10), "{}", mode(pulled));
+            assert_eq!(run.device.underruns, 0, "{}", mode(pulled));
+        }
     }
 }

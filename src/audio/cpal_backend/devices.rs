@@ -355,8 +355,8 @@ pub(super) fn choose_config(
 
 /// Device period the callbacks work in: 2.5 ms where the device lets us choose, so that
 /// callbacks come often and small. Every queue along the way is sized in periods: ALSA's own
-/// buffer (two of them), what a capture callback holds back from a packet, what the playback
-/// feeder keeps ahead of a callback. Halving it from 5 ms took the click-train latency through
+/// buffer (two of them), what a capture callback holds back from a packet, what the playout
+/// holds for the callback's pull (or, for a sink fed instead, keeps queued ahead of it). Halving it from 5 ms took the click-train latency through
 /// PipeWire's ALSA plug-in from 47.8 to 32.8 ms (`bench/latency.py --route pipewire`);
 /// 1.33 ms made the plug-in drop audio on a 2-core VM.
 pub(super) const DEVICE_PERIOD: std::time::Duration = std::time::Duration::from_micros(2_500);

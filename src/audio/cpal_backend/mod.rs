@@ -13,7 +13,7 @@ use std::thread;
 use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::{FromSample, Sample, SampleFormat, SizedSample, StreamConfig};
 
-use super::{AudioError, Capture, DeviceKind, DeviceSpec, Sink, Source, StreamFormat};
+use super::{AudioError, Capture, DeviceKind, DeviceSpec, Pull, Sink, Source, StreamFormat};
 use devices::{backend, choose_config, find_device, find_loopback, Found};
 pub use devices::{list_devices, DeviceInfo};
 
@@ -278,7 +278,8 @@ fn start_capture(
     }
 }
 
-/// Plays on a cpal output device, fed through an SPSC ring.
+/// Plays on a cpal output device: its callback pulls from an attached [`Pull`] (a client's
+/// playout), or else plays what [`Sink::write`] queued in an SPSC ring.
 pub struct CpalSink {
     id: String,
     format: StreamFormat,
@@ -292,6 +293,10 @@ pub struct CpalSink {
     period_frames: usize,
     /// What the device reports between a callback and the playing of its first sample.
     delay: Arc<crate::audio::DelayCell>,
+    /// Pullers for the callback to take up (`None`: back to the queue).
+    handoff: rtrb::Producer<Option<Box<dyn Pull>>>,
+    /// Pullers the callback has let go of, dropped here rather than on the audio thread.
+    retired: rtrb::Consumer<Box<dyn Pull>>,
     _guard: StreamThread,
 }
 
@@ -305,8 +310,39 @@ impl std::fmt::Debug for CpalSink {
     }
 }
 
+/// What the output callback owns.
+struct OutputFeed {
+    /// What [`Sink::write`] queued (used while no puller is attached).
+    consumer: rtrb::Consumer<f32>,
+    handoff: rtrb::Consumer<Option<Box<dyn Pull>>>,
+    retired: rtrb::Producer<Box<dyn Pull>>,
+    puller: Option<Box<dyn Pull>>,
+    /// The puller's output before conversion to the device's sample type.
+    scratch: Vec<f32>,
+}
+
+impl OutputFeed {
+    /// Takes up the pullers handed over since the last callback.
+    fn take_handoffs(&mut self) {
+        while let Ok(next) = self.handoff.pop() {
+            if next.is_some() {
+                // What was queued before the puller came is stale by now.
+                let queued = self.consumer.slots();
+                if let Ok(chunk) = self.consumer.read_chunk(queued) {
+                    chunk.commit_all();
+                }
+            }
+            if let Some(old) = std::mem::replace(&mut self.puller, next) {
+                // The ring has room for every handoff's predecessor; were it full, dropping
+                // here (a deallocation) is the lesser harm.
+                let _ = self.retired.push(old);
+            }
+        }
+    }
+}
+
 fn output_callback<T>(
-    mut consumer: rtrb::Consumer<f32>,
+    mut feed: OutputFeed,
     underruns: Arc<AtomicU64>,
     callback_frames: Arc<AtomicUsize>,
     delay: Arc<crate::audio::DelayCell>,
@@ -318,10 +354,25 @@ where
     move |data: &mut [T], info| {
         let t = info.timestamp();
         delay.set(t.playback.duration_since(t.callback));
-        // The feeder keeps this much queued: the largest request seen (an atomic max, RT-safe).
+        // Fed without a puller, the playout keeps this much queued: the largest request seen
+        // (an atomic max, RT-safe).
         callback_frames.fetch_max(data.len() / channels.max(1), Ordering::Relaxed);
+        feed.take_handoffs();
+        if let Some(puller) = feed.puller.as_mut() {
+            if feed.scratch.len() < data.len() {
+                // Once, at the first callback of a size never seen (capacity is reserved for
+                // 50 ms at 48 kHz stereo up front).
+                feed.scratch.resize(data.len(), 0.0);
+            }
+            let buf = &mut feed.scratch[..data.len()];
+            puller.pull(buf, std::time::Instant::now());
+            for (out, &s) in data.iter_mut().zip(buf.iter()) {
+                *out = <T as Sample>::from_sample(s);
+            }
+            return;
+        }
         for out in data.iter_mut() {
-            *out = match consumer.pop() {
+            *out = match feed.consumer.pop() {
                 Ok(s) => <T as Sample>::from_sample(s),
                 Err(_) => {
                     underruns.fetch_add(1, Ordering::Relaxed);
@@ -374,6 +425,15 @@ fn start_playback(
     // Half a second of room; the client keeps only a few milliseconds queued.
     let capacity = (format.sample_rate as usize / 2) * usize::from(format.channels);
     let (producer, consumer) = rtrb::RingBuffer::<f32>::new(capacity);
+    let (handoff, handoff_rx) = rtrb::RingBuffer::<Option<Box<dyn Pull>>>::new(HANDOFFS);
+    let (retire_tx, retired) = rtrb::RingBuffer::<Box<dyn Pull>>::new(HANDOFFS);
+    let feed = OutputFeed {
+        consumer,
+        handoff: handoff_rx,
+        retired: retire_tx,
+        puller: None,
+        scratch: Vec::with_capacity(4_800),
+    };
     let underruns = Arc::new(AtomicU64::new(0));
     let callback_frames = Arc::new(AtomicUsize::new(0));
     let delay = Arc::new(crate::audio::DelayCell::default());
@@ -387,19 +447,19 @@ fn start_playback(
         let s = match sample_format {
             SampleFormat::F32 => device.build_output_stream(
                 config,
-                output_callback::<f32>(consumer, under, frames, callback_delay, ch),
+                output_callback::<f32>(feed, under, frames, callback_delay, ch),
                 on_err,
                 None,
             ),
             SampleFormat::I16 => device.build_output_stream(
                 config,
-                output_callback::<i16>(consumer, under, frames, callback_delay, ch),
+                output_callback::<i16>(feed, under, frames, callback_delay, ch),
                 on_err,
                 None,
             ),
             SampleFormat::I32 => device.build_output_stream(
                 config,
-                output_callback::<i32>(consumer, under, frames, callback_delay, ch),
+                output_callback::<i32>(feed, under, frames, callback_delay, ch),
                 on_err,
                 None,
             ),
@@ -420,9 +480,14 @@ fn start_playback(
             cpal::BufferSize::Default => format.sample_rate as usize / 100,
         },
         delay,
+        handoff,
+        retired,
         _guard: guard,
     })
 }
+
+/// Pullers in flight between the sink and its callback at once (each attach or detach is one).
+const HANDOFFS: usize = 8;
 
 impl Sink for CpalSink {
     fn format(&self) -> StreamFormat {
@@ -461,6 +526,21 @@ impl Sink for CpalSink {
             let _ = self.producer.push(s);
         }
         Ok(n / ch)
+    }
+    fn attach(&mut self, puller: Box<dyn Pull>) -> Result<(), Box<dyn Pull>> {
+        while self.retired.pop().is_ok() {}
+        if self.handoff.is_full() {
+            // The callback has taken none of the last handoffs: the device is not running.
+            return Err(puller);
+        }
+        // Cannot fail: this is the ring's only producer, and it has room.
+        let _ = self.handoff.push(Some(puller));
+        Ok(())
+    }
+    fn detach(&mut self) {
+        while self.retired.pop().is_ok() {}
+        // A full ring means the callback has not run since: nothing to take back.
+        let _ = self.handoff.push(None);
     }
     fn finish(&mut self) -> Result<(), AudioError> {
         // Let what is queued play out (bounded: the ring holds at most half a second).
