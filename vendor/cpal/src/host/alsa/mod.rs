@@ -1066,6 +1066,20 @@ enum Poll {
     },
 }
 
+// EchoWarp's patch: the ALSA plug-ins for PulseAudio and PipeWire keep their descriptor
+// readable while less than a period is available, so the loop above would poll again at once
+// and spin (half a core or more, measured). Sleep until the rest of the period is due instead:
+// the time its missing frames take at the stream's rate (bounded, so a wrong guess costs little).
+fn wait_for_rest_of_period(stream: &StreamInner, avail: Option<alsa::pcm::Frames>) {
+    let avail = avail
+        .or_else(|| stream.handle.avail().ok())
+        .unwrap_or(0)
+        .max(0) as usize;
+    let missing = stream.period_size.saturating_sub(avail).max(1);
+    let secs = missing as f64 / f64::from(stream.sample_rate.max(1));
+    std::thread::sleep(Duration::from_secs_f64(secs.clamp(0.000_2, 0.02)));
+}
+
 // This block is shared between both input and output stream worker functions.
 fn poll_for_period(
     rx: &TriggerReceiver,
@@ -1112,6 +1126,7 @@ fn poll_for_period(
     let revents = stream.handle.revents(&descriptors[1..])?;
     // No events: spurious wakeup, poll again.
     if revents.is_empty() {
+        wait_for_rest_of_period(stream, None);
         return Ok(Poll::Pending);
     }
     // POLLHUP/POLLNVAL: the device has been disconnected.
@@ -1141,6 +1156,7 @@ fn poll_for_period(
     // Compare in Frames (i64) so that a negative avail_frames from a buggy driver
     // naturally fails the guard rather than wrapping to a huge usize that passes it.
     if avail_frames < stream.period_size as alsa::pcm::Frames {
+        wait_for_rest_of_period(stream, Some(avail_frames));
         return Ok(Poll::Pending);
     }
 
