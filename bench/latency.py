@@ -133,11 +133,23 @@ try:
             server = spawn([binary, "-f", profile, "-d", "micA", "-u", port, "-q", "--stats-json"] + flags,
                            env=capture_env, stdout=subprocess.PIPE)
             time.sleep(1.0)
+            # ECHOWARP_LOG=echowarp=debug in the environment keeps the client's log (the parts of
+            # its set point, once a second), and the bench prints its last such line.
+            client_log = open(os.path.join(work, "client.log"), "w")
             client = spawn([binary, "-f", profile, "-c", "-a", "127.0.0.1", "-u", port, "-d", "speakerB",
-                            "-q", "--stats-json"], stdout=subprocess.PIPE)
+                            "-q", "--stats-json"], stdout=subprocess.PIPE, stderr=client_log)
         # Connected, and past the start: the jitter buffer sizes itself on the worst lateness
         # of the last 10 s, which at first includes the devices' start-up.
         time.sleep(settle)
+        # CPU of each side while the clicks play (utime + stime from /proc, in clock ticks).
+        def ticks(pid):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                return int(fields[11]) + int(fields[12])
+            except OSError:
+                return None
+        cpu_from = (time.monotonic(), ticks(server.pid), ticks(client.pid))
         rec_file = os.path.join(work, "rec.raw")
         rec = spawn(["pacat", "--record", "-d", "sinkB.monitor", "--format=s16le", "--channels=2",
                      f"--rate={RATE}", "--latency-msec=10"], stdout=open(rec_file, "wb"))
@@ -146,6 +158,12 @@ try:
                       f"--rate={RATE}", click_file])
         play.wait()
         time.sleep(1.0)
+        cpu_to = (time.monotonic(), ticks(server.pid), ticks(client.pid))
+        cpu = ""
+        if preset is not None and None not in cpu_from + cpu_to:
+            span = (cpu_to[0] - cpu_from[0]) * os.sysconf("SC_CLK_TCK") / 100.0
+            cpu = (f"CPU while clicking: server {(cpu_to[1] - cpu_from[1]) / span:.2f} %, "
+                   f"client {(cpu_to[2] - cpu_from[2]) / span:.2f} % of a core")
         for p in (rec, client):
             p.send_signal(signal.SIGINT)
             p.wait(timeout=10)
@@ -204,5 +222,11 @@ try:
         if devices:
             print(f"{'':46} callback to callback {q(0.5) - devices[0] - devices[1]:.1f} ms median "
                   f"(the devices report {devices[0]:.1f} ms capture and {devices[1]:.1f} ms playback)")
+        if cpu:
+            print(f"{'':46} {cpu}")
+        if preset is not None:
+            parts = [l for l in open(os.path.join(work, "client.log"), errors="replace") if "set point" in l]
+            if parts:
+                print(f"{'':46} client's last: {parts[-1].split('depth ', 1)[-1].strip()}")
 finally:
     cleanup()

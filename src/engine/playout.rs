@@ -52,6 +52,10 @@ pub(crate) struct PlayStats {
     pub(crate) drift_ppm: AtomicI64,
     /// The playback device's own delay, once reported.
     pub(crate) device_delay: crate::audio::DelayCell,
+    /// The worst lateness the tuner has seen lately (µs), and what is held for the device
+    /// beyond the tuner's target (frames): the parts of the set point, for the debug log.
+    pub(crate) worst_late_us: AtomicU64,
+    pub(crate) cushion: AtomicUsize,
 }
 
 struct Running {
@@ -866,6 +870,11 @@ fn publish(core: &PlayoutCore, stats: &PlayStats) {
     stats
         .drift_ppm
         .store(f.drift_ppm.round() as i64, Ordering::Relaxed);
+    stats.worst_late_us.store(
+        core.tuner.worst_lateness().as_micros() as u64,
+        Ordering::Relaxed,
+    );
+    stats.cushion.store(core.cushion(), Ordering::Relaxed);
 }
 
 /// One authenticated audio datagram from `udp`, or `None` (nothing within `wait`, or a datagram
@@ -999,9 +1008,11 @@ fn receive_for_callback(
         if now >= next_report {
             next_report += Duration::from_secs(1);
             tracing::debug!(
-                "depth {:.1} ms (set point {:.1}), jitter {:.2} ms, drift {:+} ppm, held {}, device {:?}",
+                "depth {:.1} ms (set point {:.1}: the callback's {} frames + the tuner's; worst lateness {:.1} ms), jitter {:.2} ms, drift {:+} ppm, held {}, device {:?}",
                 stats.depth_us.load(Ordering::Relaxed) as f64 / 1e3,
                 stats.target_us.load(Ordering::Relaxed) as f64 / 1e3,
+                stats.cushion.load(Ordering::Relaxed),
+                stats.worst_late_us.load(Ordering::Relaxed) as f64 / 1e3,
                 stats.jitter_us.load(Ordering::Relaxed) as f64 / 1e3,
                 stats.drift_ppm.load(Ordering::Relaxed),
                 stats.depth.load(Ordering::Relaxed),
