@@ -108,7 +108,7 @@ fn opus(c: &mut Criterion) {
                 .collect()
         })
         .collect();
-    let mut enc = OpusEncoder::new(48_000, 2, 128, true).expect("encoder");
+    let mut enc = OpusEncoder::new(48_000, 2, 128, true, 240).expect("encoder");
     let mut i = 0;
     c.bench_function("opus_encode_5ms_stereo", |b| {
         b.iter(|| {

@@ -148,17 +148,32 @@ impl std::fmt::Debug for OpusEncoder {
 }
 
 impl OpusEncoder {
-    /// An encoder for `rate` and `channels`, at `bitrate_kbps`, with in-band forward error
-    /// correction when `fec` (libopus uses it in the modes that allow it: SILK and hybrid, so at
-    /// lower bitrates; a high-bitrate CELT stream relies on concealment).
+    /// An encoder for `rate` and `channels`, at `bitrate_kbps`, for frames of `frame_frames`,
+    /// with in-band forward error correction when `fec` (libopus uses it in the modes that allow
+    /// it: SILK and hybrid, so at lower bitrates and frames of 10 ms or more; a high-bitrate
+    /// CELT stream relies on concealment).
+    ///
+    /// Frames under 10 ms are CELT's alone (SILK codes 10 ms at least), so the encoder is asked
+    /// for CELT's low-delay mode: 2.5 ms of look-ahead instead of 6.5 ms, for the same coding.
     ///
     /// # Errors
     /// [`AudioError::Format`] when libopus refuses a setting.
-    pub fn new(rate: u32, channels: u16, bitrate_kbps: u32, fec: bool) -> Result<Self, AudioError> {
+    pub fn new(
+        rate: u32,
+        channels: u16,
+        bitrate_kbps: u32,
+        fec: bool,
+        frame_frames: usize,
+    ) -> Result<Self, AudioError> {
+        let celt_only = (frame_frames as u64) * 100 < u64::from(rate);
         let mut enc = opus::Encoder::new(
             rate,
             opus_channels(usize::from(channels)),
-            opus::Application::Audio,
+            if celt_only {
+                opus::Application::LowDelay
+            } else {
+                opus::Application::Audio
+            },
         )
         .map_err(opus_err("encoder"))?;
         let bits = i32::try_from(bitrate_kbps.saturating_mul(1000)).unwrap_or(i32::MAX);
@@ -177,6 +192,15 @@ impl OpusEncoder {
             enc,
             out: vec![0; crate::protocol::frame::MAX_AUDIO_BYTES],
         })
+    }
+
+    /// The encoder's look-ahead (its own delay), in frames.
+    ///
+    /// # Errors
+    /// [`AudioError::Format`] when libopus cannot say.
+    pub fn lookahead_frames(&mut self) -> Result<usize, AudioError> {
+        let n = self.enc.get_lookahead().map_err(opus_err("lookahead"))?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// Encodes one full frame of interleaved samples.
@@ -220,6 +244,37 @@ mod tests {
     }
 
     #[test]
+    fn frames_under_10_ms_get_celts_low_delay() {
+        let lookahead = |frames: usize| {
+            OpusEncoder::new(48_000, 2, 128, true, frames)
+                .and_then(|mut e| e.lookahead_frames())
+                .expect("encoder")
+        };
+        // libopus's own figures: 2.5 ms for CELT's low-delay mode, 6.5 ms otherwise.
+        assert_eq!(lookahead(240), 120, "5 ms frames");
+        assert_eq!(lookahead(120), 120, "2.5 ms frames");
+        assert_eq!(lookahead(480), 312, "10 ms frames");
+        // A 5 ms low-delay stream still round-trips.
+        let mut enc = OpusEncoder::new(48_000, 2, 128, true, 240).expect("encoder");
+        let mut dec = Decoder::new(&params(Codec::Opus, 240)).expect("decoder");
+        let mut out = Vec::new();
+        let mut energy = 0.0f64;
+        for f in 0..50 {
+            let packet = enc.encode(&tone(f, 240)).expect("encode").to_vec();
+            dec.decode(&packet, &mut out).expect("decode");
+            assert_eq!(out.len(), 480);
+            if f >= 10 {
+                energy += out.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>();
+            }
+        }
+        let rms = (energy / (40.0 * 480.0)).sqrt();
+        assert!(
+            (6_000.0..10_000.0).contains(&rms),
+            "the tone's level: rms {rms:.0}"
+        );
+    }
+
+    #[test]
     fn frame_sizes_are_opus_frame_sizes() {
         assert!(opus_frame_ok(48_000, 120) && opus_frame_ok(48_000, 960));
         assert!(opus_frame_ok(16_000, 80), "5 ms at 16 kHz");
@@ -228,7 +283,7 @@ mod tests {
 
     #[test]
     fn opus_round_trip_keeps_the_tone_and_conceals_losses_smoothly() {
-        let mut enc = OpusEncoder::new(48_000, 2, 128, true).expect("encoder");
+        let mut enc = OpusEncoder::new(48_000, 2, 128, true, 480).expect("encoder");
         let mut dec = Decoder::new(&params(Codec::Opus, 480)).expect("decoder");
         let mut out = Vec::new();
         let mut decoded = Vec::new();

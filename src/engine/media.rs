@@ -70,6 +70,7 @@ pub(crate) fn run(
             format.channels,
             kbps,
             shared.cfg.opus_fec,
+            frame_frames,
         )?),
         None => None,
     };
