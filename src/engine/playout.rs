@@ -873,22 +873,15 @@ fn publish(core: &PlayoutCore, stats: &PlayStats) {
     stats.recovered.store(s.recovered, Ordering::Relaxed);
     stats.duplicates.store(s.duplicates, Ordering::Relaxed);
     stats.depth.store(core.held(), Ordering::Relaxed);
-    stats
-        .depth_us
-        .store(f.depth.as_micros() as u64, Ordering::Relaxed);
-    stats
-        .target_us
-        .store(f.target.as_micros() as u64, Ordering::Relaxed);
-    stats
-        .jitter_us
-        .store(f.jitter.as_micros() as u64, Ordering::Relaxed);
+    let micros =
+        |cell: &AtomicU64, d: Duration| cell.store(d.as_micros() as u64, Ordering::Relaxed);
+    micros(&stats.depth_us, f.depth);
+    micros(&stats.target_us, f.target);
+    micros(&stats.jitter_us, f.jitter);
+    micros(&stats.worst_late_us, core.tuner.worst_lateness());
     stats
         .drift_ppm
         .store(f.drift_ppm.round() as i64, Ordering::Relaxed);
-    stats.worst_late_us.store(
-        core.tuner.worst_lateness().as_micros() as u64,
-        Ordering::Relaxed,
-    );
     stats.cushion.store(core.cushion(), Ordering::Relaxed);
 }
 
