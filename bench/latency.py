@@ -9,7 +9,9 @@ appears there twice, first as played directly, then as carried by EchoWarp. The 
 two is the added latency (capture, network, jitter buffer, playback). Prints the median and the
 spread per preset; figures, not pass/fail.
 
-    python3 bench/latency.py [SECONDS] [--route pulse|pipewire]   (default 20 s: 40 clicks per preset)
+    python3 bench/latency.py [SECONDS] [--route pulse|pipewire] [--only TEXT] [--series]
+    (default 20 s: 40 clicks per preset; --only runs the presets whose name holds TEXT;
+    --series prints the client's figures for every second: depth, target, late, lost, drift)
 
 Clicks start 12 s after the client connects: the figures are a running session's, not its first
 seconds' (the jitter buffer starts sized on the devices' start-up and shrinks after 10 s calm).
@@ -26,6 +28,14 @@ route = "pulse"
 if "--route" in args:
     i = args.index("--route")
     route = args[i + 1]
+    del args[i:i + 2]
+series = "--series" in args
+if series:
+    args.remove("--series")
+only = None
+if "--only" in args:
+    i = args.index("--only")
+    only = args[i + 1]
     del args[i:i + 2]
 if route not in ("pulse", "pipewire"):
     sys.exit("--route: pulse or pipewire")
@@ -117,6 +127,8 @@ try:
           f"ALSA {route} plug-in")
     print(f"{'preset':46} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'min':>7} {'max':>7} {'found':>6}")
     for name, preset in PRESETS.items():
+        if only is not None and only not in name:
+            continue
         if preset is None:
             # The same devices with no network and no EchoWarp: what the ALSA pulse plugin and
             # PipeWire cost by themselves.
@@ -184,6 +196,10 @@ try:
                 return values[len(values) // 2] if values else None
 
             lines, slines = figures(client), figures(server)
+            if series:
+                print("  second  depth ms  target ms  late  lost  drift ppm")
+                for n, l in enumerate(lines):
+                    print(f"  {n:6d}  {l['depth_ms']:8.1f}  {l['target_ms']:9.1f}  {l['late']:4d}  {l['lost']:4d}  {l['drift_ppm']:9.0f}")
             if lines:
                 d = median(l["depth_ms"] for l in lines[2:] or lines)
                 depth = f"   (client buffer {d:.1f} ms of {lines[-1]['target_ms']:.1f}, jitter {lines[-1]['jitter_ms']:.2f} ms, est. latency {lines[-1].get('latency_ms') or 0:.1f} ms)"

@@ -15,8 +15,15 @@ use std::time::{Duration, Instant};
 /// How long arrival statistics are remembered: the target covers the worst lateness seen in
 /// this window, and shrinks only once a bad spell has left it.
 pub const CALM_WINDOW: Duration = Duration::from_secs(10);
-/// How fast the target shrinks once the window is calm (per second of time).
+/// How fast the target shrinks once the window is calm (per second of time), when it is close
+/// to what the window asks for.
 pub const SHRINK_PER_SECOND: Duration = Duration::from_micros(500);
+/// Further from it, the target also shrinks by its excess over this time (so a spike's 30 ms
+/// goes in about 15 s, not a minute) ...
+const SHRINK_TIME_CONSTANT: f64 = 4.0;
+/// ... but never faster than this, per second of time: the playout then runs 0.3 % fast, about
+/// 5 cents, within the drift controller's reach (`MAX_CORRECTION`) and below what ears resolve.
+pub const SHRINK_MAX_PER_SECOND: Duration = Duration::from_millis(3);
 /// Spare depth above the worst lateness seen.
 pub const MARGIN: Duration = Duration::from_millis(2);
 /// Bucket length for the sliding minimum and maximum.
@@ -154,7 +161,8 @@ impl LatencyTuner {
         Duration::from_secs_f64(worst)
     }
 
-    /// Lets the target shrink toward what the window asks for, slowly. Call it often.
+    /// Lets the target shrink toward what the window asks for: by 0.5 ms a second near it, by
+    /// up to 3 ms a second far above it. Call it often.
     pub fn tick(&mut self, now: Instant) {
         let dt = self
             .last_tick
@@ -162,7 +170,10 @@ impl LatencyTuner {
             .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
         let wanted = self.wanted();
         if wanted < self.target {
-            self.target = (self.target - SHRINK_PER_SECOND.as_secs_f64() * dt).max(wanted);
+            let excess = self.target - wanted;
+            let rate = (SHRINK_PER_SECOND.as_secs_f64() + excess / SHRINK_TIME_CONSTANT)
+                .min(SHRINK_MAX_PER_SECOND.as_secs_f64());
+            self.target = (self.target - rate * dt).max(wanted);
         }
     }
 }
@@ -177,10 +188,31 @@ const KP: f64 = 0.2;
 /// Integral gain: critically damped with `KP` (KI = KP² / 4).
 const KI: f64 = KP * KP / 4.0;
 
+/// How fast the controller's reference moves toward a new target, in seconds of depth per
+/// second: above the tuner's fastest shrink (3 ms a second), so that it follows the tuner
+/// exactly, and below the correction's limit, which keeps 1 ms a second (1000 ppm) for drift.
+const REFERENCE_SLOPE: f64 = 0.004;
+/// The drift is learned only while the reference is this close to the target ...
+const TARGET_SETTLED: f64 = 0.0005;
+/// ... and moves slower than this (seconds per second): the tuner's slow shrink, 0.5 ms a second,
+/// leaves it learning; a spike's faster shrink or a step does not.
+const SETTLED_SLOPE: f64 = 0.001;
+
 /// Holds a buffer's depth at a target by trimming the playout rate.
+///
+/// The depth follows a reference that moves toward the target at no more than 4 ms a second.
+/// Three terms: the reference's own slope, fed forward (a target that shrinks at 3 ms a second
+/// needs the playout 0.3 % fast, with no error to ask for it); a proportional term on the depth
+/// error against the reference; and an integral term that learns the clocks' drift, only while
+/// the reference stands at the target. Without the first and the last, a moving target read as
+/// drift: a simulated spike's shrink taught it 650 ppm that were not there, and the depth then
+/// overshot its target for half a minute (`a_moving_target_is_followed_and_not_learned_as_drift`).
 #[derive(Debug, Clone)]
 pub struct DriftControl {
     smoothed: Option<f64>,
+    smoothed_error: f64,
+    reference: Option<f64>,
+    moved: bool,
     integral: f64,
     last: Option<Instant>,
     correction: f64,
@@ -197,6 +229,9 @@ impl DriftControl {
     pub fn new() -> Self {
         Self {
             smoothed: None,
+            smoothed_error: 0.0,
+            reference: None,
+            moved: false,
             integral: 0.0,
             last: None,
             correction: 1.0,
@@ -221,28 +256,49 @@ impl DriftControl {
         (1.0 / (1.0 - KI * self.integral) - 1.0) * 1e6
     }
 
+    /// The depth has been brought to the target by other means (concealment inserted at once
+    /// after a late packet): the next update takes the reference straight there, rather than
+    /// draining the depth back to a reference still on its way.
+    pub fn moved_to_target(&mut self) {
+        self.moved = true;
+    }
+
     /// Takes a depth measurement and returns the new correction.
     pub fn update(&mut self, depth: Duration, target: Duration, now: Instant) -> f64 {
         let depth = depth.as_secs_f64();
+        let target = target.as_secs_f64();
         let dt = self
             .last
             .replace(now)
             .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
-        let smoothed = match self.smoothed {
-            None => depth,
-            Some(s) => s + (depth - s) * (dt / DEPTH_SMOOTHING).min(1.0),
+        let blend = (dt / DEPTH_SMOOTHING).min(1.0);
+        // The reference: from where the depth starts, toward the target at a bounded slope; or
+        // at once, when the depth was moved there.
+        let from = self.reference.unwrap_or(depth);
+        let (reference, slope) = if std::mem::take(&mut self.moved) {
+            (target, 0.0)
+        } else {
+            let by = (target - from).clamp(-REFERENCE_SLOPE * dt, REFERENCE_SLOPE * dt);
+            (from + by, if dt > 0.0 { by / dt } else { 0.0 })
         };
-        self.smoothed = Some(smoothed);
-        // Positive error: too much queued, drain (correction below 1).
-        let error = smoothed - target.as_secs_f64();
+        self.reference = Some(reference);
+        self.smoothed = Some(self.smoothed.map_or(depth, |s| s + (depth - s) * blend));
+        // Positive error: too much queued, drain (correction below 1). Smoothed: the depth
+        // saw-tooths with packets and device callbacks.
+        self.smoothed_error += (depth - reference - self.smoothed_error) * blend;
+        let error = self.smoothed_error;
         let integral = self.integral + error * dt;
-        let raw = KP * error + KI * integral;
-        // Anti-windup: integrate only while the output is not pinned at its limit.
-        if raw.abs() < MAX_CORRECTION {
+        let raw = KP * error + KI * integral - slope;
+        // Anti-windup: integrate only while the output is not pinned at its limit, and only
+        // while the reference stands at the target (a creep of under 1 ms a second aside).
+        if raw.abs() < MAX_CORRECTION
+            && (target - reference).abs() < TARGET_SETTLED
+            && slope.abs() < SETTLED_SLOPE
+        {
             self.integral = integral;
         }
         self.correction =
-            1.0 - (KP * error + KI * self.integral).clamp(-MAX_CORRECTION, MAX_CORRECTION);
+            1.0 - (KP * error + KI * self.integral - slope).clamp(-MAX_CORRECTION, MAX_CORRECTION);
         self.correction
     }
 }
@@ -267,7 +323,7 @@ mod tests {
     }
 
     #[test]
-    fn late_packets_grow_it_at_once_and_calm_shrinks_it_slowly() {
+    fn late_packets_grow_it_at_once_and_calm_shrinks_it_gently() {
         let t0 = Instant::now();
         let mut t = LatencyTuner::new(5 * MS, 10 * MS, 200 * MS);
         let at = |seq: u64, extra: Duration| t0 + 5 * MS * seq as u32 + extra;
@@ -278,7 +334,9 @@ mod tests {
         assert!(t.on_arrival(400, at(400, 30 * MS)));
         let grown = t.target();
         assert!(grown >= 35 * MS && grown <= 40 * MS, "{grown:?}");
-        // Calm: nothing changes within the window, then it shrinks at 0.5 ms/s to the floor.
+        // Calm: nothing changes within the window; then it shrinks to the floor, never faster
+        // than 3 ms a second (the playout runs at most 0.3 % fast) and, as it nears the floor,
+        // no faster than its 0.5 ms a second plus a quarter of what is left.
         let mut seq = 401;
         let mut target_at = |secs: u32, t: &mut LatencyTuner| {
             while at(seq, Duration::ZERO)
@@ -292,9 +350,27 @@ mod tests {
             t.target()
         };
         assert_eq!(target_at(9, &mut t), grown, "held through the calm window");
-        let later = target_at(30, &mut t);
-        assert!(later < grown && later > 10 * MS, "{later:?}");
-        assert_eq!(target_at(120, &mut t), 10 * MS, "back to the floor");
+        let mut before = target_at(10, &mut t);
+        let mut back = None;
+        for second in 11..120 {
+            let now = target_at(second, &mut t);
+            let step = before.saturating_sub(now).as_secs_f64();
+            let left = before.saturating_sub(10 * MS).as_secs_f64();
+            assert!(now <= before, "it only shrinks: {now:?} after {before:?}");
+            assert!(step <= 0.003 + 1e-6, "{step} s in one second");
+            assert!(
+                step <= 0.0005 + left / 4.0 + 1e-6,
+                "{step} s with {left} s left"
+            );
+            if now == 10 * MS && back.is_none() {
+                back = Some(second);
+            }
+            before = now;
+        }
+        // 27.5 ms above the floor: about 6 s at the 3 ms cap, then about 7 s of easing in (at
+        // 0.5 ms a second throughout it would take 55 s).
+        let back = back.expect("back to the floor");
+        assert!((20..=30).contains(&back), "back to the floor at {back} s");
     }
 
     #[test]
@@ -341,5 +417,103 @@ mod tests {
                 "{ppm} ppm learned as {learned}"
             );
         }
+    }
+
+    /// The target moves as the tuner moves it: held high after a spike, then shrinking at the
+    /// tuner's fastest (3 ms a second) to 12 ms, then grown by a step of 18 ms. The depth must
+    /// follow without the drift estimate taking the moves for clock drift.
+    fn run_moving_target(ppm: f64) -> (f64, f64, f64, f64) {
+        let t0 = Instant::now();
+        let target_at = |t: f64| {
+            if t < 5.0 {
+                0.035
+            } else if t < 60.0 {
+                (0.035 - 0.003 * (t - 5.0)).max(0.012)
+            } else {
+                0.030
+            }
+        };
+        let mut c = DriftControl::new();
+        let mut depth = 0.035;
+        let step = 0.005;
+        let (mut ramp_err, mut worst_drift, mut overshoot, mut settle): (f64, f64, f64, f64) =
+            (0.0, 0.0, 0.0, 0.0);
+        for i in 0..(120.0 / step) as u32 {
+            let t = f64::from(i) * step;
+            let now = t0 + Duration::from_secs_f64(t);
+            let target = target_at(t);
+            let corr = c.update(
+                Duration::from_secs_f64(depth),
+                Duration::from_secs_f64(target),
+                now,
+            );
+            depth += step * (1.0 + ppm * 1e-6) * corr - step;
+            if t > 45.0 {
+                // Learned by now (the 300 ppm take half a minute of a standing target), and
+                // kept through the step that follows.
+                worst_drift = worst_drift.max((c.drift_ppm() - ppm).abs());
+            }
+            if (6.0..60.0).contains(&t) {
+                ramp_err = ramp_err.max((depth - target).abs());
+            }
+            if t >= 60.0 {
+                overshoot = overshoot.max(depth - target);
+                if (depth - target).abs() > 0.001 {
+                    settle = t - 60.0;
+                }
+            }
+        }
+        (ramp_err, worst_drift, overshoot, settle)
+    }
+
+    #[test]
+    fn a_moving_target_is_followed_and_not_learned_as_drift() {
+        for ppm in [0.0, 300.0, -300.0] {
+            let (ramp_err, drift_err, overshoot, settle) = run_moving_target(ppm);
+            assert!(
+                ramp_err < 0.002,
+                "{ppm} ppm: {ramp_err} s off the shrinking target"
+            );
+            assert!(drift_err < 30.0, "{ppm} ppm: learned {drift_err} ppm wrong");
+            assert!(
+                overshoot < 0.001,
+                "{ppm} ppm: {overshoot} s above the grown target"
+            );
+            assert!(
+                settle < 8.0,
+                "{ppm} ppm: {settle} s to reach the grown target"
+            );
+        }
+    }
+
+    #[test]
+    fn a_depth_moved_with_its_target_is_left_there() {
+        let t0 = Instant::now();
+        let mut c = DriftControl::new();
+        let mut depth = 0.012;
+        let mut target = 0.012;
+        let step = 0.0025;
+        let mut worst: f64 = 0.0;
+        for i in 0..(40.0 / step) as u32 {
+            let t = f64::from(i) * step;
+            if i == (10.0 / step) as u32 {
+                // A late packet: the target grows by 8 ms and concealment fills the depth to it.
+                target = 0.020;
+                depth += 0.008;
+                c.moved_to_target();
+            }
+            let now = t0 + Duration::from_secs_f64(t);
+            let corr = c.update(
+                Duration::from_secs_f64(depth),
+                Duration::from_secs_f64(target),
+                now,
+            );
+            depth += step * corr - step;
+            if t >= 10.0 {
+                worst = worst.max((depth - target).abs());
+            }
+        }
+        assert!(worst < 0.0005, "the depth left its target by {worst} s");
+        assert!(c.drift_ppm().abs() < 10.0, "learned {} ppm", c.drift_ppm());
     }
 }

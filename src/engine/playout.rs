@@ -569,7 +569,7 @@ impl PlayoutCore {
     /// Audio buffered after the network: the device's queue, the jitter buffer's packets and
     /// what waits in the resampler, in seconds.
     fn depth(&self, queued: usize) -> f64 {
-        let frames = queued + self.jb.depth() * self.step + self.conv.pending_frames();
+        let frames = queued + self.jb.depth() * self.step + self.conv.pending_frames() + self.pad;
         frames as f64 / self.sink_rate
     }
 
@@ -738,11 +738,14 @@ impl PlayoutCore {
             .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64())
             * self.sink_rate;
         let staged = (self.staged.len() - self.staged_at) / ch;
-        let depth = self.depth(staged) + since.min(self.step as f64) / self.sink_rate;
+        let mut depth = self.depth(staged) + since.min(self.step as f64) / self.sink_rate;
         if self.playing {
             if std::mem::take(&mut self.deepen) {
-                let short = (setpoint.as_secs_f64() - depth) * self.sink_rate;
-                self.pad = self.pad.max(short.max(0.0) as usize);
+                // The depth counts the concealment already owed; add what the set point lacks.
+                let short = ((setpoint.as_secs_f64() - depth) * self.sink_rate).max(0.0) as usize;
+                self.pad += short;
+                depth += short as f64 / self.sink_rate;
+                self.drift.moved_to_target();
             }
             self.follow_drift(depth, setpoint, now);
         } else {
