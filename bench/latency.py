@@ -9,9 +9,10 @@ appears there twice, first as played directly, then as carried by EchoWarp. The 
 two is the added latency (capture, network, jitter buffer, playback). Prints the median and the
 spread per preset; figures, not pass/fail.
 
-    python3 bench/latency.py [SECONDS] [--route pulse|pipewire] [--only TEXT] [--series]
+    python3 bench/latency.py [SECONDS] [--route pulse|pipewire] [--only TEXT] [--series] [--threads]
     (default 20 s: 40 clicks per preset; --only runs the presets whose name holds TEXT;
-    --series prints the client's figures for every second: depth, target, late, lost, drift)
+    --series prints the client's figures for every second: depth, target, late, lost, drift;
+    --threads prints each side's CPU thread by thread)
 
 Clicks start 12 s after the client connects: the figures are a running session's, not its first
 seconds' (the jitter buffer starts sized on the devices' start-up and shrinks after 10 s calm).
@@ -32,6 +33,9 @@ if "--route" in args:
 series = "--series" in args
 if series:
     args.remove("--series")
+per_thread = "--threads" in args
+if per_thread:
+    args.remove("--threads")
 only = None
 if "--only" in args:
     i = args.index("--only")
@@ -161,6 +165,18 @@ try:
                 return int(fields[11]) + int(fields[12])
             except OSError:
                 return None
+        def thread_ticks(pid):
+            out = {}
+            try:
+                for t in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{t}/stat") as f:
+                        d = f.read()
+                    fields = d.rsplit(")", 1)[1].split()
+                    out[(t, d[d.index("(") + 1:d.rindex(")")])] = int(fields[11]) + int(fields[12])
+            except OSError:
+                pass
+            return out
+        threads_from = {p.pid: thread_ticks(p.pid) for p in (server, client)}
         cpu_from = (time.monotonic(), ticks(server.pid), ticks(client.pid))
         rec_file = os.path.join(work, "rec.raw")
         rec = spawn(["pacat", "--record", "-d", "sinkB.monitor", "--format=s16le", "--channels=2",
@@ -171,6 +187,7 @@ try:
         play.wait()
         time.sleep(1.0)
         cpu_to = (time.monotonic(), ticks(server.pid), ticks(client.pid))
+        threads_to = {p.pid: thread_ticks(p.pid) for p in (server, client)}
         cpu = ""
         if preset is not None and None not in cpu_from + cpu_to:
             span = (cpu_to[0] - cpu_from[0]) * os.sysconf("SC_CLK_TCK") / 100.0
@@ -240,6 +257,12 @@ try:
                   f"(the devices report {devices[0]:.1f} ms capture and {devices[1]:.1f} ms playback)")
         if cpu:
             print(f"{'':46} {cpu}")
+        if cpu and per_thread:
+            span = (cpu_to[0] - cpu_from[0]) * os.sysconf("SC_CLK_TCK") / 100.0
+            for side, p in (("server", server), ("client", client)):
+                busy = sorted(((v - threads_from[p.pid].get(k, 0)) / span, k[1])
+                              for k, v in threads_to[p.pid].items())
+                print(f"{'':46} {side} threads: " + ", ".join(f"{n} {c:.2f} %" for c, n in reversed(busy) if c > 0))
         if preset is not None:
             parts = [l for l in open(os.path.join(work, "client.log"), errors="replace") if "set point" in l]
             if parts:

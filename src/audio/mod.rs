@@ -19,6 +19,7 @@ pub mod wav;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Errors from audio devices and files.
 #[derive(Debug, thiserror::Error)]
@@ -410,7 +411,27 @@ pub trait Pull: Send {
     fn pull(&mut self, out: &mut [f32], now: std::time::Instant);
 }
 
-/// Opens the source a server captures from.
+/// The shortest device period asked for.
+pub const MIN_DEVICE_PERIOD: Duration = Duration::from_micros(2_500);
+/// The longest device period asked for.
+pub const MAX_DEVICE_PERIOD: Duration = Duration::from_millis(5);
+
+/// The period to ask of a device for packets of `packet` audio: the packet's own length, within
+/// 2.5-5 ms (where the device lets us choose). Every queue along the way is sized in periods:
+/// ALSA's own buffer (two of them), what a capture callback holds back from a packet, what the
+/// playout holds for the callback's pull.
+///
+/// Through PipeWire's ALSA plug-in on a 2-core VM (`bench/latency.py --route pipewire
+/// --threads`), 5 ms packets on 2.5 ms periods cost 4.2-5.0 % of a core on the server and
+/// 4.6-5.3 % on the client, most of it in the device threads; on 5 ms periods, 2.8-2.9 % and
+/// 3.2 %, for the same callback-to-callback latency (12.6-13.1 ms against 11.7-14.0) but 6 ms
+/// more in the devices' own buffers. The low-latency preset's 2.5 ms packets keep 2.5 ms
+/// periods; 1.33 ms made the plug-in drop audio.
+pub fn device_period(packet: Duration) -> Duration {
+    packet.clamp(MIN_DEVICE_PERIOD, MAX_DEVICE_PERIOD)
+}
+
+/// Opens the source a server captures from, asking a device for callbacks of `period`.
 ///
 /// # Errors
 /// [`AudioError`] when the device or file cannot be found or opened.
@@ -418,17 +439,19 @@ pub fn open_source(
     spec: &DeviceSpec,
     kind: DeviceKind,
     want: Option<StreamFormat>,
+    period: Duration,
 ) -> Result<Box<dyn Source>, AudioError> {
     match spec {
         DeviceSpec::Wav(path) => Ok(Box::new(wav::WavSource::open(path)?)),
         DeviceSpec::Tone(hz) => Ok(Box::new(paced::ToneSource::new(*hz))),
         DeviceSpec::Null => Ok(Box::new(paced::NullSource)),
-        _ => cpal_backend::open_source(spec, kind, want),
+        _ => cpal_backend::open_source(spec, kind, want, period),
     }
 }
 
 /// Opens the sink a client plays on, as near to `stream` as the device allows; `device_rate`
-/// asks for a device rate other than the stream's (the client then resamples).
+/// asks for a device rate other than the stream's (the client then resamples); a device is
+/// asked for callbacks of `period`.
 ///
 /// # Errors
 /// [`AudioError`] when the device or file cannot be found or opened.
@@ -436,6 +459,7 @@ pub fn open_sink(
     spec: &DeviceSpec,
     stream: StreamFormat,
     device_rate: Option<u32>,
+    period: Duration,
 ) -> Result<Box<dyn Sink>, AudioError> {
     match spec {
         DeviceSpec::Wav(path) => Ok(Box::new(wav::WavSink::create(path, stream)?)),
@@ -449,12 +473,28 @@ pub fn open_sink(
                 sample_rate: device_rate.unwrap_or(stream.sample_rate),
                 ..stream
             },
+            period,
         ),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_device_period_follows_the_packets_within_its_bounds() {
+        use super::device_period;
+        use std::time::Duration;
+        let ms = |m: f64| Duration::from_secs_f64(m / 1000.0);
+        // The low-latency preset's 2 ms packets (and 2.5 ms Opus frames) keep 2.5 ms callbacks;
+        // the default's 5 ms packets get 5 ms callbacks, half the wake-ups; longer packets no
+        // more than 5 ms (the playout holds a whole callback).
+        assert_eq!(device_period(ms(2.0)), ms(2.5));
+        assert_eq!(device_period(ms(2.5)), ms(2.5));
+        assert_eq!(device_period(ms(5.0)), ms(5.0));
+        assert_eq!(device_period(ms(20.0)), ms(5.0));
+        assert_eq!(device_period(Duration::ZERO), ms(2.5));
+    }
+
     #[test]
     fn a_delay_cell_is_unreported_until_set() {
         use super::DelayCell;

@@ -72,6 +72,8 @@ pub(crate) struct Player {
     target: Duration,
     sink: Option<Box<dyn Sink>>,
     stream: Option<StreamFormat>,
+    /// The device period its sink was opened with.
+    period: Option<Duration>,
     running: Option<Running>,
     pub(crate) stats: Arc<PlayStats>,
 }
@@ -84,6 +86,7 @@ impl Player {
             target,
             sink: None,
             stream: None,
+            period: None,
             running: None,
             stats: Arc::new(PlayStats::default()),
         }
@@ -101,9 +104,14 @@ impl Player {
             sample_rate: params.sample_rate,
             channels: u16::from(params.channels),
         };
-        if self.stream != Some(format) {
+        let period = audio::device_period(Duration::from_secs_f64(
+            f64::from(params.frame_frames) / f64::from(params.sample_rate.max(1)),
+        ));
+        // A device follows the packets' length too (a file does not care).
+        let new_period = self.period != Some(period) && !matches!(self.device, DeviceSpec::Wav(_));
+        if self.stream != Some(format) || new_period {
             if let Some(mut old) = self.sink.take() {
-                if matches!(self.device, DeviceSpec::Wav(_)) {
+                if matches!(self.device, DeviceSpec::Wav(_)) && self.stream != Some(format) {
                     let _ = old.finish();
                     return Err(EngineError::Audio(
                         "the stream's format changed; a WAV recording cannot follow".into(),
@@ -114,9 +122,10 @@ impl Player {
         }
         let sink = match self.sink.take() {
             Some(s) => s,
-            None => audio::open_sink(&self.device, format, self.device_rate)?,
+            None => audio::open_sink(&self.device, format, self.device_rate, period)?,
         };
         self.stream = Some(format);
+        self.period = Some(period);
         let f = sink.format();
         let desc = format!(
             "{} at {} Hz, {} ch",

@@ -113,7 +113,8 @@ pub(crate) fn run(
         sample_rate: cfg.sample_rate.unwrap_or(48_000),
         channels: cfg.channels.unwrap_or(2),
     });
-    let source = audio::open_source(&cfg.device, cfg.device_kind, want)?;
+    let period = audio::device_period(Duration::from_millis(u64::from(cfg.frame_ms)));
+    let source = audio::open_source(&cfg.device, cfg.device_kind, want, period)?;
     let format = source.format();
     let frames = if cfg.opus_kbps.is_some() {
         opus_frames(format, cfg.frame_ms)?

@@ -305,6 +305,7 @@ pub(super) fn choose_config(
     input: bool,
     want: Option<StreamFormat>,
     name: &str,
+    period: std::time::Duration,
 ) -> Result<(StreamConfig, SampleFormat), AudioError> {
     let ranges: Vec<cpal::SupportedStreamConfigRange> = if input {
         device
@@ -335,7 +336,7 @@ pub(super) fn choose_config(
             }
         }
         if let Some(b) = best {
-            return Ok((with_small_buffer(&b), b.sample_format()));
+            return Ok((with_small_buffer(&b, period), b.sample_format()));
         }
     }
     let d = if input {
@@ -350,21 +351,15 @@ pub(super) fn choose_config(
             d.sample_format()
         )));
     }
-    Ok((with_small_buffer(&d), d.sample_format()))
+    Ok((with_small_buffer(&d, period), d.sample_format()))
 }
 
-/// Device period the callbacks work in: 2.5 ms where the device lets us choose, so that
-/// callbacks come often and small. Every queue along the way is sized in periods: ALSA's own
-/// buffer (two of them), what a capture callback holds back from a packet, what the playout
-/// holds for the callback's pull (or, for a sink fed instead, keeps queued ahead of it). Halving it from 5 ms took the click-train latency through
-/// PipeWire's ALSA plug-in from 47.8 to 32.8 ms (`bench/latency.py --route pipewire`);
-/// 1.33 ms made the plug-in drop audio on a 2-core VM.
-pub(super) const DEVICE_PERIOD: std::time::Duration = std::time::Duration::from_micros(2_500);
-
-fn with_small_buffer(c: &cpal::SupportedStreamConfig) -> StreamConfig {
+/// The device's configuration with a buffer of one `period` (see [`crate::audio::device_period`]),
+/// where it lets us choose.
+fn with_small_buffer(c: &cpal::SupportedStreamConfig, period: std::time::Duration) -> StreamConfig {
     let mut config = c.config();
     if let cpal::SupportedBufferSize::Range { min, max } = c.buffer_size() {
-        let want = (config.sample_rate as f64 * DEVICE_PERIOD.as_secs_f64()) as u32;
+        let want = (config.sample_rate as f64 * period.as_secs_f64()) as u32;
         config.buffer_size = cpal::BufferSize::Fixed(want.clamp(*min, *max));
     }
     config

@@ -9,6 +9,7 @@ mod devices;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::{FromSample, Sample, SampleFormat, SizedSample, StreamConfig};
@@ -92,6 +93,7 @@ pub fn open_source(
     spec: &DeviceSpec,
     kind: DeviceKind,
     want: Option<StreamFormat>,
+    period: Duration,
 ) -> Result<Box<dyn Source>, AudioError> {
     let loopback = kind == DeviceKind::Output;
     let found = if loopback {
@@ -106,9 +108,9 @@ pub fn open_source(
         channels: 2,
     }));
     let (config, sample_format) = if as_input {
-        choose_config(&found.device, true, want, &found.info.id)?
+        choose_config(&found.device, true, want, &found.info.id, period)?
     } else {
-        choose_config(&found.device, false, want, &found.info.id)?
+        choose_config(&found.device, false, want, &found.info.id, period)?
     };
     // Open the stream once now, so a device that cannot capture fails at start-up with its own
     // words, not when the first client arrives.
@@ -387,10 +389,14 @@ where
 ///
 /// # Errors
 /// [`AudioError`] when no device matches or the stream cannot start.
-pub fn open_sink(spec: &DeviceSpec, stream: StreamFormat) -> Result<Box<dyn Sink>, AudioError> {
+pub fn open_sink(
+    spec: &DeviceSpec,
+    stream: StreamFormat,
+    period: Duration,
+) -> Result<Box<dyn Sink>, AudioError> {
     let found = find_device(spec, DeviceKind::Output)?;
     let id = found.info.id.clone();
-    let (config, sample_format) = choose_config(&found.device, false, Some(stream), &id)?;
+    let (config, sample_format) = choose_config(&found.device, false, Some(stream), &id, period)?;
     let format = StreamFormat {
         sample_rate: config.sample_rate,
         channels: config.channels,
