@@ -57,7 +57,8 @@ PRESETS = {
     # name: (profile [audio] lines, extra server flags); None: the reference pipe, no EchoWarp
     "reference: arecord | aplay, 10 ms buffers": None,
     "default (5 ms packets, 10 ms buffer floor)": ("", []),
-    "low latency (2.5 ms packets, 3 ms floor)": ("frame_ms = 2\ntarget_latency_ms = 3\n", []),
+    # frame_ms = 2: PCM packets of 2 ms (96 frames at 48 kHz); the devices run 2.5 ms periods.
+    "low latency (2 ms packets, 3 ms floor)": ("frame_ms = 2\ntarget_latency_ms = 3\n", []),
     "opus 128 kb/s (5 ms frames)": ("", ["--codec", "opus"]),
 }
 
