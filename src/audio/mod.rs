@@ -423,10 +423,10 @@ pub const MAX_DEVICE_PERIOD: Duration = Duration::from_millis(5);
 ///
 /// Through PipeWire's ALSA plug-in on a 2-core VM (`bench/latency.py --route pipewire
 /// --threads`), 5 ms packets on 2.5 ms periods cost 4.2-5.0 % of a core on the server and
-/// 4.6-5.3 % on the client, most of it in the device threads; on 5 ms periods, 2.8-2.9 % and
-/// 3.2 %, for the same callback-to-callback latency (12.6-13.1 ms against 11.7-14.0) but 6 ms
-/// more in the devices' own buffers. The low-latency preset's 2.5 ms packets keep 2.5 ms
-/// periods; 1.33 ms made the plug-in drop audio.
+/// 4.6-5.3 % on the client, most of it in the device threads; on 5 ms periods, 3.0-3.3 % and
+/// 3.5-3.7 %, for the same callback-to-callback latency (10.9-12.9 ms against 11.7-11.8) but
+/// 6 ms more in the devices' own buffers. The low-latency preset's 2 ms packets keep 2.5 ms
+/// periods (callback to callback 8.0-8.8 ms); 1.33 ms made the plug-in drop audio.
 pub fn device_period(packet: Duration) -> Duration {
     packet.clamp(MIN_DEVICE_PERIOD, MAX_DEVICE_PERIOD)
 }
