@@ -459,3 +459,127 @@ fn dash_o_captures_what_an_output_plays() {
     server.signal("TERM");
     assert!(server.wait_timeout(SECS(10)).success());
 }
+
+impl PipeWire {
+    /// The capture streams open on the PipeWire session (pulse's source outputs), by number.
+    fn capture_streams(&self) -> usize {
+        let out = self
+            .cmd("pactl")
+            .args(["list", "short", "source-outputs"])
+            .output()
+            .expect("pactl");
+        assert!(out.status.success(), "pactl list source-outputs failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+    }
+
+    /// Waits until `want` capture streams are open; panics with `why` and the server's log.
+    fn await_capture_streams(&self, want: usize, within: Duration, why: &str, server: &Proc) {
+        let deadline = Instant::now() + within;
+        loop {
+            let n = self.capture_streams();
+            if n == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{why}: {n} capture streams open, {want} expected\nserver:\n{}",
+                server.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn a_server_holds_its_microphone_only_while_somebody_listens() {
+    let _one = ONE_SESSION.lock().unwrap_or_else(|p| p.into_inner());
+    let sb = Sandbox::new();
+    let pw = PipeWire::start(&sb);
+    let port = free_port().to_string();
+    let mut server = pw.echowarp(&sb, &["-d", "micA", "-u", &port]);
+    server.wait_for("listening on", SECS(15));
+    assert_eq!(
+        pw.capture_streams(),
+        0,
+        "a server nobody listens to holds the device open\n{}",
+        server.stderr()
+    );
+
+    let listen = |name: &str| {
+        let wav = sb.path(name);
+        let wav = wav.display().to_string();
+        let mut c = pw.echowarp(
+            &sb,
+            &[
+                "-c",
+                "-a",
+                "127.0.0.1",
+                "-u",
+                &port,
+                "-d",
+                &format!("wav:{wav}"),
+            ],
+        );
+        c.wait_for("connected to", SECS(15));
+        c
+    };
+    let mut first = listen("first.wav");
+    pw.await_capture_streams(1, SECS(10), "a listener came", &server);
+    first.signal("TERM");
+    assert!(first.wait_timeout(SECS(10)).success(), "{}", first.stderr());
+    // Let go RELEASE_AFTER (5 s) after the last listener left, not at once.
+    let left = Instant::now();
+    pw.await_capture_streams(0, SECS(15), "the last listener left", &server);
+    let held = left.elapsed();
+    assert!(
+        held >= Duration::from_millis(4_500),
+        "released after {held:?}: a client's reconnect would reopen the device"
+    );
+    assert!(server
+        .stderr()
+        .contains("capture released: no client for 5 s"));
+
+    // The next listener gets the device back, in the same format, and hears it.
+    let rec = sb.path("second.wav");
+    let mut second = listen("second.wav");
+    pw.await_capture_streams(1, SECS(10), "a second listener came", &server);
+    let mut tone = pw.play_tone("sinkA", 1_000.0, 1.0);
+    let _ = tone.wait();
+    let deadline = Instant::now() + SECS(10);
+    while std::fs::metadata(&rec).map_or(0, |m| m.len()) < 48_000 * 4 * 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the second listener records nothing"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    second.signal("TERM");
+    assert!(
+        second.wait_timeout(SECS(10)).success(),
+        "{}",
+        second.stderr()
+    );
+    let (spec, got) = read_wav(&rec);
+    assert_eq!((spec.sample_rate, spec.channels), (48_000, 2));
+    let loud = got.iter().filter(|x| x.unsigned_abs() > 8_000).count();
+    assert!(
+        loud > 48_000 / 2,
+        "the reopened device delivered {loud} loud samples of a 1 s tone\nserver:\n{}",
+        server.stderr()
+    );
+    assert_eq!(
+        server.stderr().matches("capture started").count(),
+        2,
+        "{}",
+        server.stderr()
+    );
+    server.signal("TERM");
+    assert!(
+        server.wait_timeout(SECS(10)).success(),
+        "{}",
+        server.stderr()
+    );
+}

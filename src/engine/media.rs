@@ -1,6 +1,11 @@
 //! The server's media thread: owns the UDP socket and the capture, learns each client's UDP
 //! address from its authenticated hello, and fans every captured frame out to the clients whose
 //! address is proven. It never sends to any other address.
+//!
+//! A device is open only while somebody listens: the capture starts when the first client's
+//! address is proven, and a device (not a file, whose position is the stream's) is let go once
+//! no client has listened for [`RELEASE_AFTER`], so a microphone's in-use indicator goes out and
+//! its callbacks stop costing CPU; it is opened again, in the same format, for the next client.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -14,7 +19,7 @@ use super::server::Shared;
 use super::sock;
 use super::EngineError;
 use crate::audio::codec::OpusEncoder;
-use crate::audio::{Capture, Frame, Source};
+use crate::audio::{AudioError, Capture, Frame, Source, StreamFormat};
 use crate::protocol::datagram::{
     write_audio_body, write_redundant_body, Header, Kind, Opener, Sealer, MAX_DATAGRAM,
 };
@@ -46,9 +51,12 @@ struct Session {
     ready: Option<Sender<()>>,
 }
 
+/// Opens the source again, in the format given (the one the sessions were told of).
+pub(crate) type Reopen = Box<dyn FnMut(StreamFormat) -> Result<Box<dyn Source>, AudioError> + Send>;
+
 pub(crate) fn run(
     udp: UdpSocket,
-    source: Box<dyn Source>,
+    (source, mut reopen): (Box<dyn Source>, Option<Reopen>),
     frame_frames: usize,
     commands: Receiver<MediaCommand>,
     shared: Arc<Shared>,
@@ -79,12 +87,20 @@ pub(crate) fn run(
     let mut rx = [0u8; 2048];
     sock::prepare_for_polling(&udp).map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
     let mut last_audio = Instant::now();
+    // Since when a running capture has had nobody to send to.
+    let mut unheard_since: Option<Instant> = None;
 
     while !shared.stop.load(Ordering::Relaxed) {
         apply_commands(&commands, &mut sessions);
 
-        // Send every frame that is due; then wait for datagrams until the next one is.
-        let mut wait = IDLE_WAIT;
+        // Send every frame that is due; then wait for datagrams until the next one is. With no
+        // capture running there is nothing due: a hello (or the engine's wake-up at shutdown)
+        // ends the wait.
+        let mut wait = if capture.is_some() {
+            IDLE_WAIT
+        } else {
+            NOBODY_WAIT
+        };
         if let Some(cap) = capture.as_mut() {
             loop {
                 match cap.next_frame(Instant::now(), &mut frame) {
@@ -134,7 +150,7 @@ pub(crate) fn run(
                         break;
                     }
                     Frame::Wait(d) => {
-                        wait = d;
+                        wait = d.min(IDLE_WAIT);
                         if last_audio.elapsed() > SILENT_DEVICE {
                             return Err(EngineError::Audio(format!(
                                 "the capture device delivered no audio for {} s (is it connected, and is it the right one?)",
@@ -149,7 +165,8 @@ pub(crate) fn run(
         }
         // A device that signals its deliveries wakes us the moment a frame may be complete.
         let wake = capture.as_ref().and_then(Capture::wake);
-        match sock::recv_within_or_wake(&udp, wake, &mut rx, wait.min(IDLE_WAIT)) {
+        match sock::recv_within_or_wake(&udp, wake, &mut rx, wait) {
+            Ok(Some(_)) if shared.stop.load(Ordering::Relaxed) => break,
             Ok(Some((n, from))) => {
                 // A session registered while we waited may be the one this hello is for.
                 apply_commands(&commands, &mut sessions);
@@ -160,22 +177,61 @@ pub(crate) fn run(
             Err(e) => tracing::debug!("UDP receive: {e}"),
         }
 
-        if capture.is_none() && sessions.values().any(|s| s.addr.is_some()) {
+        let listened = sessions.values().any(|s| s.addr.is_some());
+        if capture.is_none() && listened {
+            if source.is_none() {
+                if let Some(open) = reopen.as_mut() {
+                    source = Some(reopened(open, format)?);
+                }
+            }
             if let Some(src) = source.take() {
                 tracing::info!("capture started: {}", src.describe());
                 capture = Some(src.start()?);
                 last_audio = Instant::now();
             }
+        } else if capture.is_some() && !listened && reopen.is_some() {
+            let since = *unheard_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= RELEASE_AFTER {
+                capture = None;
+                previous = None;
+                tracing::info!(
+                    "capture released: no client for {} s",
+                    RELEASE_AFTER.as_secs()
+                );
+            }
+            continue;
         }
+        unheard_since = None;
     }
     Ok(())
+}
+
+/// How long a capture device stays open with nobody listening: long enough for a client that
+/// lost its connection to come back (its retries start at 0.5 s) without the device reopening.
+pub(crate) const RELEASE_AFTER: Duration = Duration::from_secs(5);
+
+/// The source opened again for a new listener; it must deliver the format already announced.
+fn reopened(open: &mut Reopen, format: StreamFormat) -> Result<Box<dyn Source>, EngineError> {
+    let src = open(format)?;
+    if src.format() != format {
+        return Err(EngineError::Audio(format!(
+            "the capture device, opened again, delivers {} Hz {} ch instead of the {} Hz {} ch this server announces",
+            src.format().sample_rate,
+            src.format().channels,
+            format.sample_rate,
+            format.channels
+        )));
+    }
+    Ok(src)
 }
 
 /// A capture that delivers nothing this long has failed (a running device always delivers,
 /// silence included).
 const SILENT_DEVICE: Duration = Duration::from_secs(2);
-/// How long the media thread waits for datagrams when no frame is due.
+/// How long the media thread waits for datagrams, at most, while a capture runs.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
+/// How long it waits with no capture running (a safety net: the engine wakes it at shutdown).
+const NOBODY_WAIT: Duration = Duration::from_secs(1);
 
 fn apply_commands(commands: &Receiver<MediaCommand>, sessions: &mut HashMap<u32, Session>) {
     while let Ok(cmd) = commands.try_recv() {

@@ -2,7 +2,7 @@
 //! repeat offenders, and streams one capture to up to `max_clients` of them.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -16,7 +16,7 @@ use super::{
     sock, Command, EngineError, Event, Outcome, ServerConfig, Stats, HANDSHAKE_TIMEOUT,
     HEARTBEAT_INTERVAL, MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_IP, PEER_TIMEOUT,
 };
-use crate::audio::{self, StreamFormat};
+use crate::audio::{self, DeviceSpec, StreamFormat};
 use crate::protocol::frame::{
     Codec, Direction, Goodbye, GoodbyeReason, Message, SessionParams, MAX_AUDIO_BYTES,
 };
@@ -115,6 +115,17 @@ pub(crate) fn run(
     });
     let period = audio::device_period(Duration::from_millis(u64::from(cfg.frame_ms)));
     let source = audio::open_source(&cfg.device, cfg.device_kind, want, period)?;
+    // A device is let go while nobody listens and opened again (in the format announced) for
+    // the next listener; a file's position is the stream's, so it runs on.
+    let reopen: Option<media::Reopen> = match &cfg.device {
+        DeviceSpec::Wav(_) => None,
+        spec => {
+            let (spec, kind) = (spec.clone(), cfg.device_kind);
+            Some(Box::new(move |format| {
+                audio::open_source(&spec, kind, Some(format), period)
+            }))
+        }
+    };
     let format = source.format();
     let frames = if cfg.opus_kbps.is_some() {
         opus_frames(format, cfg.frame_ms)?
@@ -162,7 +173,15 @@ pub(crate) fn run(
     let media_shared = shared.clone();
     let media = thread::Builder::new()
         .name("media".into())
-        .spawn(move || media::run(udp, source, usize::from(frames), media_rx, media_shared))
+        .spawn(move || {
+            media::run(
+                udp,
+                (source, reopen),
+                usize::from(frames),
+                media_rx,
+                media_shared,
+            )
+        })
         .map_err(|e| EngineError::Io(e.to_string()))?;
     let accept_shared = shared.clone();
     let acceptor = thread::Builder::new()
@@ -232,6 +251,15 @@ pub(crate) fn run(
         local
     };
     let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(200));
+    // The media thread, with no capture running, waits for a datagram: send it one.
+    let unspecified = if wake.is_ipv6() {
+        IpAddr::from([0u16; 8])
+    } else {
+        IpAddr::from([0u8; 4])
+    };
+    if let Ok(s) = UdpSocket::bind(SocketAddr::new(unspecified, 0)) {
+        let _ = s.send_to(&[], wake);
+    }
     let _ = acceptor.join();
     let deadline = Instant::now() + Duration::from_secs(2);
     while shared.live.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
