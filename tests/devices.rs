@@ -320,18 +320,8 @@ fn tone_through_devices(sink: &str, client_profile: Option<&str>, record_rate: u
     std::thread::sleep(Duration::from_millis(1_500));
     let _ = recorder.kill();
     let _ = recorder.wait();
-    client.signal("TERM");
-    assert!(
-        client.wait_timeout(SECS(10)).success(),
-        "{}",
-        client.stderr()
-    );
-    server.signal("TERM");
-    assert!(
-        server.wait_timeout(SECS(10)).success(),
-        "{}",
-        server.stderr()
-    );
+    client.stop();
+    server.stop();
     let (freq, level, loud, gap) = analyse(&samples(&rec), record_rate);
     ToneRun {
         freq,
@@ -454,10 +444,8 @@ fn dash_o_captures_what_an_output_plays() {
     let (freq, level, _, _) = analyse(&samples(&rec), 48_000);
     assert!((freq - 440.0).abs() < 3.0, "frequency {freq:.1} Hz");
     assert!((level - -9.03).abs() < 1.0, "level {level:.2} dBFS");
-    client.signal("TERM");
-    assert!(client.wait_timeout(SECS(10)).success());
-    server.signal("TERM");
-    assert!(server.wait_timeout(SECS(10)).success());
+    client.stop();
+    server.stop();
 }
 
 impl PipeWire {
@@ -528,8 +516,7 @@ fn a_server_holds_its_microphone_only_while_somebody_listens() {
     };
     let mut first = listen("first.wav");
     pw.await_capture_streams(1, SECS(10), "a listener came", &server);
-    first.signal("TERM");
-    assert!(first.wait_timeout(SECS(10)).success(), "{}", first.stderr());
+    first.stop();
     // Let go RELEASE_AFTER (5 s) after the last listener left, not at once.
     let left = Instant::now();
     pw.await_capture_streams(0, SECS(15), "the last listener left", &server);
@@ -556,12 +543,7 @@ fn a_server_holds_its_microphone_only_while_somebody_listens() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    second.signal("TERM");
-    assert!(
-        second.wait_timeout(SECS(10)).success(),
-        "{}",
-        second.stderr()
-    );
+    second.stop();
     let (spec, got) = read_wav(&rec);
     assert_eq!((spec.sample_rate, spec.channels), (48_000, 2));
     let loud = got.iter().filter(|x| x.unsigned_abs() > 8_000).count();
@@ -576,10 +558,5 @@ fn a_server_holds_its_microphone_only_while_somebody_listens() {
         "{}",
         server.stderr()
     );
-    server.signal("TERM");
-    assert!(
-        server.wait_timeout(SECS(10)).success(),
-        "{}",
-        server.stderr()
-    );
+    server.stop();
 }

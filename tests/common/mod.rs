@@ -183,6 +183,19 @@ impl Proc {
         assert!(ok.success(), "kill -{sig} failed");
     }
 
+    /// Stops the process with SIGTERM, as a user's Ctrl-C or a service manager would, and
+    /// asserts that it exits cleanly (code 0) within 10 s.
+    pub fn stop(&mut self) {
+        self.signal("TERM");
+        let status = self.wait_timeout(Duration::from_secs(10));
+        assert!(
+            status.success(),
+            "`{}` stopped with {status}:\n{}",
+            self.label,
+            self.stderr()
+        );
+    }
+
     /// Resident memory in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
         let status =
