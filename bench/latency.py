@@ -22,7 +22,9 @@ seconds' (the jitter buffer starts sized on the devices' start-up and shrinks af
 "pipewire" (pipewire-alsa, PipeWire's own ALSA plug-in; capture of sink A's monitor is asked
 for with PIPEWIRE_PROPS stream.capture.sink).
 """
-import os, signal, socket, struct, subprocess, sys, tempfile, time
+import os, signal, socket, struct, subprocess, sys, time
+
+import pwsession
 
 args = sys.argv[1:]
 route = "pulse"
@@ -62,61 +64,23 @@ PRESETS = {
     "opus 128 kb/s (5 ms frames)": ("", ["--codec", "opus"]),
 }
 
-work = tempfile.mkdtemp(prefix="echowarp-latency-")
-run = os.path.join(work, "run")
-os.makedirs(run, mode=0o700)
-os.makedirs(os.path.join(work, "config", "alsa"))
-with open(os.path.join(work, "config", "alsa", "asoundrc"), "w") as f:
-    if route == "pulse":
-        f.write('pcm.micA { type pulse device "sinkA.monitor" }\n'
+if route == "pulse":
+    asoundrc = ('pcm.micA { type pulse device "sinkA.monitor" }\n'
                 'pcm.speakerB { type pulse device "sinkB" }\n')
-    else:
-        f.write('pcm.micA { type pipewire capture_node "sinkA" }\n'
+else:
+    asoundrc = ('pcm.micA { type pipewire capture_node "sinkA" }\n'
                 'pcm.speakerB { type pipewire playback_node "sinkB" }\n')
-    f.write('pcm.!default { type pulse }\nctl.!default { type pulse }\n')
-env = dict(os.environ, XDG_RUNTIME_DIR=run, XDG_CONFIG_HOME=os.path.join(work, "config"),
-           XDG_DATA_HOME=os.path.join(work, "data"), PIPEWIRE_LOG_LEVEL="0")
-children = []
+asoundrc += 'pcm.!default { type pulse }\nctl.!default { type pulse }\n'
+session = pwsession.Session("echowarp-latency-", asoundrc, [
+    ["module-null-sink", "sink_name=sinkA", f"rate={RATE}"],
+    ["module-null-sink", "sink_name=sinkB", f"rate={RATE}"],
+    ["module-combine-sink", "sink_name=both", "slaves=sinkA,sinkB", f"rate={RATE}"],
+])
+work, env, spawn = session.work, session.env, session.spawn
 # What the capturing side needs to reach a sink's monitor through PipeWire's own plug-in.
 capture_env = dict(env, PIPEWIRE_PROPS="{ stream.capture.sink = true }") if route == "pipewire" else env
 
-
-def spawn(args, **kw):
-    p = subprocess.Popen(args, env=kw.pop("env", env), stdout=kw.pop("stdout", subprocess.DEVNULL),
-                         stderr=kw.pop("stderr", subprocess.DEVNULL), **kw)
-    children.append(p)
-    return p
-
-
-def cleanup():
-    for p in reversed(children):
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
 try:
-    bus = spawn(["dbus-daemon", "--session", "--nofork", "--print-address=1",
-                 f"--address=unix:path={run}/bus"], stdout=subprocess.PIPE)
-    env["DBUS_SESSION_BUS_ADDRESS"] = bus.stdout.readline().decode().strip()
-    for prog in ("pipewire", "wireplumber", "pipewire-pulse"):
-        spawn([prog])
-        time.sleep(0.3)
-    for _ in range(100):
-        if subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode == 0:
-            break
-        time.sleep(0.1)
-    else:
-        sys.exit("pipewire-pulse did not come up")
-    for name in ("sinkA", "sinkB"):
-        subprocess.run(["pactl", "load-module", "module-null-sink", f"sink_name={name}", f"rate={RATE}"],
-                       env=env, check=True, capture_output=True)
-    subprocess.run(["pactl", "load-module", "module-combine-sink", "sink_name=both",
-                    "slaves=sinkA,sinkB", f"rate={RATE}"], env=env, check=True, capture_output=True)
-
     # Clicks: 1 ms bursts every 500 ms, left channel only.
     clicks = bytearray()
     period = RATE // 2
@@ -166,18 +130,7 @@ try:
                 return int(fields[11]) + int(fields[12])
             except OSError:
                 return None
-        def thread_ticks(pid):
-            out = {}
-            try:
-                for t in os.listdir(f"/proc/{pid}/task"):
-                    with open(f"/proc/{pid}/task/{t}/stat") as f:
-                        d = f.read()
-                    fields = d.rsplit(")", 1)[1].split()
-                    out[(t, d[d.index("(") + 1:d.rindex(")")])] = int(fields[11]) + int(fields[12])
-            except OSError:
-                pass
-            return out
-        threads_from = {p.pid: thread_ticks(p.pid) for p in (server, client)}
+        threads_from = {p.pid: pwsession.thread_ticks(p.pid) for p in (server, client)}
         cpu_from = (time.monotonic(), ticks(server.pid), ticks(client.pid))
         rec_file = os.path.join(work, "rec.raw")
         rec = spawn(["pacat", "--record", "-d", "sinkB.monitor", "--format=s16le", "--channels=2",
@@ -188,7 +141,7 @@ try:
         play.wait()
         time.sleep(1.0)
         cpu_to = (time.monotonic(), ticks(server.pid), ticks(client.pid))
-        threads_to = {p.pid: thread_ticks(p.pid) for p in (server, client)}
+        threads_to = {p.pid: pwsession.thread_ticks(p.pid) for p in (server, client)}
         cpu = ""
         if preset is not None and None not in cpu_from + cpu_to:
             span = (cpu_to[0] - cpu_from[0]) * os.sysconf("SC_CLK_TCK") / 100.0
@@ -269,4 +222,4 @@ try:
             if parts:
                 print(f"{'':46} client's last: {parts[-1].split('depth ', 1)[-1].strip()}")
 finally:
-    cleanup()
+    session.close()

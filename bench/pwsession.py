@@ -1,0 +1,87 @@
+"""A private PipeWire session for the benchmarks that need real devices and no sound card
+(testing.md): a D-Bus session bus, PipeWire, WirePlumber and pipewire-pulse under a fresh
+runtime folder, null sinks loaded with pactl, and ALSA device names from an asoundrc that only
+the session's children read.
+
+    with Session("echowarp-x-", asoundrc, [["module-null-sink", "sink_name=sinkA"]]) as pw:
+        p = pw.spawn(["echowarp", "-d", "micA"])
+"""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+
+class Session:
+    def __init__(self, prefix, asoundrc, modules):
+        self.work = tempfile.mkdtemp(prefix=prefix)
+        run = os.path.join(self.work, "run")
+        os.makedirs(run, mode=0o700)
+        os.makedirs(os.path.join(self.work, "config", "alsa"))
+        with open(os.path.join(self.work, "config", "alsa", "asoundrc"), "w") as f:
+            f.write(asoundrc)
+        self.env = dict(os.environ, XDG_RUNTIME_DIR=run,
+                        XDG_CONFIG_HOME=os.path.join(self.work, "config"),
+                        XDG_DATA_HOME=os.path.join(self.work, "data"), PIPEWIRE_LOG_LEVEL="0")
+        self.children = []
+        try:
+            bus = self.spawn(["dbus-daemon", "--session", "--nofork", "--print-address=1",
+                              f"--address=unix:path={run}/bus"], stdout=subprocess.PIPE)
+            self.env["DBUS_SESSION_BUS_ADDRESS"] = bus.stdout.readline().decode().strip()
+            for prog in ("pipewire", "wireplumber", "pipewire-pulse"):
+                self.spawn([prog])
+                time.sleep(0.3)
+            for _ in range(100):
+                if subprocess.run(["pactl", "info"], env=self.env, capture_output=True).returncode == 0:
+                    break
+                time.sleep(0.1)
+            else:
+                sys.exit("pipewire-pulse did not come up")
+            for module in modules:
+                subprocess.run(["pactl", "load-module"] + module, env=self.env, check=True,
+                               capture_output=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def spawn(self, args, **kw):
+        """Starts a child in the session (its environment unless `env` is given); output is
+        discarded unless `stdout` or `stderr` say otherwise. Stopped by close()."""
+        p = subprocess.Popen(args, env=kw.pop("env", self.env),
+                             stdout=kw.pop("stdout", subprocess.DEVNULL),
+                             stderr=kw.pop("stderr", subprocess.DEVNULL), **kw)
+        self.children.append(p)
+        return p
+
+    def close(self):
+        """Stops every child, newest first: SIGINT, then SIGKILL after 5 s."""
+        for p in reversed(self.children):
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def thread_ticks(pid):
+    """CPU time (utime + stime, in clock ticks) of each of a process's threads, keyed by
+    (thread id, name); empty once the process is gone."""
+    out = {}
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/stat") as f:
+                d = f.read()
+            fields = d.rsplit(")", 1)[1].split()
+            out[(t, d[d.index("(") + 1:d.rindex(")")])] = int(fields[11]) + int(fields[12])
+    except OSError:
+        pass
+    return out
