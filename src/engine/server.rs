@@ -114,17 +114,14 @@ pub(crate) fn run(
         channels: cfg.channels.unwrap_or(2),
     });
     let period = audio::device_period(Duration::from_millis(u64::from(cfg.frame_ms)));
-    let source = audio::open_source(&cfg.device, cfg.device_kind, want, period)?;
+    let (spec, kind) = (cfg.device.clone(), cfg.device_kind);
+    let open = move |want| audio::open_source(&spec, kind, want, period);
+    let source = open(want)?;
     // A device is let go while nobody listens and opened again (in the format announced) for
     // the next listener; a file's position is the stream's, so it runs on.
-    let reopen: Option<media::Reopen> = match &cfg.device {
+    let reopen: Option<media::Reopen> = match cfg.device {
         DeviceSpec::Wav(_) => None,
-        spec => {
-            let (spec, kind) = (spec.clone(), cfg.device_kind);
-            Some(Box::new(move |format| {
-                audio::open_source(&spec, kind, Some(format), period)
-            }))
-        }
+        _ => Some(Box::new(move |format| open(Some(format)))),
     };
     let format = source.format();
     let frames = if cfg.opus_kbps.is_some() {
