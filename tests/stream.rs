@@ -336,3 +336,74 @@ fn opus_streams_a_file_to_its_exact_length_at_a_fraction_of_the_bytes() {
     assert!(bytes < 60_000, "{bytes} bytes on the wire");
     eprintln!("opus 128 kb/s: SNR {snr:.1} dB (codec delay {shift} frames), {bytes} bytes for 2 s");
 }
+
+/// Each thread of `pid`, by name, and how often it has gone to sleep of its own accord.
+#[cfg(target_os = "linux")]
+fn sleeps_by_thread(pid: u32) -> std::collections::HashMap<String, u64> {
+    let mut out = std::collections::HashMap::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc task list");
+    for t in tasks.flatten() {
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let sleeps: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        *out.entry(name.trim().to_owned()).or_insert(0) += sleeps;
+    }
+    out
+}
+
+/// While a session streams, only the threads that carry audio wake at its packet rate; the
+/// rest (main, engine, control, signals, accept) sleep until a heartbeat, a message or
+/// another thread wakes them, instead of looking on a 100 ms timer. Counted from the
+/// kernel's per-thread context switches over 4 s.
+#[cfg(target_os = "linux")]
+#[test]
+fn between_heartbeats_only_the_audio_threads_wake() {
+    let sb = Sandbox::new();
+    let port = free_port().to_string();
+    let mut server = sb.spawn(&["-d", "tone:440", "-u", &port]);
+    server.wait_for("listening on", SECS(10));
+    let mut client = sb.spawn(&["-c", "-a", "127.0.0.1", "-u", &port, "-d", "null"]);
+    client.wait_for("connected to", SECS(10));
+    // Past the start-up: the hellos, the first heartbeats, the jitter buffer's first fill.
+    std::thread::sleep(SECS(2));
+    let span = 4.0;
+    let before = [server.pid(), client.pid()].map(sleeps_by_thread);
+    std::thread::sleep(std::time::Duration::from_secs_f64(span));
+    let after = [server.pid(), client.pid()].map(sleeps_by_thread);
+    let mut seen = Vec::new();
+    for (side, (b, a)) in ["server", "client"].iter().zip(before.iter().zip(&after)) {
+        for (name, n) in a {
+            let rate = (n - b.get(name).copied().unwrap_or(0)) as f64 / span;
+            seen.push(format!("{side} {name}: {rate:.1}/s"));
+        }
+    }
+    let rate = |side: usize, name: &str| {
+        let n = after[side].get(name).copied().unwrap_or(0);
+        (n - before[side].get(name).copied().unwrap_or(0)) as f64 / span
+    };
+    // 5 ms packets: 200 a second. The audio threads show the count works.
+    assert!(rate(0, "media") > 150.0, "{seen:?}");
+    assert!(rate(1, "playout") > 150.0, "{seen:?}");
+    // A heartbeat each way and a status line each second, a hello on the client: a few
+    // wake-ups a second. A 100 ms timer alone would make 10.
+    for (side, names) in [
+        (0, &["echowarp", "engine", "accept", "signals"][..]),
+        (1, &["echowarp", "engine", "signals"][..]),
+    ] {
+        for name in names {
+            assert!(rate(side, name) <= 5.0, "{name}: {seen:?}");
+        }
+    }
+    let control: Vec<_> = after[0]
+        .keys()
+        .filter(|k| k.starts_with("control"))
+        .collect();
+    assert_eq!(control.len(), 1, "{seen:?}");
+    assert!(rate(0, control[0]) <= 5.0, "{seen:?}");
+    client.stop();
+    server.stop();
+}

@@ -1,11 +1,16 @@
-//! A wake-up from an audio device's callback to the thread that packs its audio, so that a
-//! packet leaves as soon as its last sample is captured rather than at a guess of when it
-//! might be: a guess made when half a frame is there sleeps a whole device period if the next
-//! callback comes a little late, which 2.5 ms callbacks often do.
+//! A wake-up from one thread to another that waits on a socket, so that the waiter looks when
+//! there is something to see rather than on a timer.
+//!
+//! From an audio device's callback to the thread that packs its audio, a packet leaves as soon
+//! as its last sample is captured rather than at a guess of when it might be: a guess made when
+//! half a frame is there sleeps a whole device period if the next callback comes a little late,
+//! which 2.5 ms callbacks often do. Between the engine's threads, a stop, a stream's end or a
+//! thread that finished is seen at once by threads that otherwise sleep until the next
+//! heartbeat.
 
-/// An eventfd the capture callback signals and the media thread polls beside its socket.
-/// Only where the OS has one (Linux); elsewhere [`Wake::new`] gives `None` and the media thread
-/// polls on a short timer instead.
+/// An eventfd one thread signals and another polls beside its socket. Only where the OS has
+/// one (Linux); elsewhere [`Wake::new`] gives `None` and the waiter polls on a short timer
+/// instead.
 #[derive(Debug)]
 pub struct Wake {
     #[cfg(target_os = "linux")]
@@ -45,6 +50,22 @@ impl Wake {
         }
     }
 
+    /// Waits up to `timeout` for a signal; true (and the signal cleared) if one came.
+    #[cfg(target_os = "linux")]
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let ts = Timespec {
+            tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
+            tv_nsec: timeout.subsec_nanos().into(),
+        };
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        let rung = matches!(poll(&mut fds, Some(&ts)), Ok(n) if n > 0);
+        if rung {
+            self.drain();
+        }
+        rung
+    }
+
     /// The descriptor to poll for readability.
     #[cfg(target_os = "linux")]
     pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -76,6 +97,20 @@ mod tests {
         assert!(readable(&w));
         w.drain();
         assert!(!readable(&w), "one drain clears any number of signals");
+    }
+
+    #[test]
+    fn wait_returns_at_a_signal_or_its_timeout() {
+        let w = Wake::new().expect("eventfd");
+        let started = std::time::Instant::now();
+        assert!(
+            !w.wait(std::time::Duration::from_millis(30)),
+            "nothing signalled"
+        );
+        assert!(started.elapsed() >= std::time::Duration::from_millis(30));
+        w.notify();
+        assert!(w.wait(std::time::Duration::from_secs(10)), "signalled");
+        assert!(!readable(&w), "the wait cleared the signal");
     }
 
     #[test]

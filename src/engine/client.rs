@@ -5,13 +5,13 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
-use super::conn::{Conn, ConnError, HeartbeatClock, POLL};
+use super::conn::{wait_until, Conn, ConnError, HeartbeatClock};
 use super::playout::Player;
 use super::{
-    sock, ClientConfig, Command, EngineError, Event, Outcome, Stats, BACKOFF_MAX, BACKOFF_START,
-    HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, PEER_TIMEOUT,
+    sock, ClientConfig, Command, EngineError, Event, Inbox, Outcome, Stats, BACKOFF_MAX,
+    BACKOFF_START, HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, PEER_TIMEOUT,
 };
 use crate::protocol::datagram::{Kind, Sealer, HEADER_LEN};
 use crate::protocol::frame::{Goodbye, GoodbyeReason, Message, SessionParams};
@@ -163,10 +163,12 @@ fn connect(cfg: &ClientConfig) -> Result<Session, Failure> {
 
 pub(crate) fn run(
     cfg: ClientConfig,
-    commands: &Receiver<Command>,
+    commands: &Inbox,
     events: &Sender<Event>,
 ) -> Result<Outcome, EngineError> {
     let mut player = Player::new(cfg.device.clone(), cfg.device_rate, cfg.target_latency);
+    // A playout thread that ends (the stream played out, or its device failed) says so.
+    player.bell = commands.bell.clone();
     let result = run_inner(&cfg, commands, events, &mut player);
     let finished = player.finish();
     tracing::info!(
@@ -185,7 +187,7 @@ pub(crate) fn run(
 
 fn run_inner(
     cfg: &ClientConfig,
-    commands: &Receiver<Command>,
+    commands: &Inbox,
     events: &Sender<Event>,
     player: &mut Player,
 ) -> Result<Outcome, EngineError> {
@@ -225,11 +227,8 @@ fn run_inner(
             }
         };
         tracing::debug!("next attempt in {backoff:?} ({last})");
-        match commands.recv_timeout(backoff) {
-            Ok(Command::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                return Ok(Outcome::Stopped)
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        if let Some(Command::Stop) = commands.recv_timeout(backoff) {
+            return Ok(Outcome::Stopped);
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
@@ -238,7 +237,7 @@ fn run_inner(
 fn stream(
     cfg: &ClientConfig,
     mut s: Session,
-    commands: &Receiver<Command>,
+    commands: &Inbox,
     events: &Sender<Event>,
     player: &mut Player,
 ) -> Result<SessionEnd, EngineError> {
@@ -274,7 +273,7 @@ fn stream(
     let mut dg = [0u8; HEADER_LEN + TAG_LEN];
     let end = loop {
         let now = Instant::now();
-        if let Ok(Command::Stop) = commands.try_recv() {
+        if let Some(Command::Stop) = commands.try_recv() {
             let _ = s.conn.send(&Message::Goodbye(Goodbye {
                 reason: GoodbyeReason::Shutdown,
                 end_position: 0,
@@ -342,8 +341,11 @@ fn stream(
                 clock_offset_ms: heartbeat.offset_us().map(|o| o as f64 / 1e3),
             }));
         }
-        let wake = (now + POLL).min(heartbeat.next_at()).min(next_hello);
-        match s.conn.recv_until(wake) {
+        // Asleep until a heartbeat or hello is due, unless the server speaks or the bell rings
+        // (a command, or the playout thread ended).
+        let bell = commands.bell.as_deref();
+        let due = heartbeat.next_at().min(next_hello);
+        match s.conn.recv_until(wait_until(now, due, bell), bell) {
             Ok(Some(msg)) => {
                 last_heard = Instant::now();
                 match msg {

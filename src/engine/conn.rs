@@ -5,11 +5,23 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::audio::wake::Wake;
 use crate::protocol::frame::{encode_frame, FrameDecoder, Message, WireError};
 use crate::protocol::keys::{ControlCipher, OpenError};
 
-/// How long one read may block, so that loops notice stop requests.
+/// How long one read may block, so that loops notice stop requests, where there is no
+/// [`Wake`] to tell them (not Linux).
 pub(crate) const POLL: Duration = Duration::from_millis(100);
+
+/// When a loop that must also notice what other threads do should stop waiting for its peer:
+/// at `due` if `bell` will tell it of anything else, else within [`POLL`].
+pub(crate) fn wait_until(now: Instant, due: Instant, bell: Option<&Wake>) -> Instant {
+    if bell.is_some() {
+        due
+    } else {
+        due.min(now + POLL)
+    }
+}
 
 /// Why a control connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -112,8 +124,13 @@ impl Conn {
         self.write_all(&framed)
     }
 
-    /// The next message, waiting at most until `deadline`; `Ok(None)` when it passes.
-    pub(crate) fn recv_until(&mut self, deadline: Instant) -> Result<Option<Message>, ConnError> {
+    /// The next message, waiting at most until `deadline`; `Ok(None)` when it passes, or at
+    /// once when `bell` rings.
+    pub(crate) fn recv_until(
+        &mut self,
+        deadline: Instant,
+        bell: Option<&Wake>,
+    ) -> Result<Option<Message>, ConnError> {
         loop {
             if let Some(mut body) = self.decoder.next_frame()? {
                 if let Some(c) = self.open.as_mut() {
@@ -124,8 +141,24 @@ impl Conn {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return Ok(None);
             };
-            self.stream
-                .set_read_timeout(Some(left.clamp(Duration::from_millis(1), POLL)))?;
+            #[cfg(unix)]
+            if bell.is_some() {
+                use std::os::fd::AsFd;
+                let woken = super::sock::wait_readable(self.stream.as_fd(), bell, left)?;
+                if woken.rung {
+                    return Ok(None);
+                }
+                if !woken.readable {
+                    continue;
+                }
+                // Readable: the read below returns at once, whatever its timeout.
+            }
+            #[cfg(not(unix))]
+            let _ = bell;
+            if bell.is_none() {
+                self.stream
+                    .set_read_timeout(Some(left.clamp(Duration::from_millis(1), POLL)))?;
+            }
             let mut buf = [0u8; 2048];
             match self.stream.read(&mut buf) {
                 Ok(0) => return Err(ConnError::Closed),
@@ -138,7 +171,7 @@ impl Conn {
 
     /// The next message within `timeout`, or [`ConnError::TimedOut`].
     pub(crate) fn expect(&mut self, deadline: Instant) -> Result<Message, ConnError> {
-        self.recv_until(deadline)?.ok_or(ConnError::TimedOut)
+        self.recv_until(deadline, None)?.ok_or(ConnError::TimedOut)
     }
 }
 

@@ -61,6 +61,8 @@ pub(crate) fn run(
     commands: Receiver<MediaCommand>,
     shared: Arc<Shared>,
 ) -> Result<(), EngineError> {
+    // However this thread ends (an error, a panic), the engine hears of it at once.
+    let _ended = Ended(&shared);
     let format = source.format();
     let ch = usize::from(format.channels);
     let frame_samples = frame_frames * ch;
@@ -147,6 +149,8 @@ pub(crate) fn run(
                         let end = position + (n / ch) as u64;
                         tracing::info!("end of stream at frame {end}");
                         shared.end_position.store(end, Ordering::Release);
+                        // The sessions say goodbye with the end position.
+                        shared.ring_sessions();
                         break;
                     }
                     Frame::Wait(d) => {
@@ -204,6 +208,16 @@ pub(crate) fn run(
         unheard_since = None;
     }
     Ok(())
+}
+
+/// Marks the media thread ended and wakes the engine when dropped.
+struct Ended<'a>(&'a Shared);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        self.0.media_ended.store(true, Ordering::Release);
+        self.0.ring_engine();
+    }
 }
 
 /// How long a capture device stays open with nobody listening: long enough for a client that
@@ -288,6 +302,7 @@ fn handle_datagram(
             }
             if let Some(ready) = session.ready.take() {
                 let _ = ready.send(());
+                shared.ring_session(header.session_id);
             }
         }
         _ => drop(),

@@ -13,11 +13,13 @@ mod sock;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::audio::wake::Wake;
 use crate::audio::{AudioError, DeviceKind, DeviceSpec};
 use crate::protocol::frame::SecurityMode;
 use crate::store::StoreError;
@@ -295,10 +297,83 @@ impl EngineError {
     }
 }
 
+/// The engine thread's commands, and the wake-up that makes it look: rung with every command,
+/// and by the engine's other threads when one of them ends or has news for it. Between them
+/// the engine thread sleeps until its next once-a-second task.
+pub(crate) struct Inbox {
+    commands: Receiver<Command>,
+    pub(crate) bell: Option<Arc<Wake>>,
+}
+
+impl Inbox {
+    /// The next command, waiting for it at most until `deadline`, or less when the bell rings
+    /// (`None`: look around and call again). A handle that is gone reads as [`Command::Stop`].
+    pub(crate) fn next(&self, deadline: Instant) -> Option<Command> {
+        use crossbeam_channel::{RecvTimeoutError, TryRecvError};
+        match self.commands.try_recv() {
+            Ok(c) => return Some(c),
+            Err(TryRecvError::Disconnected) => return Some(Command::Stop),
+            Err(TryRecvError::Empty) => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        #[cfg(target_os = "linux")]
+        if let Some(bell) = &self.bell {
+            bell.wait(left);
+            return self.commands.try_recv().ok();
+        }
+        // No bell (not Linux): look again within conn::POLL.
+        match self.commands.recv_timeout(left.min(conn::POLL)) {
+            Ok(c) => Some(c),
+            Err(RecvTimeoutError::Disconnected) => Some(Command::Stop),
+            Err(RecvTimeoutError::Timeout) => None,
+        }
+    }
+
+    /// The next command, waiting at most `timeout` for it.
+    pub(crate) fn recv_timeout(&self, timeout: Duration) -> Option<Command> {
+        match self.commands.recv_timeout(timeout) {
+            Ok(c) => Some(c),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Some(Command::Stop),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+        }
+    }
+
+    /// A command already waiting, if any.
+    pub(crate) fn try_recv(&self) -> Option<Command> {
+        match self.commands.try_recv() {
+            Ok(c) => Some(c),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => Some(Command::Stop),
+            Err(crossbeam_channel::TryRecvError::Empty) => None,
+        }
+    }
+}
+
+/// Rings `bell`, if there is one.
+pub(crate) fn ring(bell: Option<&Wake>) {
+    if let Some(b) = bell {
+        b.notify();
+    }
+}
+
+/// Sends commands to a running engine from any thread (a signal handler's, say).
+#[derive(Debug, Clone)]
+pub struct CommandSender {
+    commands: Sender<Command>,
+    bell: Option<Arc<Wake>>,
+}
+
+impl CommandSender {
+    /// Sends a command (ignored once the engine has stopped).
+    pub fn send(&self, command: Command) {
+        let _ = self.commands.send(command);
+        ring(self.bell.as_deref());
+    }
+}
+
 /// A running engine: send commands, read events; dropping it stops the engine.
 #[derive(Debug)]
 pub struct EngineHandle {
-    commands: Sender<Command>,
+    commands: CommandSender,
     events: Receiver<Event>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -311,18 +386,26 @@ impl EngineHandle {
     pub fn start(role: Role) -> Result<Self, EngineError> {
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
         let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
+        let bell = Wake::new().map(Arc::new);
+        let inbox = Inbox {
+            commands: cmd_rx,
+            bell: bell.clone(),
+        };
         let thread = thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
                 let result = match role {
-                    Role::Server(cfg) => server::run(cfg, &cmd_rx, &ev_tx),
-                    Role::Client(cfg) => client::run(cfg, &cmd_rx, &ev_tx),
+                    Role::Server(cfg) => server::run(cfg, &inbox, &ev_tx),
+                    Role::Client(cfg) => client::run(cfg, &inbox, &ev_tx),
                 };
                 let _ = ev_tx.send(Event::Stopped(result));
             })
             .map_err(|e| EngineError::Io(format!("cannot start the engine thread: {e}")))?;
         Ok(Self {
-            commands: cmd_tx,
+            commands: CommandSender {
+                commands: cmd_tx,
+                bell,
+            },
             events: ev_rx,
             thread: Some(thread),
         })
@@ -330,7 +413,12 @@ impl EngineHandle {
 
     /// Sends a command (ignored once the engine has stopped).
     pub fn send(&self, command: Command) {
-        let _ = self.commands.send(command);
+        self.commands.send(command);
+    }
+
+    /// A sender of commands to this engine for another thread.
+    pub fn sender(&self) -> CommandSender {
+        self.commands.clone()
     }
 
     /// The event stream.
@@ -341,7 +429,7 @@ impl EngineHandle {
 
 impl Drop for EngineHandle {
     fn drop(&mut self) {
-        let _ = self.commands.send(Command::Stop);
+        self.commands.send(Command::Stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

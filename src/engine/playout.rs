@@ -14,6 +14,7 @@ use crate::audio::codec::Decoder;
 use crate::audio::convert::{i16_to_f32, map_channels};
 use crate::audio::jitter::{JitterBuffer, JitterStats, Popped, Pushed};
 use crate::audio::resample::{Interpolation, RateConverter};
+use crate::audio::wake::Wake;
 use crate::audio::{self, DeviceSpec, Sink, StreamFormat};
 use crate::protocol::datagram::split_redundant;
 use crate::protocol::datagram::{split_position, Kind, Opener, MAX_DATAGRAM};
@@ -76,6 +77,8 @@ pub(crate) struct Player {
     period: Option<Duration>,
     running: Option<Running>,
     pub(crate) stats: Arc<PlayStats>,
+    /// Rung when a playout thread ends.
+    pub(crate) bell: Option<Arc<Wake>>,
 }
 
 impl Player {
@@ -89,6 +92,7 @@ impl Player {
             period: None,
             running: None,
             stats: Arc::new(PlayStats::default()),
+            bell: None,
         }
     }
 
@@ -137,12 +141,13 @@ impl Player {
         let stop = Arc::new(AtomicBool::new(false));
         let end = Arc::new(AtomicU64::new(NO_END));
         let done = Arc::new(AtomicBool::new(false));
-        let (s2, e2, d2, st2, target) = (
+        let (s2, e2, d2, st2, target, bell) = (
             stop.clone(),
             end.clone(),
             done.clone(),
             self.stats.clone(),
             self.target,
+            self.bell.clone(),
         );
         let thread = thread::Builder::new()
             .name("playout".into())
@@ -150,6 +155,7 @@ impl Player {
                 let mut sink = sink;
                 let r = playout(&udp, opener, params, target, sink.as_mut(), &s2, &e2, &st2);
                 d2.store(true, Ordering::Release);
+                super::ring(bell.as_deref());
                 (sink, r)
             })
             .map_err(|e| EngineError::Io(e.to_string()))?;

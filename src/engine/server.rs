@@ -8,14 +8,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
-use super::conn::{Conn, ConnError, HeartbeatClock, POLL};
+use super::conn::{wait_until, Conn, ConnError, HeartbeatClock};
 use super::media::{self, MediaCommand, NOT_ENDED};
 use super::{
-    sock, Command, EngineError, Event, Outcome, ServerConfig, Stats, HANDSHAKE_TIMEOUT,
-    HEARTBEAT_INTERVAL, MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_IP, PEER_TIMEOUT,
+    ring, sock, Command, EngineError, Event, Inbox, Outcome, ServerConfig, Stats,
+    HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_IP,
+    PEER_TIMEOUT,
 };
+use crate::audio::wake::Wake;
 use crate::audio::{self, DeviceSpec, StreamFormat};
 use crate::protocol::frame::{
     Codec, Direction, Goodbye, GoodbyeReason, Message, SessionParams, MAX_AUDIO_BYTES,
@@ -52,9 +54,38 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     media: Sender<MediaCommand>,
     events: Sender<Event>,
+    /// The engine thread's wake-up: rung when a connection or the media thread ends.
+    engine_bell: Option<Arc<Wake>>,
+    /// Set once the media thread has ended, whatever the reason.
+    pub(crate) media_ended: AtomicBool,
+    /// Each session's wake-up, by session id: its control thread sleeps until the next
+    /// heartbeat unless the media thread (the client's UDP is proven, the stream ended) or the
+    /// engine (a stop) has news for it.
+    bells: Mutex<HashMap<u32, Arc<Wake>>>,
 }
 
 impl Shared {
+    fn session_bells(&self) -> MutexGuard<'_, HashMap<u32, Arc<Wake>>> {
+        self.bells.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes session `id`'s control thread.
+    pub(crate) fn ring_session(&self, id: u32) {
+        ring(self.session_bells().get(&id).map(|b| &**b));
+    }
+
+    /// Wakes every session's control thread.
+    pub(crate) fn ring_sessions(&self) {
+        for b in self.session_bells().values() {
+            b.notify();
+        }
+    }
+
+    /// Wakes the engine thread.
+    pub(crate) fn ring_engine(&self) {
+        ring(self.engine_bell.as_deref());
+    }
+
     fn bans(&self) -> MutexGuard<'_, (BanList, FailureCounter)> {
         // A panic while holding the lock leaves plain data behind; keep serving.
         self.bans.lock().unwrap_or_else(|p| p.into_inner())
@@ -106,7 +137,7 @@ fn frame_frames(format: StreamFormat, frame_ms: u32, redundancy: bool) -> u16 {
 
 pub(crate) fn run(
     cfg: ServerConfig,
-    commands: &Receiver<Command>,
+    inbox: &Inbox,
     events: &Sender<Event>,
 ) -> Result<Outcome, EngineError> {
     let want = (cfg.sample_rate.is_some() || cfg.channels.is_some()).then(|| StreamFormat {
@@ -155,6 +186,9 @@ pub(crate) fn run(
         counters: Counters::default(),
         media: media_tx,
         events: events.clone(),
+        engine_bell: inbox.bell.clone(),
+        media_ended: AtomicBool::new(false),
+        bells: Mutex::new(HashMap::new()),
         cfg,
     });
     tracing::info!(
@@ -190,11 +224,12 @@ pub(crate) fn run(
     let mut next_stats = Instant::now() + HEARTBEAT_INTERVAL;
     let mut last_bytes = (0u64, Instant::now());
     loop {
-        match commands.recv_timeout(Duration::from_millis(100)) {
-            Ok(Command::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        // Asleep until the next status line, unless a command comes or another thread rings:
+        // a connection or the media thread ended.
+        if let Some(Command::Stop) = inbox.next(next_stats) {
+            break;
         }
-        if media.is_finished() {
+        if shared.media_ended.load(Ordering::Acquire) || media.is_finished() {
             outcome = Err(EngineError::Audio("the capture stopped".into()));
             break;
         }
@@ -235,6 +270,7 @@ pub(crate) fn run(
 
     // Shut down: say goodbye to clients, stop accepting, stop the media thread.
     shared.stop.store(true, Ordering::Release);
+    shared.ring_sessions();
     let wake = if local.ip().is_unspecified() {
         SocketAddr::new(
             if local.is_ipv6() {
@@ -300,6 +336,8 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             .spawn(move || {
                 serve(&s, stream, peer);
                 s.live.fetch_sub(1, Ordering::AcqRel);
+                // The engine ends a finished stream once the last connection is gone.
+                s.ring_engine();
             });
         if spawned.is_err() {
             shared.pending.release(ip);
@@ -518,6 +556,29 @@ fn session(
         frame_frames: shared.frame_frames,
         session_id: random_u32(),
     };
+    // The media thread and the engine ring this when they have news for the session.
+    let bell = Wake::new().map(Arc::new);
+    if let Some(b) = &bell {
+        shared.session_bells().insert(params.session_id, b.clone());
+    }
+    let reason = run_session(shared, conn, peer, ip, keys, params, bell.as_deref());
+    shared.session_bells().remove(&params.session_id);
+    let _ = shared.media.send(MediaCommand::Remove {
+        session_id: params.session_id,
+    });
+    reason
+}
+
+/// [`session`]'s loop: it wakes for a heartbeat, a message from the client, or `bell`.
+fn run_session(
+    shared: &Shared,
+    conn: &mut Conn,
+    peer: SocketAddr,
+    ip: IpAddr,
+    keys: crate::protocol::keys::SessionKeys,
+    params: SessionParams,
+    bell: Option<&Wake>,
+) -> String {
     // Register with the media thread before announcing: the client's hello may follow at once.
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let _ = shared.media.send(MediaCommand::Add {
@@ -527,9 +588,6 @@ fn session(
         ready: ready_tx,
     });
     if let Err(e) = conn.send(&Message::Params(params)) {
-        let _ = shared.media.send(MediaCommand::Remove {
-            session_id: params.session_id,
-        });
         return format!("could not send session parameters: {e}");
     }
     tracing::info!("{peer} joined (session {:08x})", params.session_id);
@@ -538,7 +596,7 @@ fn session(
     let mut last_heard = Instant::now();
     let mut heartbeat = HeartbeatClock::new(Instant::now());
     let mut eos_deadline: Option<Instant> = None;
-    let reason = loop {
+    loop {
         let now = Instant::now();
         if shared.stop.load(Ordering::Acquire) {
             let _ = conn.send(&Message::Goodbye(Goodbye {
@@ -569,7 +627,8 @@ fn session(
                 break format!("control channel: {e}");
             }
         }
-        match conn.recv_until((now + POLL).min(heartbeat.next_at())) {
+        let due = eos_deadline.map_or(heartbeat.next_at(), |d| d.min(heartbeat.next_at()));
+        match conn.recv_until(wait_until(now, due, bell), bell) {
             Ok(Some(msg)) => {
                 last_heard = Instant::now();
                 match msg {
@@ -589,9 +648,5 @@ fn session(
         if last_heard.elapsed() > PEER_TIMEOUT {
             break format!("silent for {} s", PEER_TIMEOUT.as_secs());
         }
-    };
-    let _ = shared.media.send(MediaCommand::Remove {
-        session_id: params.session_id,
-    });
-    reason
+    }
 }

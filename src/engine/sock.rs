@@ -5,6 +5,8 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::audio::wake::Wake;
+
 /// Binds TCP and UDP on the same port: `bind`, or `[::]` dual-stack (falling back to 0.0.0.0
 /// where IPv6 is off). Port 0 picks a port free for both.
 pub(crate) fn bind_pair(
@@ -116,42 +118,14 @@ pub(crate) fn recv_within(
 /// signalled: a capture device has delivered audio.
 pub(crate) fn recv_within_or_wake(
     sock: &UdpSocket,
-    wake: Option<&crate::audio::wake::Wake>,
+    wake: Option<&Wake>,
     buf: &mut [u8],
     timeout: std::time::Duration,
 ) -> io::Result<Option<(usize, SocketAddr)>> {
     #[cfg(unix)]
     {
-        use rustix::event::{poll, PollFd, PollFlags, Timespec};
-        let ts = Timespec {
-            tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
-            tv_nsec: timeout.subsec_nanos().into(),
-        };
         use std::os::fd::AsFd;
-        #[cfg(target_os = "linux")]
-        let wake_fd = wake.map(crate::audio::wake::Wake::fd);
-        #[cfg(not(target_os = "linux"))]
-        let wake_fd: Option<std::os::fd::BorrowedFd<'_>> = None;
-        // The second entry is only polled when there is a wake-up to poll.
-        let mut fds = [
-            PollFd::new(sock, PollFlags::IN),
-            PollFd::from_borrowed_fd(wake_fd.unwrap_or(sock.as_fd()), PollFlags::IN),
-        ];
-        let n = if wake_fd.is_some() { 2 } else { 1 };
-        match poll(&mut fds[..n], Some(&ts)) {
-            Ok(0) | Err(rustix::io::Errno::INTR) => return Ok(None),
-            Ok(_) => {}
-            Err(e) => return Err(e.into()),
-        }
-        if let Some(w) = wake {
-            if n == 2 && fds[1].revents().contains(PollFlags::IN) {
-                w.drain();
-            }
-        }
-        if !fds[0]
-            .revents()
-            .intersects(PollFlags::IN | PollFlags::ERR | PollFlags::HUP)
-        {
+        if !wait_readable(sock.as_fd(), wake, timeout)?.readable {
             return Ok(None);
         }
     }
@@ -171,4 +145,59 @@ pub(crate) fn recv_within_or_wake(
         }
         Err(e) => Err(e),
     }
+}
+
+/// What ended a [`wait_readable`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Woken {
+    /// The descriptor has data, an end of stream or an error to read.
+    pub(crate) readable: bool,
+    /// The wake-up was signalled (and is now cleared).
+    pub(crate) rung: bool,
+}
+
+/// Waits up to `timeout` for `fd` to become readable or `wake` to be signalled, whichever
+/// comes first; neither is a timeout (or a signal interrupted the wait).
+///
+/// poll(2)'s timer is precise to microseconds, where a socket receive timeout (SO_RCVTIMEO)
+/// is rounded up to the kernel's tick, and it lets one thread wait on a socket and on other
+/// threads at once instead of waking on a timer to look.
+#[cfg(unix)]
+pub(crate) fn wait_readable(
+    fd: std::os::fd::BorrowedFd<'_>,
+    wake: Option<&Wake>,
+    timeout: std::time::Duration,
+) -> io::Result<Woken> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let ts = Timespec {
+        tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
+        tv_nsec: timeout.subsec_nanos().into(),
+    };
+    #[cfg(target_os = "linux")]
+    let wake_fd = wake.map(Wake::fd);
+    #[cfg(not(target_os = "linux"))]
+    let wake_fd: Option<std::os::fd::BorrowedFd<'_>> = None;
+    // The second entry is only polled when there is a wake-up to poll.
+    let mut fds = [
+        PollFd::from_borrowed_fd(fd, PollFlags::IN),
+        PollFd::from_borrowed_fd(wake_fd.unwrap_or(fd), PollFlags::IN),
+    ];
+    let n = if wake_fd.is_some() { 2 } else { 1 };
+    match poll(&mut fds[..n], Some(&ts)) {
+        Ok(0) | Err(rustix::io::Errno::INTR) => return Ok(Woken::default()),
+        Ok(_) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let rung = n == 2 && fds[1].revents().contains(PollFlags::IN);
+    if rung {
+        if let Some(w) = wake {
+            w.drain();
+        }
+    }
+    Ok(Woken {
+        readable: fds[0]
+            .revents()
+            .intersects(PollFlags::IN | PollFlags::ERR | PollFlags::HUP),
+        rung,
+    })
 }

@@ -4,8 +4,6 @@
 use std::io::IsTerminal;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -539,24 +537,31 @@ fn status_text(s: &Stats, client: bool) -> String {
 /// # Errors
 /// [`CliError`] carrying the exit code of DESIGN.md §3.1.
 pub fn run_engine(role: EngineRole, quiet: bool, stats_json: bool) -> Result<Outcome, CliError> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())
-            .map_err(|e| CliError::runtime(format!("cannot install signal handler: {e}")))?;
-    }
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|e| CliError::runtime(format!("cannot install signal handler: {e}")))?;
+    let signals_handle = signals.handle();
     let client = matches!(role, EngineRole::Client(_));
     let handle = EngineHandle::start(role)?;
+    // SIGINT and SIGTERM stop the engine from a thread of their own, which sleeps until one
+    // comes: this thread then only wakes for the engine's events.
+    let stopper = handle.sender();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                stopper.send(Command::Stop);
+            }
+        })
+        .map_err(|e| CliError::runtime(format!("cannot start the signal thread: {e}")))?;
     let tty = std::io::stderr().is_terminal();
-    let mut stop_sent = false;
     let mut last_line = Instant::now();
     let mut line_shown = false;
     let started = Instant::now();
     let result = loop {
-        if stop.load(Ordering::Relaxed) && !stop_sent {
-            stop_sent = true;
-            handle.send(Command::Stop);
-        }
-        match handle.events().recv_timeout(Duration::from_millis(100)) {
+        match handle.events().recv() {
             Ok(Event::Stopped(r)) => break r,
             Ok(Event::Stats(s)) if stats_json || !quiet => {
                 if stats_json {
@@ -596,12 +601,12 @@ pub fn run_engine(role: EngineRole, quiet: bool, stats_json: bool) -> Result<Out
                 tracing::info!("connecting (attempt {attempt} of {of})");
             }
             Ok(_) => {}
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+            Err(crossbeam_channel::RecvError) => {
                 break Err(EngineError::Io("the engine stopped unexpectedly".into()));
             }
         }
     };
+    signals_handle.close();
     if line_shown {
         eprintln!();
     }
