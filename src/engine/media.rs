@@ -149,8 +149,10 @@ pub(crate) fn run(
                         let end = position + (n / ch) as u64;
                         tracing::info!("end of stream at frame {end}");
                         shared.end_position.store(end, Ordering::Release);
-                        // The sessions say goodbye with the end position.
+                        // The sessions say goodbye with the end position; the engine ends the
+                        // stream once they are gone (at once if none is left).
                         shared.ring_sessions();
+                        shared.ring_engine();
                         break;
                     }
                     Frame::Wait(d) => {
