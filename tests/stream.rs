@@ -374,17 +374,19 @@ fn between_heartbeats_only_the_audio_threads_wake() {
     let before = [server.pid(), client.pid()].map(sleeps_by_thread);
     std::thread::sleep(std::time::Duration::from_secs_f64(span));
     let after = [server.pid(), client.pid()].map(sleeps_by_thread);
-    let mut seen = Vec::new();
-    for (side, (b, a)) in ["server", "client"].iter().zip(before.iter().zip(&after)) {
-        for (name, n) in a {
-            let rate = (n - b.get(name).copied().unwrap_or(0)) as f64 / span;
-            seen.push(format!("{side} {name}: {rate:.1}/s"));
-        }
-    }
     let rate = |side: usize, name: &str| {
         let n = after[side].get(name).copied().unwrap_or(0);
         (n - before[side].get(name).copied().unwrap_or(0)) as f64 / span
     };
+    let seen: Vec<String> = ["server", "client"]
+        .iter()
+        .enumerate()
+        .flat_map(|(side, label)| {
+            after[side]
+                .keys()
+                .map(move |name| format!("{label} {name}: {:.1}/s", rate(side, name)))
+        })
+        .collect();
     // 5 ms packets: 200 a second. The audio threads show the count works.
     assert!(rate(0, "media") > 150.0, "{seen:?}");
     assert!(rate(1, "playout") > 150.0, "{seen:?}");

@@ -53,11 +53,8 @@ impl Wake {
     /// Waits up to `timeout` for a signal; true (and the signal cleared) if one came.
     #[cfg(target_os = "linux")]
     pub fn wait(&self, timeout: std::time::Duration) -> bool {
-        use rustix::event::{poll, PollFd, PollFlags, Timespec};
-        let ts = Timespec {
-            tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
-            tv_nsec: timeout.subsec_nanos().into(),
-        };
+        use rustix::event::{poll, PollFd, PollFlags};
+        let ts = timespec(timeout);
         let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
         let rung = matches!(poll(&mut fds, Some(&ts)), Ok(n) if n > 0);
         if rung {
@@ -72,6 +69,15 @@ impl Wake {
         use std::os::fd::AsFd;
         self.fd.as_fd()
     }
+}
+
+/// `d` for poll(2); a wait too long for a `Timespec` (centuries) is as good as for ever.
+#[cfg(unix)]
+pub(crate) fn timespec(d: std::time::Duration) -> rustix::event::Timespec {
+    rustix::event::Timespec::try_from(d).unwrap_or(rustix::event::Timespec {
+        tv_sec: i64::MAX,
+        tv_nsec: 0,
+    })
 }
 
 #[cfg(all(test, target_os = "linux"))]

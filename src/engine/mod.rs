@@ -309,24 +309,17 @@ impl Inbox {
     /// The next command, waiting for it at most until `deadline`, or less when the bell rings
     /// (`None`: look around and call again). A handle that is gone reads as [`Command::Stop`].
     pub(crate) fn next(&self, deadline: Instant) -> Option<Command> {
-        use crossbeam_channel::{RecvTimeoutError, TryRecvError};
-        match self.commands.try_recv() {
-            Ok(c) => return Some(c),
-            Err(TryRecvError::Disconnected) => return Some(Command::Stop),
-            Err(TryRecvError::Empty) => {}
+        if let Some(c) = self.try_recv() {
+            return Some(c);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         #[cfg(target_os = "linux")]
         if let Some(bell) = &self.bell {
             bell.wait(left);
-            return self.commands.try_recv().ok();
+            return self.try_recv();
         }
         // No bell (not Linux): look again within conn::POLL.
-        match self.commands.recv_timeout(left.min(conn::POLL)) {
-            Ok(c) => Some(c),
-            Err(RecvTimeoutError::Disconnected) => Some(Command::Stop),
-            Err(RecvTimeoutError::Timeout) => None,
-        }
+        self.recv_timeout(left.min(conn::POLL))
     }
 
     /// The next command, waiting at most `timeout` for it.

@@ -168,11 +168,8 @@ pub(crate) fn wait_readable(
     wake: Option<&Wake>,
     timeout: std::time::Duration,
 ) -> io::Result<Woken> {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let ts = Timespec {
-        tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
-        tv_nsec: timeout.subsec_nanos().into(),
-    };
+    use rustix::event::{poll, PollFd, PollFlags};
+    let ts = crate::audio::wake::timespec(timeout);
     #[cfg(target_os = "linux")]
     let wake_fd = wake.map(Wake::fd);
     #[cfg(not(target_os = "linux"))]
