@@ -157,7 +157,7 @@ try:
         else:
             server.send_signal(signal.SIGINT)
         server.wait(timeout=10)
-        depth, devices = "", None
+        depth, devices, reported = "", None, None
         if client.stdout is not None:
             import json
 
@@ -175,7 +175,11 @@ try:
                     print(f"  {n:6d}  {l['depth_ms']:8.1f}  {l['target_ms']:9.1f}  {l['late']:4d}  {l['lost']:4d}  {l['drift_ppm']:9.0f}")
             if lines:
                 d = median(l["depth_ms"] for l in lines[2:] or lines)
-                depth = f"   (client buffer {d:.1f} ms of {lines[-1]['target_ms']:.1f}, jitter {lines[-1]['jitter_ms']:.2f} ms, est. latency {lines[-1].get('latency_ms') or 0:.1f} ms)"
+                # What the client reports while the clicks play (capture device in to playback
+                # device out, from the heartbeats' anchors), against the clicks' own delay.
+                clicking = [l for l in lines if l.get("t", 0) >= settle] or lines
+                reported = median(l.get("latency_ms") for l in clicking)
+                depth = f"   (client buffer {d:.1f} ms of {lines[-1]['target_ms']:.1f}, jitter {lines[-1]['jitter_ms']:.2f} ms)"
             # What ALSA reports each device holds: capture to callback on the server, callback
             # to playing on the client. The rest of the click's delay is EchoWarp's own.
             dev_in = median(l.get("device_ms") for l in slines[2:] or slines)
@@ -208,6 +212,9 @@ try:
             continue
         q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))]
         print(f"{name:46} {q(0.5):10.1f} {q(0.1):8.1f} {q(0.9):8.1f} {lat[0]:7.1f} {lat[-1]:7.1f} {len(lat):6d}{depth}")
+        if preset is not None and client.stdout is not None:
+            print(f"{'':46} the client reports {reported:.1f} ms (median while clicking), the clicks take {q(0.5):.1f} ms: off by {reported - q(0.5):+.1f} ms"
+                  if reported is not None else f"{'':46} the client reports no latency")
         if devices:
             print(f"{'':46} callback to callback {q(0.5) - devices[0] - devices[1]:.1f} ms median "
                   f"(the devices report {devices[0]:.1f} ms capture and {devices[1]:.1f} ms playback)")

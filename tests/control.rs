@@ -159,7 +159,7 @@ fn wrong_password_exits_3_and_the_password_never_crosses_the_wire() {
         pcap.len()
     );
     assert!(
-        contains(&pcap, b"ECHOWARP/1.0"),
+        contains(&pcap, b"ECHOWARP/1.1"),
         "the capture must hold the identification lines"
     );
     for secret in [password, "Wrong-Guess-5521"] {
@@ -274,7 +274,7 @@ fn version_mismatch_409_both_ways() {
     );
     assert_eq!(code, 5, "{err}");
     assert!(
-        err.contains("409 Conflict (Client version mismatch: server 1.0, client 2.0)"),
+        err.contains("409 Conflict (Client version mismatch: server 1.1, client 2.1)"),
         "{err}"
     );
     srv.signal("TERM");

@@ -287,8 +287,17 @@ fn stats_json_reports_rate_round_trip_and_latency_each_second() {
         .as_f64()
         .expect("a round trip by the fourth second");
     assert!(rtt > 0.0 && rtt < 50.0, "{rtt} ms on loopback");
-    let latency = last["latency_ms"].as_f64().expect("a latency estimate");
-    assert!((5.0..100.0).contains(&latency), "{latency} ms");
+    // Measured, from the server's capture anchors: the null sink takes each packet as it
+    // arrives, and a packet leaves the server as its last frame is made, so what is left is
+    // the network's and the threads' time: under one 5 ms packet (0.3 ms here).
+    // The offset needs the server's heartbeat of its second 1 to echo ours: from line 2 on.
+    let mut latencies: Vec<f64> = lines[2..]
+        .iter()
+        .map(|l| l["latency_ms"].as_f64().expect("a measured latency"))
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let latency = latencies[latencies.len() / 2];
+    assert!(latency > 0.0 && latency < 5.0, "{latencies:?} ms");
     let ts: Vec<f64> = lines.iter().filter_map(|l| l["t"].as_f64()).collect();
     assert!(
         ts.windows(2).all(|w| (w[1] - w[0] - 1.0).abs() < 0.3),

@@ -13,6 +13,7 @@ pub mod cpal_backend;
 pub mod jitter;
 pub mod paced;
 pub mod resample;
+pub mod stamp;
 pub mod wake;
 pub mod wav;
 
@@ -162,6 +163,8 @@ enum Feed {
     Ring {
         consumer: rtrb::Consumer<i16>,
         ended: Arc<AtomicBool>,
+        /// Frames read from the ring so far.
+        consumed: u64,
     },
     /// A generator (file, tone, silence) the reader pulls on the capture clock: no thread, no
     /// ring, no extra wake-ups.
@@ -199,6 +202,11 @@ pub struct Capture {
     pub device_delay: Arc<DelayCell>,
     /// Signalled by the device callback whenever it delivers (a device on Linux).
     wake: Option<Arc<wake::Wake>>,
+    /// The device callback's count of frames delivered and when the first of its last
+    /// delivery entered the device (a device that reports it).
+    clock: Option<Arc<stamp::StampCell>>,
+    /// When the first sample of the frame last read entered the source.
+    captured_at: Option<std::time::Instant>,
     _guard: Box<dyn Send>,
 }
 
@@ -254,13 +262,34 @@ impl Capture {
     ) -> Self {
         let ended = Arc::new(AtomicBool::new(false));
         Self {
-            feed: Feed::Ring { consumer, ended },
+            feed: Feed::Ring {
+                consumer,
+                ended,
+                consumed: 0,
+            },
             format,
             overruns,
             device_delay,
             wake,
+            clock: None,
+            captured_at: None,
             _guard: guard,
         }
+    }
+
+    /// The same capture, with the device callback's delivery clock: it records the count of
+    /// frames delivered before each delivery, and when the delivery's first frame entered the
+    /// device.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<stamp::StampCell>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// When the first sample of the frame [`Capture::next_frame`] last gave entered the source
+    /// (a device's input, as the device reports it; a generator's schedule), if known.
+    pub fn captured_at(&self) -> Option<std::time::Instant> {
+        self.captured_at
     }
 
     /// What the device signals when it delivers, if it does: poll it rather than a timer.
@@ -280,6 +309,8 @@ impl Capture {
             overruns: Arc::new(AtomicU64::new(0)),
             device_delay: Arc::new(DelayCell::default()),
             wake: None,
+            clock: None,
+            captured_at: None,
             _guard: Box::new(()),
         }
     }
@@ -291,7 +322,11 @@ impl Capture {
         let frames = (out.len() / ch) as u64;
         let (frame, done) = match &mut self.feed {
             Feed::Ended => return Frame::Ended,
-            Feed::Ring { consumer, ended } => {
+            Feed::Ring {
+                consumer,
+                ended,
+                consumed,
+            } => {
                 let slots = consumer.slots();
                 if slots >= out.len() {
                     if let Ok(chunk) = consumer.read_chunk(out.len()) {
@@ -300,6 +335,18 @@ impl Capture {
                         out[a.len()..].copy_from_slice(b);
                         chunk.commit_all();
                     }
+                    // From the callback's last stamp, at the stream's rate.
+                    let first = *consumed;
+                    *consumed += frames;
+                    self.captured_at =
+                        self.clock
+                            .as_ref()
+                            .and_then(|c| c.read())
+                            .and_then(|(delivered, at)| {
+                                let ahead = i64::try_from(first).unwrap_or(i64::MAX)
+                                    - i64::try_from(delivered).unwrap_or(i64::MAX);
+                                stamp::shift(at, ahead, self.format.sample_rate)
+                            });
                     (Frame::Full, false)
                 } else if ended.load(std::sync::atomic::Ordering::Acquire) {
                     let left = slots / ch * ch;
@@ -338,6 +385,9 @@ impl Capture {
                 if now < due_at {
                     (Frame::Wait(due_at - now), false)
                 } else {
+                    // A generator's sample is "captured" on its schedule.
+                    self.captured_at =
+                        Some(start + std::time::Duration::from_secs_f64(*produced as f64 / rate));
                     let n = gen(out) / ch * ch;
                     *produced += (n / ch) as u64;
                     if n < out.len() {
@@ -497,6 +547,63 @@ pub fn open_sink(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn each_frame_read_knows_when_its_first_sample_was_captured() {
+        use std::time::{Duration, Instant};
+        let format = StreamFormat {
+            sample_rate: 48_000,
+            channels: 2,
+        };
+        let ms = Duration::from_millis;
+        // A device: deliveries of 480 frames; the clock says the first frame of each entered
+        // the device 10 ms apart. Packets of 240 frames fall two to a delivery.
+        let (mut producer, consumer) = rtrb::RingBuffer::<i16>::new(48_000);
+        let clock = Arc::new(stamp::StampCell::default());
+        let mut capture = Capture::from_ring(
+            consumer,
+            format,
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(DelayCell::default()),
+            None,
+            Box::new(()),
+        )
+        .with_clock(clock.clone());
+        let t0 = Instant::now();
+        let mut out = [0i16; 480];
+        assert_eq!(capture.captured_at(), None);
+        for delivery in 0..3u32 {
+            clock.record(u64::from(delivery) * 480, t0 + ms(10) * delivery);
+            for _ in 0..960 {
+                producer.push(0).expect("ring space");
+            }
+            for half in 0..2u32 {
+                assert_eq!(capture.next_frame(Instant::now(), &mut out), Frame::Full);
+                assert_eq!(
+                    capture.captured_at(),
+                    Some(t0 + ms(10) * delivery + ms(5) * half),
+                    "delivery {delivery}, packet {half}"
+                );
+            }
+        }
+        // Read late, after two more deliveries: the newest stamp still places it.
+        clock.record(1_440, t0 + ms(30));
+        clock.record(1_920, t0 + ms(40));
+        for _ in 0..1_920 {
+            producer.push(0).expect("ring space");
+        }
+        assert_eq!(capture.next_frame(Instant::now(), &mut out), Frame::Full);
+        assert_eq!(capture.captured_at(), Some(t0 + ms(30)));
+
+        // A generator: on its own schedule, from the first read.
+        let mut tone = Capture::paced(format, Box::new(|buf: &mut [i16]| buf.len()));
+        let start = Instant::now();
+        assert!(matches!(tone.next_frame(start, &mut out), Frame::Wait(_)));
+        assert_eq!(tone.next_frame(start + ms(5), &mut out), Frame::Full);
+        assert_eq!(tone.captured_at(), Some(start));
+        assert_eq!(tone.next_frame(start + ms(10), &mut out), Frame::Full);
+        assert_eq!(tone.captured_at(), Some(start + ms(5)));
+    }
+
     /// A device whose callbacks (256 frames, 5.33 ms) do not divide into packets (240 frames):
     /// after each packet a partial one waits. With the device's wake-up, the capture waits for
     /// the next delivery: one poll per delivery. A timer set for the missing samples fires

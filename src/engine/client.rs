@@ -265,7 +265,9 @@ fn stream(
     let mut last_heard = Instant::now();
     let mut heartbeat = HeartbeatClock::new(Instant::now());
     let mut last_stats = (0u64, Instant::now());
-    let frame_ms = f64::from(s.params.frame_frames) * 1e3 / f64::from(s.params.sample_rate);
+    let format_rate = s.params.sample_rate;
+    // The server's last word on where the stream was when (protocol 1.1 servers).
+    let mut anchor: Option<crate::protocol::frame::Anchor> = None;
     let mut next_hello = Instant::now();
     let mut udp_ready = false;
     let mut ending = false;
@@ -335,8 +337,10 @@ fn stream(
                 drift_ppm: st.drift_ppm.load(Ordering::Relaxed) as f64,
                 kbps,
                 rtt_ms,
-                latency_ms: rtt_ms
-                    .map(|r| r / 2.0 + frame_ms + depth_ms + device_ms.unwrap_or(0.0)),
+                latency_ms: anchor
+                    .zip(st.played.read())
+                    .and_then(|(a, played)| heartbeat.latency(a, played, format_rate))
+                    .map(|d| d.as_secs_f64() * 1e3),
                 device_ms,
                 clock_offset_ms: heartbeat.offset_us().map(|o| o as f64 / 1e3),
             }));
@@ -350,7 +354,10 @@ fn stream(
                 last_heard = Instant::now();
                 match msg {
                     Message::UdpReady => udp_ready = true,
-                    Message::Heartbeat(h) => heartbeat.on_peer(&h, Instant::now()),
+                    Message::Heartbeat(h) => {
+                        heartbeat.on_peer(&h, Instant::now());
+                        anchor = h.anchor.or(anchor);
+                    }
                     Message::Goodbye(Goodbye {
                         reason: GoodbyeReason::EndOfStream,
                         end_position,

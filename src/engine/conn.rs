@@ -238,7 +238,38 @@ impl HeartbeatClock {
             lost,
             echo_time_us,
             echo_hold_us,
+            anchor: None,
         })
+    }
+
+    /// `at` on this session's clock, µs (negative before the session began).
+    pub(crate) fn clock_us(&self, at: Instant) -> i64 {
+        let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        if at >= self.started {
+            us(at - self.started)
+        } else {
+            -us(self.started - at)
+        }
+    }
+
+    /// The end-to-end latency, from the peer's `anchor` (the sound at one stream position and
+    /// when the peer captured it, on its clock) and `played` (a stream position and when it
+    /// plays here): the peer's capture time of that position, moved to our clock by the
+    /// measured offset, against its playing time. `None` until there is an offset, or if the
+    /// clocks disagree so far that the figure would be negative.
+    pub(crate) fn latency(
+        &self,
+        anchor: crate::protocol::frame::Anchor,
+        played: (u64, Instant),
+        rate: u32,
+    ) -> Option<Duration> {
+        let offset = self.offset_us()?;
+        let (position, at) = played;
+        let frames = position as f64 - anchor.position as f64;
+        let captured_theirs = anchor.time_us as f64 + frames * 1e6 / f64::from(rate.max(1));
+        let captured_ours = captured_theirs - offset as f64;
+        let us = self.clock_us(at) as f64 - captured_ours;
+        (us >= 0.0).then(|| Duration::from_secs_f64(us / 1e6))
     }
 
     /// A heartbeat from the peer arrived at `now`.
@@ -327,5 +358,50 @@ mod tests {
         bogus.echo_time_us = u64::MAX / 2;
         ours.on_peer(&bogus, sent + one_way);
         assert_eq!(ours.rtt(), Some(2 * one_way));
+    }
+
+    #[test]
+    fn latency_is_capture_on_the_peers_clock_against_playing_on_ours() {
+        use crate::protocol::frame::Anchor;
+        // The peer's session began 5 s before ours, 3 ms away.
+        let t0 = Instant::now();
+        let mut ours = HeartbeatClock::new(t0);
+        let mut peer = HeartbeatClock::new(t0 - Duration::from_secs(5));
+        let one_way = Duration::from_millis(3);
+        let anchor_at = |peer: &HeartbeatClock, position: u64, captured: Instant| Anchor {
+            position,
+            time_us: peer.clock_us(captured),
+        };
+        let played = (48_000, t0 + Duration::from_secs(2));
+        let a = anchor_at(&peer, 48_000, t0 + Duration::from_millis(1_960));
+        assert_eq!(ours.latency(a, played, 48_000), None, "no offset yet");
+        let hb = ours.poll(t0, 0, 0).expect("due");
+        peer.on_peer(&hb, t0 + one_way);
+        peer.next = t0 + one_way;
+        let answer = peer.poll(t0 + one_way, 0, 0).expect("due");
+        ours.on_peer(&answer, t0 + 2 * one_way);
+        // Frame 48 000 was captured at 1.96 s and plays at 2 s: 40 ms.
+        assert_eq!(
+            ours.latency(a, played, 48_000),
+            Some(Duration::from_millis(40))
+        );
+        // An anchor elsewhere in the stream, and a capture before our session began, say the
+        // same: positions convert at the stream's rate.
+        let b = anchor_at(&peer, 0, t0 + Duration::from_millis(960));
+        assert_eq!(b.time_us, 5_960_000);
+        assert_eq!(
+            ours.latency(b, played, 48_000),
+            Some(Duration::from_millis(40))
+        );
+        let before = anchor_at(&peer, 0, t0 - Duration::from_secs(6));
+        assert!(before.time_us < 0);
+        let early = (4_800, t0 - Duration::from_millis(5_800));
+        assert_eq!(
+            ours.latency(before, early, 48_000),
+            Some(Duration::from_millis(100))
+        );
+        // A position played before it was captured: the clocks disagree; no figure.
+        let late = anchor_at(&peer, 48_000, t0 + Duration::from_millis(2_010));
+        assert_eq!(ours.latency(late, played, 48_000), None);
     }
 }

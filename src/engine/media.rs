@@ -19,6 +19,7 @@ use super::server::Shared;
 use super::sock;
 use super::EngineError;
 use crate::audio::codec::OpusEncoder;
+use crate::audio::stamp::shift;
 use crate::audio::{AudioError, Capture, Frame, Source, StreamFormat};
 use crate::protocol::datagram::{
     write_audio_body, write_redundant_body, Header, Kind, Opener, Sealer, MAX_DATAGRAM,
@@ -84,6 +85,12 @@ pub(crate) fn run(
         )?),
         None => None,
     };
+    // Opus delays the sound by its look-ahead: the client hears at position P what was
+    // captured at P minus that.
+    let lookahead = match opus.as_mut() {
+        Some(enc) => i64::try_from(enc.lookahead_frames()?).unwrap_or(0),
+        None => 0,
+    };
     let mut body = Vec::with_capacity(MAX_DATAGRAM);
     let mut out = [0u8; MAX_DATAGRAM];
     let mut rx = [0u8; 2048];
@@ -110,6 +117,12 @@ pub(crate) fn run(
                         last_audio = Instant::now();
                         if let Some(d) = cap.device_delay.get() {
                             shared.counters.device_delay.set(d);
+                        }
+                        if let Some(at) = cap
+                            .captured_at()
+                            .and_then(|t| shift(t, -lookahead, format.sample_rate))
+                        {
+                            shared.set_anchor(position, at);
                         }
                         send_frame(
                             &udp,

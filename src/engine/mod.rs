@@ -160,8 +160,11 @@ pub struct Stats {
     pub kbps: f64,
     /// Round-trip time on the control channel, in ms, once measured.
     pub rtt_ms: Option<f64>,
-    /// Estimated capture-to-speaker latency, in ms (client): half the round trip, one packet,
-    /// the playout depth and the playback device's own delay.
+    /// Capture-to-speaker latency, in ms (client), measured: the server's heartbeats say when
+    /// the sound at a stream position entered its capture device; the playout knows when each
+    /// position leaves the playback device (for a file or `null`, when it is written); the
+    /// heartbeats' clock offset puts both on one clock. Absent until the first round trip, and
+    /// from servers before protocol 1.1.
     pub latency_ms: Option<f64>,
     /// What the audio device reports holding, in ms, once it has: the time from a sample's
     /// capture to its callback (server), or from the callback to its playing (client).

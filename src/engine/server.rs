@@ -20,7 +20,7 @@ use super::{
 use crate::audio::wake::Wake;
 use crate::audio::{self, DeviceSpec, StreamFormat};
 use crate::protocol::frame::{
-    Codec, Direction, Goodbye, GoodbyeReason, Message, SessionParams, MAX_AUDIO_BYTES,
+    Anchor, Codec, Direction, Goodbye, GoodbyeReason, Message, SessionParams, MAX_AUDIO_BYTES,
 };
 use crate::protocol::handshake::{HandshakeError, ServerHandshake};
 use crate::protocol::ident::{check_client_line, Ident, Status, MAX_IDENT_LEN};
@@ -62,9 +62,22 @@ pub(crate) struct Shared {
     /// heartbeat unless the media thread (the client's UDP is proven, the stream ended) or the
     /// engine (a stop) has news for it.
     bells: Mutex<HashMap<u32, Arc<Wake>>>,
+    /// The stream position of the newest frame sent and when the sound it carries entered the
+    /// capture (a device's input, less the encoder's look-ahead): the heartbeats' anchor, from
+    /// which each client measures the end-to-end latency.
+    pub(crate) anchor: Mutex<Option<(u64, Instant)>>,
 }
 
 impl Shared {
+    /// Records where the stream was when (the media thread, for every frame it sends).
+    pub(crate) fn set_anchor(&self, position: u64, captured: Instant) {
+        *self.anchor.lock().unwrap_or_else(|p| p.into_inner()) = Some((position, captured));
+    }
+
+    fn anchor(&self) -> Option<(u64, Instant)> {
+        *self.anchor.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn session_bells(&self) -> MutexGuard<'_, HashMap<u32, Arc<Wake>>> {
         self.bells.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -188,6 +201,7 @@ pub(crate) fn run(
         events: events.clone(),
         engine_bell: inbox.bell.clone(),
         media_ended: AtomicBool::new(false),
+        anchor: Mutex::new(None),
         bells: Mutex::new(HashMap::new()),
         cfg,
     });
@@ -442,6 +456,8 @@ fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
         return;
     }
     let client_line = String::from_utf8_lossy(&line).into_owned();
+    // What the client's protocol minor knows of (check_client_line has parsed it already).
+    let minor = Ident::parse(&line).map_or(0, |i| i.minor);
     let keys = match handshake(shared, &mut conn, &client_line, &our_line, deadline) {
         Ok(k) => k,
         Err(HandshakeFailure::Password) => {
@@ -472,7 +488,7 @@ fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
         ControlCipher::new(&keys.server_to_client.control),
         ControlCipher::new(&keys.client_to_server.control),
     );
-    let reason = session(shared, &mut conn, peer, ip, keys);
+    let reason = session(shared, &mut conn, (peer, ip), keys, minor);
     shared.active.fetch_sub(1, Ordering::AcqRel);
     tracing::info!("{peer} left: {reason}");
     let _ = shared.events.send(Event::ClientLeft { peer, reason });
@@ -537,9 +553,9 @@ fn random_u32() -> u32 {
 fn session(
     shared: &Shared,
     conn: &mut Conn,
-    peer: SocketAddr,
-    ip: IpAddr,
+    peer: (SocketAddr, IpAddr),
     keys: crate::protocol::keys::SessionKeys,
+    minor: u16,
 ) -> String {
     let params = SessionParams {
         direction: Direction::ServerToClient,
@@ -561,7 +577,7 @@ fn session(
     if let Some(b) = &bell {
         shared.session_bells().insert(params.session_id, b.clone());
     }
-    let reason = run_session(shared, conn, peer, ip, keys, params, bell.as_deref());
+    let reason = run_session(shared, conn, peer, keys, params, bell.as_deref(), minor);
     shared.session_bells().remove(&params.session_id);
     let _ = shared.media.send(MediaCommand::Remove {
         session_id: params.session_id,
@@ -569,15 +585,16 @@ fn session(
     reason
 }
 
-/// [`session`]'s loop: it wakes for a heartbeat, a message from the client, or `bell`.
+/// [`session`]'s loop: it wakes for a heartbeat, a message from the client, or `bell`. A client
+/// of protocol minor 1 or later gets the capture anchor in every heartbeat.
 fn run_session(
     shared: &Shared,
     conn: &mut Conn,
-    peer: SocketAddr,
-    ip: IpAddr,
+    (peer, ip): (SocketAddr, IpAddr),
     keys: crate::protocol::keys::SessionKeys,
     params: SessionParams,
     bell: Option<&Wake>,
+    minor: u16,
 ) -> String {
     // Register with the media thread before announcing: the client's hello may follow at once.
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
@@ -622,7 +639,13 @@ fn run_session(
                 break format!("control channel: {e}");
             }
         }
-        if let Some(hb) = heartbeat.poll(now, 0, 0) {
+        if let Some(mut hb) = heartbeat.poll(now, 0, 0) {
+            if minor >= 1 {
+                hb.anchor = shared.anchor().map(|(position, at)| Anchor {
+                    position,
+                    time_us: heartbeat.clock_us(at),
+                });
+            }
             if let Err(e) = conn.send(&Message::Heartbeat(hb)) {
                 break format!("control channel: {e}");
             }

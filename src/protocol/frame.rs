@@ -160,6 +160,20 @@ pub struct Heartbeat {
     /// [`Heartbeat::NO_ECHO`] when none has been received yet. With `echo_time_us` the peer
     /// learns the round-trip time and the clock offset (as NTP does).
     pub echo_hold_us: u32,
+    /// Where the stream was when (the server, from protocol 1.1 on; absent from older peers).
+    pub anchor: Option<Anchor>,
+}
+
+/// The sound at stream frame `position` entered the sender's capture device at `time_us` on
+/// the sender's session clock (that of [`Heartbeat::time_us`], negative before the session
+/// began). With the clock offset the heartbeats measure, the client learns when each sound it
+/// plays was captured, and so the end-to-end latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Anchor {
+    /// A stream position, in frames.
+    pub position: u64,
+    /// When that frame's sound was captured, µs on the sender's session clock.
+    pub time_us: i64,
 }
 
 impl Heartbeat {
@@ -247,6 +261,11 @@ impl Message {
                 out.extend_from_slice(&h.lost.to_be_bytes());
                 out.extend_from_slice(&h.echo_time_us.to_be_bytes());
                 out.extend_from_slice(&h.echo_hold_us.to_be_bytes());
+                // Protocol 1.1's addition, at the end: a 1.0 body is a prefix of it.
+                if let Some(a) = h.anchor {
+                    out.extend_from_slice(&a.position.to_be_bytes());
+                    out.extend_from_slice(&a.time_us.to_be_bytes());
+                }
             }
             Message::UdpReady => out.push(ty::UDP_READY),
             Message::Goodbye(g) => {
@@ -313,6 +332,14 @@ impl Message {
                 lost: r.u64()?,
                 echo_time_us: r.u64()?,
                 echo_hold_us: r.u32()?,
+                anchor: if r.remaining() == 0 {
+                    None
+                } else {
+                    Some(Anchor {
+                        position: r.u64()?,
+                        time_us: i64::from_be_bytes(r.fixed()?),
+                    })
+                },
             }),
             ty::UDP_READY => Message::UdpReady,
             ty::GOODBYE => {
@@ -437,6 +464,7 @@ mod tests {
                 lost: 1,
                 echo_time_us: 999_000,
                 echo_hold_us: 250,
+                anchor: None,
             }),
             Message::UdpReady,
             Message::Goodbye(Goodbye {
@@ -454,6 +482,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_heartbeat_with_an_anchor_round_trips_and_without_one_reads_as_protocol_1_0() {
+        let plain = Heartbeat {
+            seq: 3,
+            time_us: 2_000_000,
+            received: 100,
+            lost: 0,
+            echo_time_us: 1_000_000,
+            echo_hold_us: 40,
+            anchor: None,
+        };
+        let anchored = Heartbeat {
+            anchor: Some(Anchor {
+                position: 96_000,
+                time_us: -1_500,
+            }),
+            ..plain
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        Message::Heartbeat(plain).encode(&mut a);
+        Message::Heartbeat(anchored).encode(&mut b);
+        // 1.0's body (type, 4 + 8 + 8 + 8 + 8 + 4 bytes), then 16 bytes of anchor.
+        assert_eq!((a.len(), b.len()), (41, 57));
+        assert_eq!(b[..41], a[..]);
+        assert_eq!(Message::decode(&b), Ok(Message::Heartbeat(anchored)));
+        assert_eq!(Message::decode(&a), Ok(Message::Heartbeat(plain)));
+        // A body cut anywhere but at 1.0's end is malformed.
+        for cut in (1..b.len()).filter(|&c| c != a.len()) {
+            assert!(Message::decode(&b[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut long = b.clone();
+        long.push(0);
+        assert!(Message::decode(&long).is_err());
     }
 
     #[test]

@@ -178,7 +178,7 @@ mod tests {
     fn identification_round_trips() {
         let ours = Ident::ours(None);
         let line = ours.to_line();
-        assert!(line.starts_with("ECHOWARP/1.0 "));
+        assert!(line.starts_with("ECHOWARP/1.1 "));
         assert!(line.len() <= MAX_IDENT_LEN);
         assert_eq!(Ident::parse(line.as_bytes()), Some(ours));
     }
@@ -212,7 +212,7 @@ mod tests {
             check_client_line(b"ECHOWARP/99.0 x\n", &ours, false).expect_err("major 99 is refused");
         assert_eq!(
             err.to_line(),
-            "409 Conflict (Client version mismatch: server 1.0, client 99.0)\n"
+            "409 Conflict (Client version mismatch: server 1.1, client 99.0)\n"
         );
         assert_eq!(
             check_client_line(ours.to_line().as_bytes(), &ours, true),

@@ -15,5 +15,8 @@ pub mod replay;
 
 /// Protocol major version: peers with a different major cannot talk (409).
 pub const PROTOCOL_MAJOR: u16 = 1;
-/// Protocol minor version: additions that older peers of the same major can ignore.
-pub const PROTOCOL_MINOR: u16 = 0;
+/// Protocol minor version: additions that older peers of the same major can ignore. A peer
+/// sends an addition only to a peer whose minor knows it.
+///
+/// - 1.1: the server's heartbeats carry a capture anchor ([`frame::Anchor`]).
+pub const PROTOCOL_MINOR: u16 = 1;

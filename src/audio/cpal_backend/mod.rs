@@ -147,6 +147,7 @@ fn input_callback<T>(
     device_channels: usize,
     overruns: Arc<AtomicU64>,
     delay: Arc<crate::audio::DelayCell>,
+    clock: Arc<crate::audio::stamp::StampCell>,
     wake: Option<Arc<crate::audio::wake::Wake>>,
 ) -> impl FnMut(&[T], &cpal::InputCallbackInfo) + Send + 'static
 where
@@ -154,16 +155,27 @@ where
     i16: FromSample<T>,
 {
     let keep = device_channels.min(2);
+    // Frames pushed so far (the reader's count of frames read meets it).
+    let mut delivered: u64 = 0;
     move |data: &[T], info| {
         let t = info.timestamp();
         // Saturates at zero should a backend's clocks disagree.
-        delay.set(t.callback.duration_since(t.capture));
+        let held = t.callback.duration_since(t.capture);
+        delay.set(held);
+        if let Some(entered) = std::time::Instant::now().checked_sub(held) {
+            clock.record(delivered, entered);
+        }
         for frame in data.chunks_exact(device_channels) {
+            // The ring's space is a whole number of frames: a frame goes in whole or not at all.
+            let mut pushed = false;
             for &s in &frame[..keep] {
                 if producer.push(<i16 as Sample>::from_sample(s)).is_err() {
                     overruns.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    pushed = true;
                 }
             }
+            delivered += u64::from(pushed);
         }
         if let Some(w) = &wake {
             w.notify();
@@ -234,8 +246,10 @@ fn start_capture(
         let (producer, consumer) = rtrb::RingBuffer::<i16>::new(cap);
         let overruns = Arc::new(AtomicU64::new(0));
         let device_delay = Arc::new(crate::audio::DelayCell::default());
+        let clock = Arc::new(crate::audio::stamp::StampCell::default());
         let failed = Arc::new(AtomicBool::new(false));
         let (over, delay, name) = (overruns.clone(), device_delay.clone(), name.to_owned());
+        let stamps = clock.clone();
         let wake = crate::audio::wake::Wake::new().map(Arc::new);
         let waker = wake.clone();
         let device = device.clone();
@@ -249,19 +263,19 @@ fn start_capture(
             let stream = match sample_format {
                 SampleFormat::F32 => device.build_input_stream(
                     config,
-                    input_callback::<f32>(producer, dev_ch, over, delay, waker),
+                    input_callback::<f32>(producer, dev_ch, over, delay, stamps, waker),
                     on_err,
                     None,
                 ),
                 SampleFormat::I16 => device.build_input_stream(
                     config,
-                    input_callback::<i16>(producer, dev_ch, over, delay, waker),
+                    input_callback::<i16>(producer, dev_ch, over, delay, stamps, waker),
                     on_err,
                     None,
                 ),
                 SampleFormat::I32 => device.build_input_stream(
                     config,
-                    input_callback::<i32>(producer, dev_ch, over, delay, waker),
+                    input_callback::<i32>(producer, dev_ch, over, delay, stamps, waker),
                     on_err,
                     None,
                 ),
@@ -276,7 +290,8 @@ fn start_capture(
             device_delay,
             wake,
             Box::new(guard),
-        ))
+        )
+        .with_clock(clock))
     }
 }
 
