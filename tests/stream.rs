@@ -242,23 +242,29 @@ fn error_log_writes_warnings_to_the_log_folder() {
     );
 }
 
-#[test]
-fn stats_json_reports_rate_round_trip_and_latency_each_second() {
+/// Four seconds of a `null` client's `--stats-json` lines (the figures of the first seconds
+/// settle by the third), from a `tone:` server; each side gets its extra arguments.
+fn client_stats(server_args: &[&str], client_args: &[&str]) -> Vec<serde_json::Value> {
     let sb = Sandbox::new();
     let port = free_port().to_string();
-    let mut server = sb.spawn(&["-d", "tone:440", "-u", &port]);
+    let mut server = sb.spawn(&[&["-d", "tone:440", "-u", &port][..], server_args].concat());
     server.wait_for("listening on", SECS(10));
-    let mut client = sb.spawn(&[
-        "-c",
-        "-a",
-        "127.0.0.1",
-        "-u",
-        &port,
-        "-d",
-        "null",
-        "--stats-json",
-    ]);
-    // Four lines: the figures of the first seconds settle by the third.
+    let mut client = sb.spawn(
+        &[
+            &[
+                "-c",
+                "-a",
+                "127.0.0.1",
+                "-u",
+                &port,
+                "-d",
+                "null",
+                "--stats-json",
+            ][..],
+            client_args,
+        ]
+        .concat(),
+    );
     let deadline = std::time::Instant::now() + SECS(15);
     while client.stdout().lines().count() < 4 {
         assert!(
@@ -272,11 +278,16 @@ fn stats_json_reports_rate_round_trip_and_latency_each_second() {
     client.signal("INT");
     assert!(client.wait_timeout(SECS(10)).success());
     server.signal("INT");
-    let lines: Vec<serde_json::Value> = client
+    client
         .stdout()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn stats_json_reports_rate_round_trip_and_latency_each_second() {
+    let lines = client_stats(&[], &[]);
     let last = &lines[3];
     assert_eq!(last["role"], "client");
     assert_eq!(last["loss_pct"], 0.0, "{last}");
@@ -304,6 +315,27 @@ fn stats_json_reports_rate_round_trip_and_latency_each_second() {
         "one line a second: {ts:?}"
     );
     assert!(lines[3]["packets"].as_u64() > lines[1]["packets"].as_u64());
+}
+
+#[test]
+fn a_protocol_1_0_peer_on_either_side_streams_without_the_capture_anchor() {
+    // A 1.0 client would refuse a heartbeat longer than it knows: the server sends it none of
+    // the anchors, and a 1.0 server sends none. The stream and the round trip go on; only
+    // the latency, which needs the anchors, is missing.
+    for (server, client) in [
+        (&[][..], &["--protocol-minor", "0"][..]),
+        (&["--protocol-minor", "0"][..], &[][..]),
+    ] {
+        let lines = client_stats(server, client);
+        for l in &lines[2..] {
+            assert!(l["rtt_ms"].as_f64().is_some(), "{l}");
+            assert!(l["packets"].as_u64() > Some(0), "{l}");
+            assert!(
+                l["latency_ms"].is_null(),
+                "server {server:?}, client {client:?}: {l}"
+            );
+        }
+    }
 }
 
 #[test]

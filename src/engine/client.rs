@@ -67,7 +67,7 @@ fn connect(cfg: &ClientConfig) -> Result<Session, Failure> {
     let stream = stream.ok_or(last)?;
     let peer = stream.peer_addr().map_err(retry)?;
     let mut conn = Conn::new(stream);
-    let ours = Ident::ours(cfg.protocol_major);
+    let ours = Ident::ours(cfg.protocol_major).claiming_minor(cfg.protocol_minor);
     let our_line = ours.to_line();
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     conn.write_all(our_line.as_bytes()).map_err(retry)?;

@@ -77,6 +77,8 @@ pub struct ServerConfig {
     pub socket_buffer_size: usize,
     /// Claim another protocol major (testing 409).
     pub protocol_major: Option<u16>,
+    /// Claim another protocol minor (testing what older peers get).
+    pub protocol_minor: Option<u16>,
 }
 
 impl ServerConfig {
@@ -111,6 +113,8 @@ pub struct ClientConfig {
     pub socket_buffer_size: usize,
     /// Claim another protocol major (testing 409).
     pub protocol_major: Option<u16>,
+    /// Claim another protocol minor (testing what older peers get).
+    pub protocol_minor: Option<u16>,
 }
 
 /// What the engine is asked to run.

@@ -187,7 +187,7 @@ pub(crate) fn run(
     let bans = BanList::load(&cfg.ban_list)?;
     let (media_tx, media_rx) = crossbeam_channel::unbounded();
     let shared = Arc::new(Shared {
-        ident: Ident::ours(cfg.protocol_major),
+        ident: Ident::ours(cfg.protocol_major).claiming_minor(cfg.protocol_minor),
         format,
         frame_frames: frames,
         bans: Mutex::new((bans, FailureCounter::new(cfg.ban_threshold))),
@@ -586,7 +586,7 @@ fn session(
 }
 
 /// [`session`]'s loop: it wakes for a heartbeat, a message from the client, or `bell`. A client
-/// of protocol minor 1 or later gets the capture anchor in every heartbeat.
+/// of protocol minor 1 or later (`minor`) gets the capture anchor in every heartbeat.
 fn run_session(
     shared: &Shared,
     conn: &mut Conn,
@@ -640,7 +640,7 @@ fn run_session(
             }
         }
         if let Some(mut hb) = heartbeat.poll(now, 0, 0) {
-            if minor >= 1 {
+            if minor >= 1 && shared.ident.minor >= 1 {
                 hb.anchor = shared.anchor().map(|(position, at)| Anchor {
                     position,
                     time_us: heartbeat.clock_us(at),

@@ -32,6 +32,15 @@ impl Ident {
         }
     }
 
+    /// The same, claiming protocol minor `minor` if given (for tests of what older peers get).
+    #[must_use]
+    pub fn claiming_minor(self, minor: Option<u16>) -> Self {
+        Self {
+            minor: minor.unwrap_or(self.minor),
+            ..self
+        }
+    }
+
     /// The line as sent, newline included.
     pub fn to_line(&self) -> String {
         format!(

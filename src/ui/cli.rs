@@ -192,6 +192,9 @@ pub struct Args {
     /// Claim another protocol major version (for testing version checks)
     #[arg(long = "protocol-major", hide = true)]
     pub protocol_major: Option<u16>,
+    /// Claim another protocol minor version (for testing what older peers get)
+    #[arg(long = "protocol-minor", hide = true)]
+    pub protocol_minor: Option<u16>,
 }
 
 /// Why the command line failed: carries its exit code.
@@ -362,6 +365,7 @@ pub fn engine_role(p: &Profile, args: &Args) -> Result<EngineRole, CliError> {
             channels: (p.audio.channels != 0).then_some(p.audio.channels),
             socket_buffer_size: p.socket_buffer_size as usize,
             protocol_major: args.protocol_major,
+            protocol_minor: args.protocol_minor,
         })),
         Role::Client => {
             if p.server_address.trim().is_empty() {
@@ -382,6 +386,7 @@ pub fn engine_role(p: &Profile, args: &Args) -> Result<EngineRole, CliError> {
                 device_rate: (p.audio.sample_rate != 0).then_some(p.audio.sample_rate),
                 socket_buffer_size: p.socket_buffer_size as usize,
                 protocol_major: args.protocol_major,
+                protocol_minor: args.protocol_minor,
             }))
         }
     }
