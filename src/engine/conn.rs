@@ -269,7 +269,11 @@ impl HeartbeatClock {
         let captured_theirs = anchor.time_us as f64 + frames * 1e6 / f64::from(rate.max(1));
         let captured_ours = captured_theirs - offset as f64;
         let us = self.clock_us(at) as f64 - captured_ours;
-        (us >= 0.0).then(|| Duration::from_secs_f64(us / 1e6))
+        if us < 0.0 {
+            return None;
+        }
+        // From the network: a wild anchor gives no figure, never a panic.
+        Duration::try_from_secs_f64(us / 1e6).ok()
     }
 
     /// A heartbeat from the peer arrived at `now`.

@@ -913,8 +913,8 @@ impl crate::audio::Pull for PulledPlayout {
         // own delay.
         if let Some(position) = self.core.next_out_position(self.core.staged_frames()) {
             let ahead = (out.len() / self.core.sink_ch.max(1)) as i64;
-            let start = now + self.stats.device_delay.get().unwrap_or_default();
-            if let Some(at) = shift(start, ahead, self.core.sink_rate as u32) {
+            let start = now.checked_add(self.stats.device_delay.get().unwrap_or_default());
+            if let Some(at) = start.and_then(|t| shift(t, ahead, self.core.sink_rate as u32)) {
                 self.stats.played.record(position, at);
             }
         }
@@ -1176,10 +1176,9 @@ fn feed(
         }
         // The head of the sink's queue plays after the device's own delay (a file or the null
         // sink: when it was written).
-        if let Some(position) = core.next_out_position(sink.queued_frames()) {
-            stats
-                .played
-                .record(position, now + sink.device_delay().unwrap_or_default());
+        let plays = now.checked_add(sink.device_delay().unwrap_or_default());
+        if let Some((position, at)) = core.next_out_position(sink.queued_frames()).zip(plays) {
+            stats.played.record(position, at);
         }
     }
     publish(&core, stats);

@@ -65,7 +65,7 @@ pub(crate) struct Shared {
     /// The stream position of the newest frame sent and when the sound it carries entered the
     /// capture (a device's input, less the encoder's look-ahead): the heartbeats' anchor, from
     /// which each client measures the end-to-end latency.
-    pub(crate) anchor: Mutex<Option<(u64, Instant)>>,
+    anchor: Mutex<Option<(u64, Instant)>>,
 }
 
 impl Shared {
