@@ -12,7 +12,7 @@ spread per preset; figures, not pass/fail.
     python3 bench/latency.py [SECONDS] [--route pulse|pipewire] [--only TEXT] [--series] [--threads]
     (default 20 s: 40 clicks per preset; --only runs the presets whose name holds TEXT;
     --series prints the client's figures for every second: depth, target, late, lost, drift;
-    --threads prints each side's CPU thread by thread)
+    --threads prints each side's CPU and wake-ups a second, thread by thread)
 
 Clicks start 12 s after the client connects: the figures are a running session's, not its first
 seconds' (the jitter buffer starts sized on the devices' start-up and shrinks after 10 s calm).
@@ -132,7 +132,7 @@ try:
                 return int(fields[11]) + int(fields[12])
             except OSError:
                 return None
-        threads_from = {p.pid: pwsession.thread_ticks(p.pid) for p in (server, client)}
+        threads_from = {p.pid: pwsession.thread_runtime(p.pid) for p in (server, client)}
         cpu_from = (time.monotonic(), ticks(server.pid), ticks(client.pid))
         rec_file = os.path.join(work, "rec.raw")
         rec = spawn(["pacat", "--record", "-d", "sinkB.monitor", "--format=s16le", "--channels=2",
@@ -143,7 +143,7 @@ try:
         play.wait()
         time.sleep(1.0)
         cpu_to = (time.monotonic(), ticks(server.pid), ticks(client.pid))
-        threads_to = {p.pid: pwsession.thread_ticks(p.pid) for p in (server, client)}
+        threads_to = {p.pid: pwsession.thread_runtime(p.pid) for p in (server, client)}
         cpu = ""
         if preset is not None and None not in cpu_from + cpu_to:
             span = (cpu_to[0] - cpu_from[0]) * os.sysconf("SC_CLK_TCK") / 100.0
@@ -221,11 +221,13 @@ try:
         if cpu:
             print(f"{'':46} {cpu}")
         if cpu and per_thread:
-            span = (cpu_to[0] - cpu_from[0]) * os.sysconf("SC_CLK_TCK") / 100.0
+            secs = cpu_to[0] - cpu_from[0]
             for side, p in (("server", server), ("client", client)):
-                busy = sorted(((v - threads_from[p.pid].get(k, 0)) / span, k[1])
-                              for k, v in threads_to[p.pid].items())
-                print(f"{'':46} {side} threads: " + ", ".join(f"{n} {c:.2f} %" for c, n in reversed(busy) if c > 0))
+                # Run time (schedstat, ns) as % of a core, and wake-ups (voluntary sleeps) a second.
+                busy = sorted(((ns - threads_from[p.pid].get(k, (0, 0))[0]) / secs / 1e7,
+                               (sl - threads_from[p.pid].get(k, (0, 0))[1]) / secs, k[1])
+                              for k, (ns, sl) in threads_to[p.pid].items())
+                print(f"{'':46} {side} threads: " + ", ".join(f"{n} {c:.2f} % ({w:.0f}/s)" for c, w, n in reversed(busy) if c >= 0.005))
         if preset is not None:
             parts = [l for l in open(os.path.join(work, "client.log"), errors="replace") if "set point" in l]
             if parts:
