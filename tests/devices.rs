@@ -245,15 +245,17 @@ struct ToneRun {
     client_log: String,
     /// The last `device_ms` each side's `--stats-json` reported (server, client).
     device_ms: (Option<f64>, Option<f64>),
+    /// The last end-to-end latency the client measured.
+    latency_ms: Option<f64>,
 }
 
-/// The last `device_ms` in a `--stats-json` output.
-fn last_device_ms(stdout: &str) -> Option<f64> {
+/// The last `key` (a number) in a `--stats-json` output.
+fn last_figure(stdout: &str, key: &str) -> Option<f64> {
     stdout
         .lines()
         .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find_map(|v| v["device_ms"].as_f64())
+        .find_map(|v| v[key].as_f64())
 }
 
 fn tone_through_devices(sink: &str, client_profile: Option<&str>, record_rate: u32) -> ToneRun {
@@ -335,9 +337,10 @@ fn tone_through_devices(sink: &str, client_profile: Option<&str>, record_rate: u
         gap,
         client_log: client.stderr(),
         device_ms: (
-            last_device_ms(&server.stdout()),
-            last_device_ms(&client.stdout()),
+            last_figure(&server.stdout(), "device_ms"),
+            last_figure(&client.stdout(), "device_ms"),
         ),
+        latency_ms: last_figure(&client.stdout(), "latency_ms"),
     }
 }
 
@@ -349,9 +352,10 @@ fn a_tone_crosses_real_devices_at_the_right_frequency_and_level() {
         loud: n,
         gap,
         device_ms,
+        latency_ms,
         ..
     } = tone_through_devices("sinkB", None, 48_000);
-    eprintln!("48 kHz: {freq:.2} Hz, {level:.2} dBFS, longest dropout {gap} samples, device delays {device_ms:?} ms");
+    eprintln!("48 kHz: {freq:.2} Hz, {level:.2} dBFS, longest dropout {gap} samples, device delays {device_ms:?} ms, latency {latency_ms:?} ms");
     // Each side reports what ALSA says its device holds. A playback device holds at least the
     // period being played; the pulse plug-in may report an empty capture buffer (0 ms).
     let (capture, playback) = device_ms;
@@ -364,6 +368,13 @@ fn a_tone_crosses_real_devices_at_the_right_frequency_and_level() {
     assert!(
         playback > 0.0 && playback < 200.0,
         "playback delay {playback} ms"
+    );
+    // The latency the client measures (the server's capture anchors against its own playout
+    // through the devices' callbacks) spans both devices' delays, a packet and the buffer.
+    let latency = latency_ms.expect("the client measured no latency");
+    assert!(
+        latency > capture + playback + 5.0 && latency < 500.0,
+        "latency {latency} ms with devices of {capture} and {playback} ms"
     );
     // Input: a 1 kHz sine at amplitude 0.5, RMS -9.03 dBFS.
     assert!(n > 48_000, "only {n} samples of tone");
