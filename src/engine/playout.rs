@@ -1352,6 +1352,37 @@ mod tests {
     /// `pulled`: the device's callback pulls (as real devices do); otherwise the playout feeds
     /// the device's queue (as for a device that cannot pull).
     fn simulate(seconds: f64, ppm: f64, floor_ms: u64, pulled: bool, net: &mut Network) -> Run {
+        let sine = |n: u64| {
+            let v = (std::f64::consts::TAU * 440.0 * n as f64 / f64::from(RATE)).sin();
+            (v * 16_000.0) as i16
+        };
+        simulate_with(
+            seconds,
+            ppm,
+            floor_ms,
+            pulled,
+            net,
+            &sine,
+            &mut |_, _, _| {},
+        )
+    }
+
+    /// What a simulated run lets a test see after each 1 ms step, once the playout has fed (or
+    /// been pulled by) the device and before the device plays on: the step, the core, the
+    /// device.
+    type Observer<'a> = dyn FnMut(u64, &PlayoutCore, &SimDevice) + 'a;
+
+    /// [`simulate`], with frame `n` of the stream's signal given by `sample`, and `observe`
+    /// called at every step.
+    fn simulate_with(
+        seconds: f64,
+        ppm: f64,
+        floor_ms: u64,
+        pulled: bool,
+        net: &mut Network,
+        sample: &dyn Fn(u64) -> i16,
+        observe: &mut Observer<'_>,
+    ) -> Run {
         let t0 = Instant::now();
         let params = sim_params();
         let mut device = SimDevice::new();
@@ -1382,17 +1413,18 @@ mod tests {
                 let (_, seq) = in_flight.remove(0);
                 payload.clear();
                 for i in 0..u64::from(FRAME) {
-                    let n = seq * u64::from(FRAME) + i;
-                    let v = (std::f64::consts::TAU * 440.0 * n as f64 / f64::from(RATE)).sin();
-                    payload.extend_from_slice(&((v * 16_000.0) as i16).to_le_bytes());
+                    let v = sample(seq * u64::from(FRAME) + i);
+                    payload.extend_from_slice(&v.to_le_bytes());
                 }
                 assert!(core.on_audio(seq * u64::from(FRAME), &payload, now));
             }
             if pulled {
                 device.pull_from(&mut core, now);
+                observe(ms, &core, &device);
             } else {
                 core.service(now, NO_END, false, &mut device)
                     .expect("service");
+                observe(ms, &core, &device);
                 device.advance(now);
             }
             if ms % 100 == 0 && ms > 0 {
@@ -1419,56 +1451,27 @@ mod tests {
     /// position it is. Returns the largest disagreement, in frames.
     fn position_error(pulled: bool) -> (f64, usize) {
         const WRAP: u64 = 16_000;
-        let t0 = Instant::now();
-        let mut device = SimDevice::new();
-        let mut core =
-            PlayoutCore::new(sim_params(), Duration::from_millis(10), &device, t0, pulled)
-                .expect("core");
-        let frame_s = f64::from(FRAME) / f64::from(RATE);
-        let ppm = 300.0;
-        let mut rng = Rng(11);
-        let mut in_flight: Vec<(f64, u64)> = Vec::new();
-        let (mut next_seq, mut payload) = (0u64, Vec::new());
-        // (position said to be next, index in `played` where the device plays next)
+        let ramp = |n: u64| ((n % WRAP) as i64 - 8_000) as i16;
+        let mut jitter = |_: u64, sent: f64, rng: &mut Rng| vec![sent + 0.001 + 0.004 * rng.unit()];
+        // (position said to be next, index in `played` where the device plays next): in pull
+        // mode the next callback's buffer starts with what is staged; fed, the head of the
+        // device's queue is what its next callback plays first.
         let mut said: Vec<(u64, usize)> = Vec::new();
-        for ms in 0..60_000u64 {
-            let t = ms as f64 / 1000.0;
-            while next_seq as f64 * frame_s / (1.0 + ppm * 1e-6) <= t {
-                let sent = next_seq as f64 * frame_s / (1.0 + ppm * 1e-6);
-                in_flight.push((sent + 0.001 + 0.004 * rng.unit(), next_seq));
-                next_seq += 1;
+        let mut note = |ms: u64, core: &PlayoutCore, device: &SimDevice| {
+            if ms % 100 != 0 || ms < 2_000 {
+                return;
             }
-            in_flight.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let now = t0 + Duration::from_secs_f64(t);
-            while in_flight.first().is_some_and(|(at, _)| *at <= t) {
-                let (_, seq) = in_flight.remove(0);
-                payload.clear();
-                for i in 0..u64::from(FRAME) {
-                    let n = (seq * u64::from(FRAME) + i) % WRAP;
-                    payload.extend_from_slice(&((n as i64 - 8_000) as i16).to_le_bytes());
-                }
-                assert!(core.on_audio(seq * u64::from(FRAME), &payload, now));
-            }
-            if pulled {
-                device.pull_from(&mut core, now);
-                // The next callback's buffer starts with what is staged now.
-                if ms % 100 == 0 && ms >= 2_000 {
-                    if let Some(p) = core.next_out_position(core.staged_frames()) {
-                        said.push((p, device.played.len()));
-                    }
-                }
+            let queued = if pulled {
+                core.staged_frames()
             } else {
-                core.service(now, NO_END, false, &mut device)
-                    .expect("service");
-                // The head of the queue is what the next callback plays first.
-                if ms % 100 == 0 && ms >= 2_000 {
-                    if let Some(p) = core.next_out_position(device.queued_frames()) {
-                        said.push((p, device.played.len()));
-                    }
-                }
-                device.advance(now);
+                device.queued_frames()
+            };
+            if let Some(p) = core.next_out_position(queued) {
+                said.push((p, device.played.len()));
             }
-        }
+        };
+        let run = simulate_with(60.0, 300.0, 10, pulled, &mut jitter, &ramp, &mut note);
+        let device = run.device;
         let mut worst = 0.0f64;
         let mut checked = 0;
         for (position, index) in said {
