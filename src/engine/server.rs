@@ -65,17 +65,14 @@ pub(crate) struct Shared {
     /// The stream position of the newest frame sent and when the sound it carries entered the
     /// capture (a device's input, less the encoder's look-ahead): the heartbeats' anchor, from
     /// which each client measures the end-to-end latency.
-    anchor: Mutex<Option<(u64, Instant)>>,
+    /// Lock-free: the media thread writes it with every packet.
+    anchor: crate::audio::stamp::StampCell,
 }
 
 impl Shared {
     /// Records where the stream was when (the media thread, for every frame it sends).
     pub(crate) fn set_anchor(&self, position: u64, captured: Instant) {
-        *self.anchor.lock().unwrap_or_else(|p| p.into_inner()) = Some((position, captured));
-    }
-
-    fn anchor(&self) -> Option<(u64, Instant)> {
-        *self.anchor.lock().unwrap_or_else(|p| p.into_inner())
+        self.anchor.record(position, captured);
     }
 
     fn session_bells(&self) -> MutexGuard<'_, HashMap<u32, Arc<Wake>>> {
@@ -201,7 +198,7 @@ pub(crate) fn run(
         events: events.clone(),
         engine_bell: inbox.bell.clone(),
         media_ended: AtomicBool::new(false),
-        anchor: Mutex::new(None),
+        anchor: crate::audio::stamp::StampCell::default(),
         bells: Mutex::new(HashMap::new()),
         cfg,
     });
@@ -641,7 +638,7 @@ fn run_session(
         }
         if let Some(mut hb) = heartbeat.poll(now, 0, 0) {
             if minor >= 1 && shared.ident.minor >= 1 {
-                hb.anchor = shared.anchor().map(|(position, at)| Anchor {
+                hb.anchor = shared.anchor.read().map(|(position, at)| Anchor {
                     position,
                     time_us: heartbeat.clock_us(at),
                 });
