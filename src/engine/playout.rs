@@ -362,7 +362,7 @@ pub(crate) struct PlayoutCore {
     staged_at: usize,
     /// When the last packet in sequence arrived (pull mode measures the depth as of then).
     last_arrival: Option<Instant>,
-    /// A packet came after its turn: pull mode deepens to the set point at once (the glitch has
+    /// A packet came after its turn: the playout deepens to the set point at once (the glitch has
     /// happened; growing slowly would risk more of them).
     deepen: bool,
     /// Pull mode: device frames to leave out before the first heard, so that playout starts
@@ -604,13 +604,28 @@ impl PlayoutCore {
         let after = self.tuner.target();
         if after > before {
             self.jb.set_target(after);
-            if self.clocked && pushed == Pushed::Late {
-                let grow = (after - before).as_secs_f64() * self.sink_rate;
-                self.pad += grow as usize;
-                self.deepen = true;
-            }
+        }
+        if self.clocked && pushed == Pushed::Late {
+            // Deepen to the set point at the next service, whether the target grew or not:
+            // at the tuner's ceiling it cannot, and a stream that now comes later than the
+            // buffer holds (a sender that lost capture time) would have every packet late
+            // until drift correction crept back at 0.5 %: 350 ms lost at the ceiling cost 20 s
+            // of concealment (`a_stream_that_comes_back_later_than_the_buffer_holds_...`).
+            self.deepen = true;
         }
         true
+    }
+
+    /// After a late packet: concealment owed up to the set point (`depth` in seconds, the
+    /// concealment already owed counted). Returns the depth with it.
+    fn deepen_to(&mut self, depth: f64, setpoint: Duration) -> f64 {
+        if !std::mem::take(&mut self.deepen) {
+            return depth;
+        }
+        let short = ((setpoint.as_secs_f64() - depth) * self.sink_rate).max(0.0) as usize;
+        self.pad += short;
+        self.drift.moved_to_target();
+        depth + short as f64 / self.sink_rate
     }
 
     /// Audio buffered after the network: the device's queue, the jitter buffer's packets and
@@ -656,7 +671,8 @@ impl PlayoutCore {
         if self.clocked && self.playing {
             let setpoint =
                 Duration::from_secs_f64((low_water + target_frames) as f64 / self.sink_rate);
-            self.follow_drift(self.depth(sink.queued_frames()), setpoint, now);
+            let depth = self.deepen_to(self.depth(sink.queued_frames()), setpoint);
+            self.follow_drift(depth, setpoint, now);
         } else {
             self.figures.jitter = self.tuner.jitter();
             self.figures.target = target;
@@ -786,15 +802,9 @@ impl PlayoutCore {
             .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64())
             * self.sink_rate;
         let staged = (self.staged.len() - self.staged_at) / ch;
-        let mut depth = self.depth(staged) + since.min(self.step as f64) / self.sink_rate;
+        let depth = self.depth(staged) + since.min(self.step as f64) / self.sink_rate;
         if self.playing {
-            if std::mem::take(&mut self.deepen) {
-                // The depth counts the concealment already owed; add what the set point lacks.
-                let short = ((setpoint.as_secs_f64() - depth) * self.sink_rate).max(0.0) as usize;
-                self.pad += short;
-                depth += short as f64 / self.sink_rate;
-                self.drift.moved_to_target();
-            }
+            let depth = self.deepen_to(depth, setpoint);
             self.follow_drift(depth, setpoint, now);
         } else {
             self.figures.jitter = self.tuner.jitter();
@@ -1775,6 +1785,49 @@ mod tests {
             // Loss is not lateness: the buffer stays at its floor and the device never starves.
             assert_eq!(run.target, Duration::from_millis(10), "{}", mode(pulled));
             assert_eq!(run.device.underruns, 0, "{}", mode(pulled));
+        }
+    }
+
+    /// A sender that loses capture time (its device stalled: 350 or 400 ms, more than the
+    /// buffer holds) sends every later packet that much later. The packets due in the gap are
+    /// concealed and arrive late; the playout then moves back by concealment to its set point
+    /// at once, as after any late packet, also when the tuner's target stands at its ceiling
+    /// and cannot grow. Before, at the ceiling, every packet came late for 20 s (drift
+    /// correction creeping back at 0.5 %). Checked: once the gap's packets are in, nothing more
+    /// is late or concealed, in both modes, from a 10 ms floor and from a 250 ms one.
+    #[test]
+    fn a_stream_that_comes_back_later_than_the_buffer_holds_costs_one_gap_not_seconds() {
+        for (floor_ms, lost_s) in [(10, 0.4), (250, 0.35)] {
+            for pulled in [true, false] {
+                let mut net = move |_: u64, sent: f64, _: &mut Rng| {
+                    vec![0.001 + if sent >= 5.0 { sent + lost_s } else { sent }]
+                };
+                // (late, concealed) as of 6 s: the gap's packets have all arrived by then.
+                let mut at_6 = None;
+                let mut note = |ms: u64, core: &PlayoutCore, _: &SimDevice| {
+                    if ms == 6_000 {
+                        at_6 = Some((core.stats().late, core.stats().lost));
+                    }
+                };
+                let sine = |n: u64| ((n % 100) as i16 - 50) * 300;
+                let run = simulate_with(30.0, 0.0, floor_ms, pulled, &mut net, &sine, &mut note);
+                let (late_6, lost_6) = at_6.expect("observed at 6 s");
+                let gap = (lost_s / 0.005) as u64;
+                eprintln!(
+                    "{} from {floor_ms} ms, {lost_s} s lost: {late_6} late and {lost_6} concealed by 6 s, {} and {} by 30 s",
+                    mode(pulled),
+                    run.stats.late,
+                    run.stats.lost
+                );
+                assert!(
+                    lost_6 <= gap,
+                    "{} concealed in a gap of {gap} packets",
+                    lost_6
+                );
+                assert_eq!(run.stats.late, late_6, "late packets after the gap");
+                assert_eq!(run.stats.lost, lost_6, "concealment after the gap");
+                assert_eq!(run.device.underruns, 0);
+            }
         }
     }
 }
