@@ -327,6 +327,10 @@ impl Capture {
                 ended,
                 consumed,
             } => {
+                // A packet's worth before the callback wakes us (said before looking).
+                if let Some(w) = &self.wake {
+                    w.want(out.len());
+                }
                 let slots = consumer.slots();
                 if slots >= out.len() {
                     if let Ok(chunk) = consumer.read_chunk(out.len()) {
@@ -604,19 +608,22 @@ mod tests {
         assert_eq!(tone.captured_at(), Some(start + ms(5)));
     }
 
-    /// A device whose callbacks (256 frames, 5.33 ms) do not divide into packets (240 frames):
-    /// after each packet a partial one waits. With the device's wake-up, the capture waits for
-    /// the next delivery: one poll per delivery. A timer set for the missing samples fires
-    /// before that delivery (4.67 ms against 5.33) and makes it about two.
+    /// Runs a capture whose device delivers `deliveries` callbacks of `delivery` frames every
+    /// `every`, signalling as the real callback does (what its ring holds after the push), and
+    /// reads packets of `packet` frames, polling the wake-up for as long as each wait says.
+    /// Gives the packets read and the polls made.
     #[cfg(target_os = "linux")]
-    #[test]
-    fn a_partial_frame_waits_for_the_devices_wake_up_not_a_timer() {
+    fn capture_polls(
+        deliveries: usize,
+        delivery: usize,
+        every: std::time::Duration,
+        packet: usize,
+    ) -> (usize, usize) {
         use rustix::event::{poll, PollFd, PollFlags, Timespec};
         use std::sync::atomic::AtomicU64;
         use std::sync::Arc;
         use std::time::{Duration, Instant};
 
-        const DELIVERIES: usize = 40;
         let format = StreamFormat {
             sample_rate: 48_000,
             channels: 1,
@@ -634,19 +641,19 @@ mod tests {
         let signal = wake.clone();
         let device = std::thread::spawn(move || {
             let start = Instant::now();
-            for n in 1..=DELIVERIES {
-                let due = start + Duration::from_micros(5_333) * n as u32;
+            for n in 1..=deliveries {
+                let due = start + every * u32::try_from(n).expect("few deliveries");
                 std::thread::sleep(due.saturating_duration_since(Instant::now()));
-                for _ in 0..256 {
+                for _ in 0..delivery {
                     producer.push(0).expect("ring space");
                 }
-                signal.notify();
+                signal.notify_at(producer.buffer().capacity() - producer.slots());
             }
         });
-        let packets_due = DELIVERIES * 256 / 240;
+        let packets_due = deliveries * delivery / packet;
         let (mut packets, mut polls) = (0, 0);
-        let mut frame = vec![0i16; 240];
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut frame = vec![0i16; packet];
+        let deadline = Instant::now() + Duration::from_secs(10);
         while packets < packets_due && Instant::now() < deadline {
             match capture.next_frame(Instant::now(), &mut frame) {
                 Frame::Full => packets += 1,
@@ -665,11 +672,42 @@ mod tests {
             }
         }
         device.join().expect("device thread");
-        eprintln!("{polls} polls for {DELIVERIES} deliveries, {packets} packets");
         assert_eq!(packets, packets_due, "every packet captured");
+        (packets, polls)
+    }
+
+    /// A device whose callbacks (256 frames, 5.33 ms) do not divide into packets (240 frames):
+    /// after each packet a partial one waits. With the device's wake-up, the capture waits for
+    /// the next delivery: one poll per delivery. A timer set for the missing samples fires
+    /// before that delivery (4.67 ms against 5.33) and makes it about two.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_partial_frame_waits_for_the_devices_wake_up_not_a_timer() {
+        const DELIVERIES: usize = 40;
+        let every = std::time::Duration::from_micros(5_333);
+        let (packets, polls) = capture_polls(DELIVERIES, 256, every, 240);
+        eprintln!("{polls} polls for {DELIVERIES} deliveries, {packets} packets");
         assert!(
             polls <= DELIVERIES + DELIVERIES / 5,
             "{polls} polls for {DELIVERIES} deliveries"
+        );
+    }
+
+    /// 20 ms packets (Opus's longest frame) over 5 ms callbacks: the callback rings only when
+    /// a whole packet is there, so the reader wakes once a packet, not at every callback (four
+    /// a packet, as it did: 185-198 wake-ups a second through PipeWire's plug-in).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_long_packet_wakes_its_reader_once_not_at_every_callback() {
+        const DELIVERIES: usize = 64;
+        let every = std::time::Duration::from_millis(5);
+        let (packets, polls) = capture_polls(DELIVERIES, 240, every, 960);
+        eprintln!("{polls} polls for {DELIVERIES} deliveries, {packets} packets");
+        assert_eq!(packets, DELIVERIES / 4);
+        // One poll a packet, and a few more where a guard's timer runs out on a slow machine.
+        assert!(
+            polls <= packets + packets / 4,
+            "{polls} polls for {packets} packets of 4 deliveries each"
         );
     }
 

@@ -8,13 +8,22 @@
 //! thread that finished is seen at once by threads that otherwise sleep until the next
 //! heartbeat.
 
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
+
 /// An eventfd one thread signals and another polls beside its socket. Only where the OS has
 /// one (Linux); elsewhere [`Wake::new`] gives `None` and the waiter polls on a short timer
 /// instead.
+///
+/// A waiter that needs a certain amount (a packet's worth of a device's ring) says so with
+/// [`Wake::want`], and a signaller that knows how much it holds rings with
+/// [`Wake::notify_at`]: only once there is enough. A 20 ms packet over 5 ms callbacks is then
+/// one wake-up, not four.
 #[derive(Debug)]
 pub struct Wake {
     #[cfg(target_os = "linux")]
     fd: std::os::fd::OwnedFd,
+    /// What the waiter waits for, in the signaller's units; 0 (the start): any delivery.
+    wanted: AtomicUsize,
 }
 
 impl Wake {
@@ -25,7 +34,10 @@ impl Wake {
             use rustix::event::{eventfd, EventfdFlags};
             eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
                 .ok()
-                .map(|fd| Self { fd })
+                .map(|fd| Self {
+                    fd,
+                    wanted: AtomicUsize::new(0),
+                })
         }
         #[cfg(not(target_os = "linux"))]
         None
@@ -38,6 +50,24 @@ impl Wake {
         #[cfg(target_os = "linux")]
         {
             let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
+        }
+    }
+
+    /// Says that the waiter needs `amount` held before a signal is worth its wake-up. Call it
+    /// before looking at what is held: with the fence in [`Wake::notify_at`], either the waiter
+    /// sees what a delivery added or the signaller sees the amount wanted, never neither (so no
+    /// wake-up is lost between the look and the wait).
+    pub fn want(&self, amount: usize) {
+        self.wanted.store(amount, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Signals the poller if `held` (counted after the delivery was published) is at least what
+    /// it wants. Real-time safe, as [`Wake::notify`].
+    pub fn notify_at(&self, held: usize) {
+        fence(Ordering::SeqCst);
+        if held >= self.wanted.load(Ordering::Relaxed) {
+            self.notify();
         }
     }
 
@@ -117,6 +147,20 @@ mod tests {
         w.notify();
         assert!(w.wait(std::time::Duration::from_secs(10)), "signalled");
         assert!(!readable(&w), "the wait cleared the signal");
+    }
+
+    #[test]
+    fn notify_at_rings_only_once_what_is_wanted_is_held() {
+        let w = Wake::new().expect("eventfd");
+        w.notify_at(1);
+        assert!(readable(&w), "nothing wanted yet: any delivery rings");
+        w.drain();
+        w.want(960);
+        w.notify_at(240);
+        w.notify_at(959);
+        assert!(!readable(&w), "short of the packet");
+        w.notify_at(960);
+        assert!(readable(&w), "a whole packet held");
     }
 
     #[test]

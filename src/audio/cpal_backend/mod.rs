@@ -178,7 +178,9 @@ where
             delivered += u64::from(pushed);
         }
         if let Some(w) = &wake {
-            w.notify();
+            // Only once the reader's packet is all there (what the ring holds, counted after
+            // this delivery was published).
+            w.notify_at(producer.buffer().capacity() - producer.slots());
         }
     }
 }
