@@ -7,11 +7,12 @@ client, and each client's CPU (release build; figures, not pass/fail). The serve
 """
 import os, re, socket, subprocess, sys, tempfile, time, signal
 
+import pwsession
+
 seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 extra = sys.argv[2:]
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-binary = os.path.join(root, "target", "release", "echowarp")
-subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=root, check=True)
+binary = pwsession.echowarp_binary(root)  # $ECHOWARP_BIN, or the release build
 
 
 def run(n):

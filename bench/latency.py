@@ -52,8 +52,7 @@ if route == "pipewire":
     if not glob.glob("/usr/lib/*/alsa-lib/libasound_module_pcm_pipewire.so"):
         sys.exit("--route pipewire needs PipeWire's ALSA plug-in: sudo apt-get install pipewire-alsa")
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-binary = os.path.join(root, "target", "release", "echowarp")
-subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=root, check=True)
+binary = pwsession.echowarp_binary(root)  # $ECHOWARP_BIN, or the release build
 RATE = 48000
 PRESETS = {
     # name: (profile [audio] lines, extra server flags); None: the reference pipe, no EchoWarp

@@ -105,3 +105,16 @@ def thread_runtime(pid):
     except (OSError, StopIteration, ValueError):
         pass
     return out
+
+
+def echowarp_binary(root):
+    """The echowarp binary a benchmark runs: $ECHOWARP_BIN if set (to compare two builds, each
+    built once, without rebuilding between runs), else the release build of the tree at `root`
+    (built now if out of date)."""
+    given = os.environ.get("ECHOWARP_BIN")
+    if given:
+        if not os.access(given, os.X_OK):
+            sys.exit(f"ECHOWARP_BIN={given}: not an executable file")
+        return os.path.abspath(given)
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=root, check=True)
+    return os.path.join(root, "target", "release", "echowarp")

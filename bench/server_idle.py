@@ -15,8 +15,7 @@ import pwsession
 
 seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-binary = os.path.join(root, "target", "release", "echowarp")
-subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=root, check=True)
+binary = pwsession.echowarp_binary(root)  # $ECHOWARP_BIN, or the release build
 HZ = os.sysconf("SC_CLK_TCK")
 
 

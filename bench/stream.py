@@ -24,8 +24,7 @@ per_thread = "--threads" in extra
 if per_thread:
     extra.remove("--threads")
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-binary = os.path.join(root, "target", "release", "echowarp")
-subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=root, check=True)
+binary = pwsession.echowarp_binary(root)  # $ECHOWARP_BIN, or the release build
 
 work = tempfile.mkdtemp(prefix="echowarp-bench-")
 env = dict(os.environ, XDG_CONFIG_HOME=os.path.join(work, "cfg"), XDG_DATA_HOME=os.path.join(work, "data"))
