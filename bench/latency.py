@@ -14,6 +14,10 @@ spread per preset; figures, not pass/fail.
     --series prints the client's figures for every second: depth, target, late, lost, drift;
     --threads prints each side's CPU and wake-ups a second, thread by thread)
 
+The last preset is a yardstick, not EchoWarp: trx (Opus over RTP, `apt-get install trx`; skipped
+when missing) with its defaults, which are EchoWarp's 20 ms Opus preset's settings, through the
+same devices, clicks and CPU figures.
+
 Clicks start 12 s after the client connects: the figures are a running session's, not its first
 seconds' (the jitter buffer starts sized on the devices' start-up and shrinks after 10 s calm).
 
@@ -22,7 +26,7 @@ seconds' (the jitter buffer starts sized on the devices' start-up and shrinks af
 "pipewire" (pipewire-alsa, PipeWire's own ALSA plug-in; capture of sink A's monitor is asked
 for with PIPEWIRE_PROPS stream.capture.sink).
 """
-import os, signal, socket, struct, subprocess, sys, time
+import os, shutil, signal, socket, struct, subprocess, sys, time
 
 import pwsession
 
@@ -63,6 +67,9 @@ PRESETS = {
     "opus 128 kb/s (5 ms frames)": ("", ["--codec", "opus"]),
     # The least CPU: a packet every 20 ms, CELT alone (2.5 ms of look-ahead).
     "opus 128 kb/s (20 ms frames, no FEC)": ("frame_ms = 20\nfec = false\n", ["--codec", "opus"]),
+    # A yardstick through the same devices: trx (Opus over RTP; its defaults are the preset
+    # above's: 48 kHz stereo, 20 ms frames, 128 kb/s), trx-tx on sink A, trx-rx into sink B.
+    "trx 0.5 (opus 128 kb/s, 20 ms frames)": "trx",
 }
 
 if route == "pulse":
@@ -99,7 +106,17 @@ try:
     for name, preset in PRESETS.items():
         if only is not None and only not in name:
             continue
-        if preset is None:
+        if preset == "trx":
+            if not shutil.which("trx-tx"):
+                print(f"{name:46} not installed (sudo apt-get install trx)")
+                continue
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0))
+            port = str(s.getsockname()[1]); s.close()
+            # The receiver first, so that the first packets find it.
+            client = spawn(["trx-rx", "-d", "speakerB", "-h", "127.0.0.1", "-p", port])
+            time.sleep(0.5)
+            server = spawn(["trx-tx", "-d", "micA", "-h", "127.0.0.1", "-p", port], env=capture_env)
+        elif preset is None:
             # The same devices with no network and no EchoWarp: what the ALSA pulse plugin and
             # PipeWire cost by themselves.
             server = spawn(["sh", "-c", "arecord -q -D micA -f S16_LE -r 48000 -c 2 --buffer-time=10000 "
@@ -227,7 +244,7 @@ try:
                                (sl - threads_from[p.pid].get(k, (0, 0))[1]) / secs, k[1])
                               for k, (ns, sl) in threads_to[p.pid].items())
                 print(f"{'':46} {side} threads: " + ", ".join(f"{n} {c:.2f} % ({w:.0f}/s)" for c, w, n in reversed(busy) if c >= 0.005))
-        if preset is not None:
+        if preset is not None and preset != "trx":
             parts = [l for l in open(os.path.join(work, "client.log"), errors="replace") if "set point" in l]
             if parts:
                 print(f"{'':46} client's last: {parts[-1].split('depth ', 1)[-1].strip()}")
