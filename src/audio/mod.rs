@@ -478,11 +478,14 @@ pub trait Pull: Send {
 
 /// The shortest device period asked for.
 pub const MIN_DEVICE_PERIOD: Duration = Duration::from_micros(2_500);
-/// The longest device period asked for.
-pub const MAX_DEVICE_PERIOD: Duration = Duration::from_millis(5);
+/// The longest device period asked for packets of up to 10 ms.
+pub const SHORT_DEVICE_PERIOD: Duration = Duration::from_millis(5);
+/// The longest device period asked for at all (20 ms packets).
+pub const MAX_DEVICE_PERIOD: Duration = Duration::from_millis(10);
 
 /// The period to ask of a device for packets of `packet` audio: the packet's own length, within
-/// 2.5-5 ms (where the device lets us choose). Every queue along the way is sized in periods:
+/// 2.5-5 ms, and half the packet for packets longer than 10 ms (where the device lets us
+/// choose). Every queue along the way is sized in periods:
 /// ALSA's own buffer (two of them), what a capture callback holds back from a packet, what the
 /// playout holds for the callback's pull.
 ///
@@ -498,8 +501,15 @@ pub const MAX_DEVICE_PERIOD: Duration = Duration::from_millis(5);
 /// period). Periods of 256 frames halve that, but beat against 240-frame packets (Opus has no
 /// 256-frame frame): callback to callback rose to 20.6 ms, for 0.5 % less CPU on the client and
 /// a busier capture side. Measured and not taken.
+/// Packets of 20 ms (the Opus preset for the least CPU) get 10 ms periods: a packet leaves
+/// every 20 ms whatever the period, and the 5 ms ones woke each side's two device threads 300
+/// and 360 times a second through PipeWire's plug-in for nothing. On 10 ms periods (PipeWire
+/// runs its graph at 256 frames) they wake 160-190 times, as trx's do. Measured in
+/// `bench/latency.py --route pipewire --threads`, see the commit that made it.
 pub fn device_period(packet: Duration) -> Duration {
-    packet.clamp(MIN_DEVICE_PERIOD, MAX_DEVICE_PERIOD)
+    packet
+        .clamp(MIN_DEVICE_PERIOD, SHORT_DEVICE_PERIOD)
+        .max((packet / 2).min(MAX_DEVICE_PERIOD))
 }
 
 /// Opens the source a server captures from, asking a device for callbacks of `period`.
@@ -717,12 +727,14 @@ mod tests {
         use std::time::Duration;
         let ms = |m: f64| Duration::from_secs_f64(m / 1000.0);
         // The low-latency preset's 2 ms packets (and 2.5 ms Opus frames) keep 2.5 ms callbacks;
-        // the default's 5 ms packets get 5 ms callbacks, half the wake-ups; longer packets no
-        // more than 5 ms (the playout holds a whole callback).
+        // the default's 5 ms packets get 5 ms callbacks, half the wake-ups; 10 ms packets no
+        // more than 5 ms (the playout holds a whole callback); 20 ms packets half of theirs.
         assert_eq!(device_period(ms(2.0)), ms(2.5));
         assert_eq!(device_period(ms(2.5)), ms(2.5));
         assert_eq!(device_period(ms(5.0)), ms(5.0));
-        assert_eq!(device_period(ms(20.0)), ms(5.0));
+        assert_eq!(device_period(ms(10.0)), ms(5.0));
+        assert_eq!(device_period(ms(20.0)), ms(10.0));
+        assert_eq!(device_period(ms(60.0)), ms(10.0));
         assert_eq!(device_period(Duration::ZERO), ms(2.5));
     }
 
