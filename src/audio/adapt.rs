@@ -4,6 +4,8 @@
 //! - [`LatencyTuner`] watches packet arrivals and decides how much audio to hold: enough to
 //!   cover the recent worst lateness, never below the profile's `target_latency_ms`. It grows at
 //!   once when packets come late and shrinks slowly, after the network has been calm for a while.
+//!   A step in transit time (every packet from some point on that much later) is not lateness:
+//!   it is dropped as soon as the packets after it show it.
 //! - [`DriftControl`] holds the buffered depth at that target while the sender's clock runs fast
 //!   or slow against the playback device's: a PI controller on the smoothed depth error sets the
 //!   resampler's relative ratio, so the correction is a pitch change of a few hundred ppm at
@@ -26,6 +28,9 @@ const SHRINK_TIME_CONSTANT: f64 = 4.0;
 pub const SHRINK_MAX_PER_SECOND: Duration = Duration::from_millis(3);
 /// Spare depth above the worst lateness seen.
 pub const MARGIN: Duration = Duration::from_millis(2);
+/// How long the packets of a new bucket must all stay above the baseline before the bucket is
+/// taken for one that follows a step.
+const STEP_SETTLE: Duration = Duration::from_millis(50);
 /// Bucket length for the sliding minimum and maximum.
 const BUCKET: Duration = Duration::from_millis(500);
 /// The transit-time baseline is the minimum over this window (short, so that clock drift, which
@@ -38,6 +43,10 @@ struct Bucket {
     start: Instant,
     min_transit: f64,
     max_lateness: f64,
+    /// The baseline the worst lateness was measured against.
+    base: f64,
+    /// The bucket's latest arrival.
+    last: Instant,
 }
 
 /// Decides the playout depth from packet arrival times.
@@ -72,7 +81,27 @@ impl LatencyTuner {
 
     /// The depth to hold now.
     pub fn target(&self) -> Duration {
-        Duration::from_secs_f64(self.target)
+        Duration::from_secs_f64(self.target.max(self.provisional()))
+    }
+
+    /// What the newest bucket's lateness asks for while it cannot yet be told a spike from a
+    /// step (until the next bucket shows where the transit settled): covered at once, and
+    /// dropped at once if it proves a step. A bucket that has lain wholly above the baseline
+    /// for [`STEP_SETTLE`] (it began after a step) counts only what rises above its own floor:
+    /// without that, every bucket after a step would ask for it again until the 2 s baseline
+    /// caught up. (Sooner, its first packet may be a spike's, the next ones back down.)
+    fn provisional(&self) -> f64 {
+        self.buckets
+            .back()
+            .map(|b| {
+                let settled = b.last.saturating_duration_since(b.start) >= STEP_SETTLE;
+                let raised = if settled { b.min_transit - b.base } else { 0.0 };
+                b.max_lateness - raised.max(0.0)
+            })
+            .filter(|&late| late > 0.0)
+            .map_or(0.0, |late| {
+                (late + self.frame + MARGIN.as_secs_f64()).clamp(self.floor, self.ceiling)
+            })
     }
 
     /// Interarrival jitter (RFC 3550's smoothed estimate).
@@ -89,6 +118,7 @@ impl LatencyTuner {
 
     /// Packet `seq` arrived at `now`. Returns true when the target grew.
     pub fn on_arrival(&mut self, seq: u64, now: Instant) -> bool {
+        let before = self.target();
         let (seq0, t0) = *self.origin.get_or_insert((seq, now));
         // Transit time relative to the first packet: arrival minus the send time the sequence
         // number implies. Only its variation matters.
@@ -106,6 +136,8 @@ impl LatencyTuner {
                 start: now,
                 min_transit: transit,
                 max_lateness: 0.0,
+                base: transit,
+                last: now,
             });
         }
         while self
@@ -125,14 +157,17 @@ impl LatencyTuner {
         let lateness = (transit - baseline).max(0.0);
         if let Some(b) = self.buckets.back_mut() {
             b.min_transit = b.min_transit.min(transit);
-            b.max_lateness = b.max_lateness.max(lateness);
+            b.last = now;
+            if lateness > b.max_lateness {
+                b.max_lateness = lateness;
+                b.base = baseline;
+            }
         }
         let wanted = self.wanted();
-        if wanted > self.target + 1e-6 {
+        if wanted > self.target {
             self.target = wanted;
-            return true;
         }
-        false
+        self.target() > before + Duration::from_micros(1)
     }
 
     /// A packet arrived after its turn had been concealed: hold one more packet's worth at once
@@ -143,22 +178,36 @@ impl LatencyTuner {
 
     /// What the window asks for: the worst lateness plus one packet and a margin.
     fn wanted(&self) -> f64 {
-        let worst = self
-            .buckets
-            .iter()
-            .map(|b| b.max_lateness)
-            .fold(0.0, f64::max);
-        (worst + self.frame + MARGIN.as_secs_f64()).clamp(self.floor, self.ceiling)
+        (self.worst() + self.frame + MARGIN.as_secs_f64()).clamp(self.floor, self.ceiling)
     }
 
-    /// The worst lateness in the window: how far behind its best-case arrival a packet came.
+    /// The worst lateness in the window that was jitter, in seconds: each bucket's worst, less
+    /// how far the transit's floor rose after it, and judged once a later bucket shows that
+    /// floor (the newest bucket counts from the next one on). Packets delayed by a spike are
+    /// followed by packets back at the old floor: all of it counts. Packets behind a step (a
+    /// sender that lost capture time, a longer route) are followed by packets that stay up:
+    /// only their jitter counts. A step cannot be hidden by depth (that audio is gone or comes
+    /// that much later for good); the late packets it makes move the playout back once. Counted
+    /// as lateness, steps a few hundred ms apart on a busy sender summed to 645 ms within the
+    /// 2 s baseline and held the target at its ceiling with no packet late.
+    fn worst(&self) -> f64 {
+        let mut floor_after = f64::INFINITY;
+        let mut worst: f64 = 0.0;
+        for b in self.buckets.iter().rev() {
+            if floor_after.is_finite() {
+                let rise = (floor_after - b.base).max(0.0);
+                worst = worst.max(b.max_lateness - rise);
+            }
+            floor_after = floor_after.min(b.min_transit);
+        }
+        worst
+    }
+
+    /// The worst lateness in the window: how far behind its best-case arrival a packet came
+    /// (spikes, not steps: see [`LatencyTuner::worst`]), the newest bucket's included.
     pub fn worst_lateness(&self) -> Duration {
-        let worst = self
-            .buckets
-            .iter()
-            .map(|b| b.max_lateness)
-            .fold(0.0, f64::max);
-        Duration::from_secs_f64(worst)
+        let newest = self.buckets.back().map_or(0.0, |b| b.max_lateness);
+        Duration::from_secs_f64(self.worst().max(newest))
     }
 
     /// Lets the target shrink toward what the window asks for: by 0.5 ms a second near it, by
@@ -371,6 +420,67 @@ mod tests {
         // 0.5 ms a second throughout it would take 55 s).
         let back = back.expect("back to the floor");
         assert!((20..=30).contains(&back), "back to the floor at {back} s");
+    }
+
+    /// Packets that come `extra(seconds)` later than their schedule, 5 ms apart, through a
+    /// tuner with a 10 ms floor: its target at each whole second up to `seconds`.
+    fn targets(seconds: u32, extra: impl Fn(f64) -> f64) -> Vec<Duration> {
+        let t0 = Instant::now();
+        let mut t = LatencyTuner::new(5 * MS, 10 * MS, 250 * MS);
+        let mut out = Vec::new();
+        for seq in 0..u64::from(seconds) * 200 {
+            let sent = seq as f64 * 0.005;
+            let now = t0 + Duration::from_secs_f64(sent + extra(sent));
+            t.on_arrival(seq, now);
+            t.tick(now);
+            if seq % 200 == 199 {
+                out.push(t.target());
+            }
+        }
+        out
+    }
+
+    /// A sender that loses 200 ms of capture at 3.2 s sends every later packet 200 ms later: a
+    /// step, which no depth hides. Covered at once while it could be a spike, then dropped
+    /// within half a second, once the packets after it stay up: the target is back at the
+    /// floor a second on. The same 200 ms as a spike of 3 s (the transit comes back down) is
+    /// learned once it ends. A single packet 200 ms late is covered at once.
+    #[test]
+    fn a_step_in_transit_is_not_held_as_lateness_and_a_long_spike_is() {
+        let step = targets(20, |sent| if sent >= 3.2 { 0.2 } else { 0.0 });
+        assert_eq!(step[2], 10 * MS, "before the step");
+        assert!(
+            step[3..].iter().all(|&t| t == 10 * MS),
+            "a second after the step the target is the floor again: {step:?}"
+        );
+        let spike = targets(
+            20,
+            |sent| {
+                if (3.2..6.2).contains(&sent) {
+                    0.2
+                } else {
+                    0.0
+                }
+            },
+        );
+        assert!(
+            spike[7..14].iter().all(|&t| t >= 200 * MS),
+            "once the transit came back, the 200 ms count: {spike:?}"
+        );
+        let late = |s: u32| {
+            targets(s, |sent| {
+                if (3.2..3.204).contains(&sent) {
+                    0.2
+                } else {
+                    0.0
+                }
+            })
+        };
+        assert!(
+            late(4)[3] >= 200 * MS && late(12)[11] >= 200 * MS,
+            "one late packet is covered at once and held: {:?}",
+            late(12)
+        );
     }
 
     #[test]
