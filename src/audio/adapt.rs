@@ -91,17 +91,22 @@ impl LatencyTuner {
     /// without that, every bucket after a step would ask for it again until the 2 s baseline
     /// caught up. (Sooner, its first packet may be a spike's, the next ones back down.)
     fn provisional(&self) -> f64 {
-        self.buckets
-            .back()
-            .map(|b| {
-                let settled = b.last.saturating_duration_since(b.start) >= STEP_SETTLE;
-                let raised = if settled { b.min_transit - b.base } else { 0.0 };
-                b.max_lateness - raised.max(0.0)
-            })
-            .filter(|&late| late > 0.0)
-            .map_or(0.0, |late| {
+        match self.newest_lateness() {
+            late if late > 0.0 => {
                 (late + self.frame + MARGIN.as_secs_f64()).clamp(self.floor, self.ceiling)
-            })
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// The newest bucket's worst lateness, less its own rise once it has settled above the
+    /// baseline (see [`LatencyTuner::provisional`]).
+    fn newest_lateness(&self) -> f64 {
+        self.buckets.back().map_or(0.0, |b| {
+            let settled = b.last.saturating_duration_since(b.start) >= STEP_SETTLE;
+            let raised = if settled { b.min_transit - b.base } else { 0.0 };
+            b.max_lateness - raised.max(0.0)
+        })
     }
 
     /// Interarrival jitter (RFC 3550's smoothed estimate).
@@ -204,10 +209,10 @@ impl LatencyTuner {
     }
 
     /// The worst lateness in the window: how far behind its best-case arrival a packet came
-    /// (spikes, not steps: see [`LatencyTuner::worst`]), the newest bucket's included.
+    /// (spikes, not steps: see [`LatencyTuner::worst`]), the newest bucket's included as the
+    /// tuner counts it.
     pub fn worst_lateness(&self) -> Duration {
-        let newest = self.buckets.back().map_or(0.0, |b| b.max_lateness);
-        Duration::from_secs_f64(self.worst().max(newest))
+        Duration::from_secs_f64(self.worst().max(self.newest_lateness()))
     }
 
     /// Lets the target shrink toward what the window asks for: by 0.5 ms a second near it, by
