@@ -243,7 +243,7 @@ struct ToneRun {
     loud: usize,
     gap: usize,
     client_log: String,
-    /// The last `device_ms` each side's `--stats-json` reported (server, client).
+    /// The median `device_ms` each side's `--stats-json` reported (server, client).
     device_ms: (Option<f64>, Option<f64>),
     /// The last end-to-end latency the client measured.
     latency_ms: Option<f64>,
@@ -256,6 +256,18 @@ fn last_figure(stdout: &str, key: &str) -> Option<f64> {
         .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find_map(|v| v[key].as_f64())
+}
+
+/// The median of a figure over a run's stats lines: one reading can be an outlier (a device
+/// just recovered from an underrun reports 0 ms held, seen once on a busy host).
+fn median_figure(stdout: &str, key: &str) -> Option<f64> {
+    let mut v: Vec<f64> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v[key].as_f64())
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
 }
 
 fn tone_through_devices(sink: &str, client_profile: Option<&str>, record_rate: u32) -> ToneRun {
@@ -337,8 +349,8 @@ fn tone_through_devices(sink: &str, client_profile: Option<&str>, record_rate: u
         gap,
         client_log: client.stderr(),
         device_ms: (
-            last_figure(&server.stdout(), "device_ms"),
-            last_figure(&client.stdout(), "device_ms"),
+            median_figure(&server.stdout(), "device_ms"),
+            median_figure(&client.stdout(), "device_ms"),
         ),
         latency_ms: last_figure(&client.stdout(), "latency_ms"),
     }
