@@ -267,6 +267,8 @@ pub struct DriftControl {
     smoothed_error: f64,
     reference: Option<f64>,
     moved: bool,
+    /// The depth was cut: the next error is taken as measured, not smoothed from before.
+    cut: bool,
     integral: f64,
     last: Option<Instant>,
     correction: f64,
@@ -286,6 +288,7 @@ impl DriftControl {
             smoothed_error: 0.0,
             reference: None,
             moved: false,
+            cut: false,
             integral: 0.0,
             last: None,
             correction: 1.0,
@@ -317,6 +320,17 @@ impl DriftControl {
         self.moved = true;
     }
 
+    /// The depth was just cut by `by` seconds (packets left out): the smoothed depth drops with
+    /// it, the error starts afresh from the next measurement, and the reference goes to the
+    /// target, as after [`DriftControl::moved_to_target`]: the cut is not drained a second time.
+    pub fn shift(&mut self, by: f64) {
+        if let Some(s) = self.smoothed.as_mut() {
+            *s -= by;
+        }
+        self.moved = true;
+        self.cut = true;
+    }
+
     /// Takes a depth measurement and returns the new correction.
     pub fn update(&mut self, depth: Duration, target: Duration, now: Instant) -> f64 {
         let depth = depth.as_secs_f64();
@@ -339,7 +353,11 @@ impl DriftControl {
         self.smoothed = Some(self.smoothed.map_or(depth, |s| s + (depth - s) * blend));
         // Positive error: too much queued, drain (correction below 1). Smoothed: the depth
         // saw-tooths with packets and device callbacks.
-        self.smoothed_error += (depth - reference - self.smoothed_error) * blend;
+        self.smoothed_error = if std::mem::take(&mut self.cut) {
+            depth - reference
+        } else {
+            self.smoothed_error + (depth - reference - self.smoothed_error) * blend
+        };
         let error = self.smoothed_error;
         let integral = self.integral + error * dt;
         let raw = KP * error + KI * integral - slope;

@@ -49,6 +49,9 @@ pub struct JitterStats {
     pub stretched: u64,
     /// Lost packets restored from the copy the next datagram carried (redundancy).
     pub recovered: u64,
+    /// Packets left out to drain depth the buffer held beyond its set point for good (after
+    /// the playback device stalled, say).
+    pub trimmed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +112,11 @@ impl JitterBuffer {
     /// Counts a packet's worth of concealment added to deepen the buffer.
     pub fn note_stretch(&mut self) {
         self.stats.stretched += 1;
+    }
+
+    /// Counts packets left out to drain excess depth.
+    pub fn note_trim(&mut self, packets: u64) {
+        self.stats.trimmed += packets;
     }
 
     /// The counters so far.

@@ -331,6 +331,7 @@ fn stream(
                 depth: st.depth.load(Ordering::Relaxed),
                 clients: 0,
                 late: st.late.load(Ordering::Relaxed),
+                trimmed: st.trimmed.load(Ordering::Relaxed),
                 depth_ms,
                 target_ms: us(&st.target_us),
                 jitter_ms: us(&st.jitter_us),

@@ -152,6 +152,9 @@ pub struct Stats {
     pub clients: usize,
     /// Packets that arrived after their turn (client).
     pub late: u64,
+    /// Packets left out to drain depth held beyond the set point for good, after the playback
+    /// device stalled or the stream came in earlier than before (client).
+    pub trimmed: u64,
     /// Audio buffered between the network and the speaker, smoothed, in ms (client).
     pub depth_ms: f64,
     /// What the latency tuner holds, in ms (client).

@@ -44,6 +44,8 @@ pub(crate) struct PlayStats {
     pub(crate) recovered: AtomicU64,
     /// Packets that came twice.
     pub(crate) duplicates: AtomicU64,
+    /// Packets left out to drain excess depth.
+    pub(crate) trimmed: AtomicU64,
     /// Audio buffered after the network, smoothed (µs).
     pub(crate) depth_us: AtomicU64,
     /// What the latency tuner holds (µs).
@@ -281,6 +283,21 @@ impl Converter {
     }
 }
 
+/// Fades `pcm` (interleaved, `ch` channels) in from `from` over their common length, frame by
+/// frame, and empties `from`. Nothing when `from` is empty.
+fn crossfade(from: &mut Vec<i16>, pcm: &mut [i16], ch: usize) {
+    let ch = ch.max(1);
+    let frames = from.len().min(pcm.len()) / ch;
+    for f in 0..frames {
+        let w = (f + 1) as f32 / (frames + 1) as f32;
+        for c in 0..ch {
+            let i = f * ch + c;
+            pcm[i] = (f32::from(from[i]) * (1.0 - w) + f32::from(pcm[i]) * w).round() as i16;
+        }
+    }
+    from.clear();
+}
+
 fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -370,7 +387,24 @@ pub(crate) struct PlayoutCore {
     skip: usize,
     /// The stream position just past the last audio decoded (or concealed) for the device.
     fed_end: Option<u64>,
+    /// Since when the depth has stood more than [`TRIM_ABOVE`] over the set point, and the
+    /// least it stood over it since (seconds).
+    excess: Option<(Instant, f64)>,
+    /// After packets were left out: the first of them, decoded, which the next packet played
+    /// fades in from (it continues what was heard before the cut, so the cut makes no step).
+    splice: Vec<i16>,
 }
+
+/// Depth above the set point (or a packet, if longer) that is drained by leaving packets out,
+/// once it has lasted [`TRIM_AFTER`]; less is left to drift correction. Such depth is never
+/// needed: the set point already covers the network's worst lateness. It comes from the
+/// playback device stalling while packets kept arriving (each stall adds its length; through
+/// a busy PipeWire graph, 170 ms was seen against a 31 ms target), or from a stream that now
+/// comes earlier than before. Drift correction alone drains 5 ms a second: half a minute of
+/// needless latency for 150 ms.
+const TRIM_ABOVE: Duration = Duration::from_millis(20);
+/// How long the excess must last: the least of it over this time is what is left out.
+const TRIM_AFTER: Duration = Duration::from_millis(500);
 
 /// The largest amount a device consumed between two services of its feeder, held for
 /// [`BURST_HOLD`] and then released at 0.5 ms a second, as the latency tuner releases its
@@ -510,6 +544,8 @@ impl PlayoutCore {
             skip: 0,
             fed_end: None,
             deepen: false,
+            excess: None,
+            splice: Vec::with_capacity(ff as usize * ch),
         })
     }
 
@@ -628,6 +664,65 @@ impl PlayoutCore {
         depth + short as f64 / self.sink_rate
     }
 
+    /// Leaves packets out when the depth (seconds) has stood more than [`TRIM_ABOVE`] over the
+    /// set point for [`TRIM_AFTER`]: as many whole packets as the least excess over that time
+    /// holds. Returns the depth after.
+    fn trim_excess(&mut self, depth: f64, setpoint: Duration, now: Instant) -> f64 {
+        let packet = self.step as f64 / self.sink_rate;
+        let excess = depth - setpoint.as_secs_f64();
+        // Not while the buffer is being deepened: that depth was asked for.
+        if excess <= TRIM_ABOVE.as_secs_f64().max(packet) || self.pad > 0 || self.deepen {
+            self.excess = None;
+            return depth;
+        }
+        let (since, least) = self.excess.get_or_insert((now, excess));
+        *least = least.min(excess);
+        if now.saturating_duration_since(*since) < TRIM_AFTER {
+            return depth;
+        }
+        let wanted = (*least / packet) as usize;
+        self.excess = None;
+        let left_out = self.leave_out(wanted, now);
+        if left_out == 0 {
+            return depth;
+        }
+        let by = left_out as f64 * packet;
+        self.drift.shift(by);
+        depth - by
+    }
+
+    /// Leaves out up to `wanted` packets from the head of the jitter buffer: only packets that
+    /// are there, and only with the packet after them there too, which fades in from the first
+    /// left out. They are decoded all the same (an Opus decoder's state follows the stream).
+    /// Returns how many were left out.
+    fn leave_out(&mut self, wanted: usize, now: Instant) -> usize {
+        let Some(next) = self.jb.next_seq() else {
+            return 0;
+        };
+        let present = (0..=wanted as u64)
+            .take_while(|i| self.jb.peek(next + i).is_some())
+            .count();
+        let n = present.saturating_sub(1);
+        for i in 0..n {
+            if !matches!(
+                self.jb.pop(now, false, &mut self.packet),
+                Some(Popped::Played(_))
+            ) {
+                // Unreachable: each was just seen held.
+                return i;
+            }
+            if self.decoder.decode(&self.packet, &mut self.pcm).is_err() {
+                self.decoder.conceal(None, &mut self.pcm);
+            }
+            if i == 0 {
+                self.splice.clear();
+                self.splice.extend_from_slice(&self.pcm);
+            }
+            self.jb.note_trim(1);
+        }
+        n
+    }
+
     /// Audio buffered after the network: the device's queue, the jitter buffer's packets and
     /// what waits in the resampler, in seconds.
     fn depth(&self, queued: usize) -> f64 {
@@ -672,6 +767,7 @@ impl PlayoutCore {
             let setpoint =
                 Duration::from_secs_f64((low_water + target_frames) as f64 / self.sink_rate);
             let depth = self.deepen_to(self.depth(sink.queued_frames()), setpoint);
+            let depth = self.trim_excess(depth, setpoint, now);
             self.follow_drift(depth, setpoint, now);
         } else {
             self.figures.jitter = self.tuner.jitter();
@@ -753,12 +849,14 @@ impl PlayoutCore {
                 if self.decoder.decode(&self.packet, &mut self.pcm).is_err() {
                     self.decoder.conceal(None, &mut self.pcm);
                 }
+                crossfade(&mut self.splice, &mut self.pcm, self.ch);
                 s
             }
             Popped::Concealed(s) => {
                 if self.decoder.conceal(self.jb.peek(s + 1), &mut self.pcm) {
                     self.fec_recovered += 1;
                 }
+                self.splice.clear();
                 s
             }
         };
@@ -805,6 +903,7 @@ impl PlayoutCore {
         let depth = self.depth(staged) + since.min(self.step as f64) / self.sink_rate;
         if self.playing {
             let depth = self.deepen_to(depth, setpoint);
+            let depth = self.trim_excess(depth, setpoint, now);
             self.follow_drift(depth, setpoint, now);
         } else {
             self.figures.jitter = self.tuner.jitter();
@@ -942,6 +1041,7 @@ fn publish(core: &PlayoutCore, stats: &PlayStats) {
     stats.late.store(s.late, Ordering::Relaxed);
     stats.recovered.store(s.recovered, Ordering::Relaxed);
     stats.duplicates.store(s.duplicates, Ordering::Relaxed);
+    stats.trimmed.store(s.trimmed, Ordering::Relaxed);
     stats.depth.store(core.held(), Ordering::Relaxed);
     let micros =
         |cell: &AtomicU64, d: Duration| cell.store(d.as_micros() as u64, Ordering::Relaxed);
@@ -1199,12 +1299,13 @@ fn feed(
 fn log_session_end(stats: &PlayStats, underruns: u64) {
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     tracing::info!(
-        "session played {} packets: {} concealed, {} recovered (redundancy or FEC), {} late, {} duplicate, {} device underrun samples",
+        "session played {} packets: {} concealed, {} recovered (redundancy or FEC), {} late, {} duplicate, {} trimmed, {} device underrun samples",
         get(&stats.received),
         get(&stats.lost),
         get(&stats.recovered),
         get(&stats.late),
         get(&stats.duplicates),
+        get(&stats.trimmed),
         underruns
     );
 }
@@ -1257,6 +1358,14 @@ mod tests {
                 t += period;
             }
             self.next_callback = Some(t);
+        }
+
+        /// The device stops calling back for `by` and then goes on where it was, that time lost
+        /// (an xrun of a busy audio server).
+        fn stall(&mut self, by: Duration) {
+            if let Some(t) = self.next_callback.as_mut() {
+                *t += by;
+            }
         }
 
         fn advance(&mut self, now: Instant) {
@@ -1380,7 +1489,7 @@ mod tests {
     /// What a simulated run lets a test see after each 1 ms step, once the playout has fed (or
     /// been pulled by) the device and before the device plays on: the step, the core, the
     /// device.
-    type Observer<'a> = dyn FnMut(u64, &PlayoutCore, &SimDevice) + 'a;
+    type Observer<'a> = dyn FnMut(u64, &PlayoutCore, &mut SimDevice) + 'a;
 
     /// [`simulate`], with frame `n` of the stream's signal given by `sample`, and `observe`
     /// called at every step.
@@ -1430,11 +1539,11 @@ mod tests {
             }
             if pulled {
                 device.pull_from(&mut core, now);
-                observe(ms, &core, &device);
+                observe(ms, &core, &mut device);
             } else {
                 core.service(now, NO_END, false, &mut device)
                     .expect("service");
-                observe(ms, &core, &device);
+                observe(ms, &core, &mut device);
                 device.advance(now);
             }
             if ms % 100 == 0 && ms > 0 {
@@ -1467,7 +1576,7 @@ mod tests {
         // mode the next callback's buffer starts with what is staged; fed, the head of the
         // device's queue is what its next callback plays first.
         let mut said: Vec<(u64, usize)> = Vec::new();
-        let mut note = |ms: u64, core: &PlayoutCore, device: &SimDevice| {
+        let mut note = |ms: u64, core: &PlayoutCore, device: &mut SimDevice| {
             if ms % 100 != 0 || ms < 2_000 {
                 return;
             }
@@ -1804,7 +1913,7 @@ mod tests {
                 };
                 // (late, concealed) as of 6 s: the gap's packets have all arrived by then.
                 let mut at_6 = None;
-                let mut note = |ms: u64, core: &PlayoutCore, _: &SimDevice| {
+                let mut note = |ms: u64, core: &PlayoutCore, _: &mut SimDevice| {
                     if ms == 6_000 {
                         at_6 = Some((core.stats().late, core.stats().lost));
                     }
@@ -1828,6 +1937,67 @@ mod tests {
                 assert_eq!(run.stats.lost, lost_6, "concealment after the gap");
                 assert_eq!(run.device.underruns, 0);
             }
+        }
+    }
+
+    /// The playback device stalls three times (150, 80 and 60 ms) while packets keep coming:
+    /// each stall adds its length to what is buffered, and nothing asked for it. Before, that
+    /// depth stayed, drained by drift correction at 5 ms a second (half a minute of 150 ms too
+    /// much). Checked, in both modes: within 1.5 s of each stall the depth is back within
+    /// 10 ms of its set point, no packet is concealed or late, and the cut makes no step in the
+    /// waveform (no sample-to-sample jump larger than the sine's own plus a little).
+    #[test]
+    fn a_playback_device_that_stalls_does_not_leave_its_stall_in_the_buffer() {
+        for pulled in [true, false] {
+            let mut net = |_: u64, sent: f64, _: &mut Rng| vec![sent + 0.001];
+            let stalls = [(5_000u64, 150u64), (9_000, 80), (13_000, 60)];
+            let mut over = Vec::new();
+            let mut note = |ms: u64, core: &PlayoutCore, device: &mut SimDevice| {
+                if let Some((_, len)) = stalls.iter().find(|(at, _)| *at == ms) {
+                    device.stall(Duration::from_millis(*len));
+                }
+                if ms % 100 == 0 {
+                    let f = core.figures();
+                    over.push((ms, f.depth.as_secs_f64() - f.target.as_secs_f64()));
+                }
+            };
+            let sine = |n: u64| {
+                let v = (std::f64::consts::TAU * 440.0 * n as f64 / f64::from(RATE)).sin();
+                (v * 16_000.0) as i16
+            };
+            let run = simulate_with(20.0, 0.0, 10, pulled, &mut net, &sine, &mut note);
+            let worst_after = |from: u64, to: u64| {
+                over.iter()
+                    .filter(|(ms, _)| *ms >= from && *ms < to)
+                    .map(|(_, e)| e.abs())
+                    .fold(0.0f64, f64::max)
+            };
+            for (i, (at, len)) in stalls.iter().enumerate() {
+                let next = stalls.get(i + 1).map_or(20_000, |s| s.0);
+                let worst = worst_after(at + len + 1_500, next);
+                eprintln!(
+                    "{}: {len} ms stall at {at} ms: depth within {:.1} ms of the set point from 1.5 s after",
+                    mode(pulled),
+                    worst * 1e3
+                );
+                assert!(worst < 0.010, "{} ms over the set point", worst * 1e3);
+            }
+            // The sine moves at most 2π·440/48000·16000 ≈ 922 a sample at full swing.
+            let played = &run.device.played;
+            let jump = played
+                .windows(2)
+                .skip(RATE as usize)
+                .map(|w| ((w[1] - w[0]) * 32_768.0).abs())
+                .fold(0.0f32, f32::max);
+            eprintln!(
+                "{}: {} packets left out, largest step {jump:.0}",
+                mode(pulled),
+                run.stats.trimmed
+            );
+            assert!(jump < 1_200.0, "a step of {jump:.0} in the waveform");
+            assert!(run.stats.trimmed >= 50, "{} left out", run.stats.trimmed);
+            assert_eq!(run.stats.lost, 0, "concealed");
+            assert_eq!(run.stats.late, 0, "late");
         }
     }
 }
