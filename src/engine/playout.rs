@@ -671,7 +671,7 @@ impl PlayoutCore {
         let packet = self.step as f64 / self.sink_rate;
         let excess = depth - setpoint.as_secs_f64();
         // Not while the buffer is being deepened: that depth was asked for.
-        if excess <= TRIM_ABOVE.as_secs_f64().max(packet) || self.pad > 0 || self.deepen {
+        if excess <= TRIM_ABOVE.as_secs_f64().max(packet) || self.pad > 0 {
             self.excess = None;
             return depth;
         }
@@ -693,7 +693,9 @@ impl PlayoutCore {
 
     /// Leaves out up to `wanted` packets from the head of the jitter buffer: only packets that
     /// are there, and only with the packet after them there too, which fades in from the first
-    /// left out. They are decoded all the same (an Opus decoder's state follows the stream).
+    /// left out. The first is decoded for that fade, and the last so that the decoder's state
+    /// (Opus carries band energies and filter memories from frame to frame) is the one the next
+    /// packet follows; those between are not, so a long cut costs a device callback two decodes.
     /// Returns how many were left out.
     fn leave_out(&mut self, wanted: usize, now: Instant) -> usize {
         let Some(next) = self.jb.next_seq() else {
@@ -711,7 +713,7 @@ impl PlayoutCore {
                 // Unreachable: each was just seen held.
                 return i;
             }
-            if self.decoder.decode(&self.packet, &mut self.pcm).is_err() {
+            if (i == 0 || i + 1 == n) && self.decoder.decode(&self.packet, &mut self.pcm).is_err() {
                 self.decoder.conceal(None, &mut self.pcm);
             }
             if i == 0 {
