@@ -10,9 +10,13 @@ two is the added latency (capture, network, jitter buffer, playback). Prints the
 spread per preset; figures, not pass/fail.
 
     python3 bench/latency.py [SECONDS] [--route pulse|pipewire] [--only TEXT] [--series] [--threads]
+                             [--stalls MS,MS,...]
     (default 20 s: 40 clicks per preset; --only runs the presets whose name holds TEXT;
-    --series prints the client's figures for every second: depth, target, late, lost, drift;
-    --threads prints each side's CPU and wake-ups a second, thread by thread)
+    --series prints the client's figures for every second: depth, target, late, lost, packets
+    trimmed, drift;
+    --threads prints each side's CPU and wake-ups a second, thread by thread;
+    --stalls freezes the PipeWire daemon that long, evenly spaced while the clicks play: every
+    device stalls at once, as on a machine too busy for its audio server)
 
 The last preset is a yardstick, not EchoWarp: trx (Opus over RTP, `apt-get install trx`; skipped
 when missing) with its defaults, which are EchoWarp's 20 ms Opus preset's settings, through the
@@ -42,6 +46,11 @@ if series:
 per_thread = "--threads" in args
 if per_thread:
     args.remove("--threads")
+stalls = []
+if "--stalls" in args:
+    i = args.index("--stalls")
+    stalls = [int(v) for v in args[i + 1].split(",")]
+    del args[i:i + 2]
 only = None
 if "--only" in args:
     i = args.index("--only")
@@ -156,7 +165,19 @@ try:
         time.sleep(0.5)
         play = spawn(["pacat", "--playback", "-d", "both", "--format=s16le", "--channels=2",
                       f"--rate={RATE}", click_file])
+        if stalls:
+            import threading
+
+            def stall_graph():
+                for ms in stalls:
+                    time.sleep(seconds / (len(stalls) + 1))
+                    session.stall(ms / 1000)
+
+            staller = threading.Thread(target=stall_graph, daemon=True)
+            staller.start()
         play.wait()
+        if stalls:
+            staller.join()
         time.sleep(1.0)
         cpu_to = (time.monotonic(), ticks(server.pid), ticks(client.pid))
         threads_to = {p.pid: pwsession.thread_runtime(p.pid) for p in (server, client)}
@@ -186,9 +207,10 @@ try:
 
             lines, slines = figures(client), figures(server)
             if series:
-                print("  second  depth ms  target ms  late  lost  drift ppm")
+                print("  second  depth ms  target ms  late  lost  trimmed  drift ppm")
                 for n, l in enumerate(lines):
-                    print(f"  {n:6d}  {l['depth_ms']:8.1f}  {l['target_ms']:9.1f}  {l['late']:4d}  {l['lost']:4d}  {l['drift_ppm']:9.0f}")
+                    print(f"  {n:6d}  {l['depth_ms']:8.1f}  {l['target_ms']:9.1f}  {l['late']:4d}  {l['lost']:4d}  "
+                          f"{l.get('trimmed', 0):7d}  {l['drift_ppm']:9.0f}")
             if lines:
                 d = median(l["depth_ms"] for l in lines[2:] or lines)
                 # What the client reports while the clicks play (capture device in to playback

@@ -31,7 +31,9 @@ class Session:
                               f"--address=unix:path={run}/bus"], stdout=subprocess.PIPE)
             self.env["DBUS_SESSION_BUS_ADDRESS"] = bus.stdout.readline().decode().strip()
             for prog in ("pipewire", "wireplumber", "pipewire-pulse"):
-                self.spawn([prog])
+                started = self.spawn([prog])
+                if prog == "pipewire":
+                    self.pipewire = started
                 time.sleep(0.3)
             for _ in range(100):
                 if subprocess.run(["pactl", "info"], env=self.env, capture_output=True).returncode == 0:
@@ -54,6 +56,15 @@ class Session:
                              stderr=kw.pop("stderr", subprocess.DEVNULL), **kw)
         self.children.append(p)
         return p
+
+    def stall(self, seconds):
+        """Freezes the PipeWire daemon for `seconds` (SIGSTOP, then SIGCONT): every device
+        stalls at once and the time is lost, as when a busy machine starves the audio server."""
+        self.pipewire.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            self.pipewire.send_signal(signal.SIGCONT)
 
     def close(self):
         """Stops every child, newest first: SIGINT, then SIGKILL after 5 s."""
