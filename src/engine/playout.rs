@@ -658,7 +658,11 @@ impl PlayoutCore {
         if !std::mem::take(&mut self.deepen) {
             return depth;
         }
-        let short = ((setpoint.as_secs_f64() - depth) * self.sink_rate).max(0.0) as usize;
+        // Whole packets: concealment is played a packet at a time, and a remainder of less
+        // than half a packet was never played, yet counted as depth for good (which also kept
+        // any excess from being trimmed: `a_frozen_audio_server_leaves_no_excess_behind`).
+        let short = ((setpoint.as_secs_f64() - depth) * self.sink_rate).max(0.0);
+        let short = (short / self.step.max(1) as f64).round() as usize * self.step;
         self.pad += short;
         self.drift.moved_to_target();
         depth + short as f64 / self.sink_rate
@@ -2000,6 +2004,54 @@ mod tests {
             assert!(run.stats.trimmed >= 50, "{} left out", run.stats.trimmed);
             assert_eq!(run.stats.lost, 0, "concealed");
             assert_eq!(run.stats.late, 0, "late");
+        }
+    }
+
+    /// A frozen audio server: the sender's capture and the playback device both stop for about
+    /// 200 ms, and the device comes back 10-40 ms before the stream does, so a few packets are
+    /// late and the buffer deepens to the tuner's provisional target (which covers the 200 ms
+    /// step until it proves one). That depth must then be trimmed: before, in pull mode, a
+    /// remainder of the concealment owed (under half a packet) was never played and kept the
+    /// trim from ever running, and 185 ms too much stayed (drained at 5 ms a second). Checked
+    /// from 7 s on: the depth within 10 ms of its set point, nothing concealed or late.
+    #[test]
+    fn a_frozen_audio_server_leaves_no_excess_behind() {
+        for lead_ms in [10u64, 20, 40] {
+            for pulled in [true, false] {
+                let mut net = |_: u64, sent: f64, _: &mut Rng| {
+                    vec![0.001 + if sent >= 5.0 { sent + 0.2 } else { sent }]
+                };
+                let mut over = Vec::new();
+                let mut at_7 = None;
+                let mut note = |ms: u64, core: &PlayoutCore, device: &mut SimDevice| {
+                    if ms == 5_000 {
+                        device.stall(Duration::from_millis(200 - lead_ms));
+                    }
+                    if ms == 7_000 {
+                        at_7 = Some((core.stats().lost, core.stats().late));
+                    }
+                    if ms % 100 == 0 && ms >= 7_000 {
+                        let f = core.figures();
+                        over.push((f.depth.as_secs_f64() - f.target.as_secs_f64()).abs());
+                    }
+                };
+                let sine = |n: u64| ((n % 100) as i16 - 50) * 300;
+                let run = simulate_with(15.0, 0.0, 10, pulled, &mut net, &sine, &mut note);
+                let worst = over.iter().copied().fold(0.0f64, f64::max);
+                eprintln!(
+                    "{}, device back {lead_ms} ms early: {} late, {} packets trimmed, depth within {:.1} ms of the set point from 7 s",
+                    mode(pulled),
+                    run.stats.late,
+                    run.stats.trimmed,
+                    worst * 1e3
+                );
+                assert!(worst < 0.010, "{:.1} ms off the set point", worst * 1e3);
+                assert_eq!(
+                    at_7,
+                    Some((run.stats.lost, run.stats.late)),
+                    "concealed or late after 7 s"
+                );
+            }
         }
     }
 }
