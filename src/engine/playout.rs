@@ -814,6 +814,7 @@ impl PlayoutCore {
     ) -> Result<bool, EngineError> {
         while self.pad >= self.step / 2 && self.pad > 0 {
             self.decoder.conceal(None, &mut self.pcm);
+            self.splice.clear();
             self.jb.note_stretch();
             let frames = self.pcm.len() / self.ch;
             self.conv.write(&self.pcm[..frames * self.ch], sink)?;
@@ -945,6 +946,7 @@ impl PlayoutCore {
             let samples = if self.pad >= self.step / 2 && self.pad > 0 {
                 // Deepening after a late packet: a packet's worth of concealment.
                 self.decoder.conceal(None, &mut self.pcm);
+                self.splice.clear();
                 self.jb.note_stretch();
                 self.pad = self.pad.saturating_sub(self.step);
                 self.pcm.len() / self.ch * self.ch
