@@ -251,6 +251,13 @@ const TARGET_SETTLED: f64 = 0.0005;
 /// ... and moves slower than this (seconds per second): the tuner's slow shrink, 0.5 ms a second,
 /// leaves it learning; a spike's faster shrink or a step does not.
 const SETTLED_SLOPE: f64 = 0.001;
+/// After a disturbance (the playback device stalled, packets were left out), the integral term
+/// learns nothing for this long: the depth it left off the target is drained by the
+/// proportional term alone (to e^-2 of it in this time). Learned, such a step read as drift:
+/// the integral holds KI/KP of the error's area, 5 % of a step per second of it, so 10 ms left
+/// by a stall taught 500 ppm that were not there, and the depth then wandered off its target
+/// for half a minute while it was unlearned.
+const DISTURBANCE_HOLD: Duration = Duration::from_secs(10);
 
 /// Holds a buffer's depth at a target by trimming the playout rate.
 ///
@@ -269,6 +276,8 @@ pub struct DriftControl {
     moved: bool,
     /// The depth was cut: the next error is taken as measured, not smoothed from before.
     cut: bool,
+    /// Until when the integral learns nothing (after a disturbance).
+    hold_until: Option<Instant>,
     integral: f64,
     last: Option<Instant>,
     correction: f64,
@@ -289,6 +298,7 @@ impl DriftControl {
             reference: None,
             moved: false,
             cut: false,
+            hold_until: None,
             integral: 0.0,
             last: None,
             correction: 1.0,
@@ -323,12 +333,20 @@ impl DriftControl {
     /// The depth was just cut by `by` seconds (packets left out): the smoothed depth drops with
     /// it, the error starts afresh from the next measurement, and the reference goes to the
     /// target, as after [`DriftControl::moved_to_target`]: the cut is not drained a second time.
-    pub fn shift(&mut self, by: f64) {
+    pub fn shift(&mut self, by: f64, now: Instant) {
         if let Some(s) = self.smoothed.as_mut() {
             *s -= by;
         }
         self.moved = true;
         self.cut = true;
+        self.disturbed(now);
+    }
+
+    /// Something other than the clocks moved the depth (the playback device stalled while the
+    /// stream went on, say): what it leaves off the target is not drift, and the integral term
+    /// does not learn it ([`DISTURBANCE_HOLD`]).
+    pub fn disturbed(&mut self, now: Instant) {
+        self.hold_until = Some(now + DISTURBANCE_HOLD);
     }
 
     /// Takes a depth measurement and returns the new correction.
@@ -363,7 +381,11 @@ impl DriftControl {
         let raw = KP * error + KI * integral - slope;
         // Anti-windup: integrate only while the output is not pinned at its limit, and only
         // while the reference stands at the target (a creep of under 1 ms a second aside).
+        if self.hold_until.is_some_and(|t| now >= t) {
+            self.hold_until = None;
+        }
         if raw.abs() < MAX_CORRECTION
+            && self.hold_until.is_none()
             && (target - reference).abs() < TARGET_SETTLED
             && slope.abs() < SETTLED_SLOPE
         {

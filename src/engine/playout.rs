@@ -393,6 +393,8 @@ pub(crate) struct PlayoutCore {
     /// After packets were left out: the first of them, decoded, which the next packet played
     /// fades in from (it continues what was heard before the cut, so the cut makes no step).
     splice: Vec<i16>,
+    /// When the device last took audio (a callback in pull mode, a drained queue when fed).
+    device_took: Option<Instant>,
 }
 
 /// Depth above the set point (or a packet, if longer) that is drained by leaving packets out,
@@ -405,6 +407,9 @@ pub(crate) struct PlayoutCore {
 const TRIM_ABOVE: Duration = Duration::from_millis(20);
 /// How long the excess must last: the least of it over this time is what is left out.
 const TRIM_AFTER: Duration = Duration::from_millis(500);
+/// A playback device that takes nothing for this long (or four of its periods, if longer) has
+/// stalled: the depth it leaves off the target is not the clocks' drift.
+const DEVICE_STALL: Duration = Duration::from_millis(30);
 
 /// The largest amount a device consumed between two services of its feeder, held for
 /// [`BURST_HOLD`] and then released at 0.5 ms a second, as the latency tuner releases its
@@ -546,6 +551,7 @@ impl PlayoutCore {
             deepen: false,
             excess: None,
             splice: Vec::with_capacity(ff as usize * ch),
+            device_took: None,
         })
     }
 
@@ -668,6 +674,17 @@ impl PlayoutCore {
         depth + short as f64 / self.sink_rate
     }
 
+    /// The device took audio at `now`, a `period` (seconds) at a time: if that came long after
+    /// the last time ([`DEVICE_STALL`]), it stalled, and drift correction is told.
+    fn device_took_audio(&mut self, now: Instant, period: f64) {
+        let stall = DEVICE_STALL.as_secs_f64().max(4.0 * period);
+        if let Some(before) = self.device_took.replace(now) {
+            if now.saturating_duration_since(before).as_secs_f64() > stall {
+                self.drift.disturbed(now);
+            }
+        }
+    }
+
     /// Leaves packets out when the depth (seconds) has stood more than [`TRIM_ABOVE`] over the
     /// set point for [`TRIM_AFTER`]: as many whole packets as the least excess over that time
     /// holds. Returns the depth after.
@@ -691,7 +708,7 @@ impl PlayoutCore {
             return depth;
         }
         let by = left_out as f64 * packet;
-        self.drift.shift(by);
+        self.drift.shift(by, now);
         depth - by
     }
 
@@ -757,8 +774,12 @@ impl PlayoutCore {
             // Before playout starts the device plays silence: nothing to learn from.
             if let Some((before, under_before)) = self.queued_after.filter(|_| self.playing) {
                 let missed = (underruns.saturating_sub(under_before) as usize) / self.ch.max(1);
-                self.burst
-                    .observe(before.saturating_sub(queued) + missed, now);
+                let took = before.saturating_sub(queued) + missed;
+                self.burst.observe(took, now);
+                if took > 0 {
+                    let period = sink.low_water_frames() as f64 / self.sink_rate;
+                    self.device_took_audio(now, period);
+                }
             }
             sink.low_water_frames().max(self.burst.frames)
         } else {
@@ -896,6 +917,9 @@ impl PlayoutCore {
         // at once, so that much more is held: the largest callback seen lately.
         self.burst.observe(out.len() / ch, now);
         self.cushion = self.burst.frames;
+        if self.playing {
+            self.device_took_audio(now, (out.len() / ch) as f64 / self.sink_rate);
+        }
         let setpoint =
             self.tuner.target() + Duration::from_secs_f64(self.cushion as f64 / self.sink_rate);
         // The depth as of the last arrival: what is buffered now plus what has played since (at
@@ -1960,7 +1984,11 @@ mod tests {
             let mut net = |_: u64, sent: f64, _: &mut Rng| vec![sent + 0.001];
             let stalls = [(5_000u64, 150u64), (9_000, 80), (13_000, 60)];
             let mut over = Vec::new();
+            let mut drift_before = 0.0;
             let mut note = |ms: u64, core: &PlayoutCore, device: &mut SimDevice| {
+                if ms == 4_900 {
+                    drift_before = core.figures().drift_ppm;
+                }
                 if let Some((_, len)) = stalls.iter().find(|(at, _)| *at == ms) {
                     device.stall(Duration::from_millis(*len));
                 }
@@ -1998,9 +2026,17 @@ mod tests {
                 .map(|w| ((w[1] - w[0]) * 32_768.0).abs())
                 .fold(0.0f32, f32::max);
             eprintln!(
-                "{}: {} packets left out, largest step {jump:.0}",
+                "{}: {} packets left out, largest step {jump:.0}, drift learned {:.0} ppm, was {:.0}",
                 mode(pulled),
-                run.stats.trimmed
+                run.stats.trimmed,
+                run.drift_ppm,
+                drift_before
+            );
+            // The clocks agree: a stall is not drift.
+            let learned = run.drift_ppm - drift_before;
+            assert!(
+                learned.abs() < 20.0,
+                "{learned:.0} ppm learned from the stalls"
             );
             assert!(jump < 1_200.0, "a step of {jump:.0} in the waveform");
             assert!(run.stats.trimmed >= 50, "{} left out", run.stats.trimmed);
@@ -2025,7 +2061,11 @@ mod tests {
                 };
                 let mut over = Vec::new();
                 let mut at_7 = None;
+                let mut drift_before = 0.0;
                 let mut note = |ms: u64, core: &PlayoutCore, device: &mut SimDevice| {
+                    if ms == 4_900 {
+                        drift_before = core.figures().drift_ppm;
+                    }
                     if ms == 5_000 {
                         device.stall(Duration::from_millis(200 - lead_ms));
                     }
@@ -2041,11 +2081,19 @@ mod tests {
                 let run = simulate_with(15.0, 0.0, 10, pulled, &mut net, &sine, &mut note);
                 let worst = over.iter().copied().fold(0.0f64, f64::max);
                 eprintln!(
-                    "{}, device back {lead_ms} ms early: {} late, {} packets trimmed, depth within {:.1} ms of the set point from 7 s",
+                    "{}, device back {lead_ms} ms early: {} late, {} packets trimmed, depth within {:.1} ms of the set point from 7 s, drift learned {:.0} ppm, was {:.0}",
                     mode(pulled),
                     run.stats.late,
                     run.stats.trimmed,
-                    worst * 1e3
+                    worst * 1e3,
+                    run.drift_ppm,
+                    drift_before
+                );
+                // The clocks agree: the freeze is not drift.
+                let learned = run.drift_ppm - drift_before;
+                assert!(
+                    learned.abs() < 20.0,
+                    "{learned:.0} ppm learned from the freeze"
                 );
                 assert!(worst < 0.010, "{:.1} ms off the set point", worst * 1e3);
                 assert_eq!(
