@@ -1711,6 +1711,13 @@ mod tests {
         }
     }
 
+    /// The simulated clocks agree: a disturbance (`what`) must not be learned as drift. Checks
+    /// the drift a run ended with against what it had learned before (`before`, ppm).
+    fn no_drift_learned(run: &Run, before: f64, what: &str) {
+        let learned = run.drift_ppm - before;
+        assert!(learned.abs() < 20.0, "{learned:.0} ppm learned from {what}");
+    }
+
     #[test]
     fn drift_of_300_ppm_either_way_holds_the_depth_for_ten_minutes() {
         for (ppm, pulled) in [
@@ -2032,12 +2039,7 @@ mod tests {
                 run.drift_ppm,
                 drift_before
             );
-            // The clocks agree: a stall is not drift.
-            let learned = run.drift_ppm - drift_before;
-            assert!(
-                learned.abs() < 20.0,
-                "{learned:.0} ppm learned from the stalls"
-            );
+            no_drift_learned(&run, drift_before, "the stalls");
             assert!(jump < 1_200.0, "a step of {jump:.0} in the waveform");
             assert!(run.stats.trimmed >= 50, "{} left out", run.stats.trimmed);
             assert_eq!(run.stats.lost, 0, "concealed");
@@ -2089,12 +2091,7 @@ mod tests {
                     run.drift_ppm,
                     drift_before
                 );
-                // The clocks agree: the freeze is not drift.
-                let learned = run.drift_ppm - drift_before;
-                assert!(
-                    learned.abs() < 20.0,
-                    "{learned:.0} ppm learned from the freeze"
-                );
+                no_drift_learned(&run, drift_before, "the freeze");
                 assert!(worst < 0.010, "{:.1} ms off the set point", worst * 1e3);
                 assert_eq!(
                     at_7,
