@@ -10,8 +10,8 @@ use clap::Parser;
 
 use crate::audio::{DeviceKind, DeviceSpec};
 use crate::engine::{
-    ClientConfig, Command, EngineError, EngineHandle, Event, Outcome, Role as EngineRole,
-    ServerConfig, Stats,
+    ClientConfig, EngineError, EngineHandle, Event, Outcome, Role as EngineRole, ServerConfig,
+    Stats,
 };
 use crate::protocol::frame::SecurityMode;
 use crate::store::bans::BanList;
@@ -542,25 +542,11 @@ fn status_text(s: &Stats, client: bool) -> String {
 /// # Errors
 /// [`CliError`] carrying the exit code of DESIGN.md §3.1.
 pub fn run_engine(role: EngineRole, quiet: bool, stats_json: bool) -> Result<Outcome, CliError> {
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])
-    .map_err(|e| CliError::runtime(format!("cannot install signal handler: {e}")))?;
-    let signals_handle = signals.handle();
     let client = matches!(role, EngineRole::Client(_));
     let handle = EngineHandle::start(role)?;
-    // SIGINT and SIGTERM stop the engine from a thread of their own, which sleeps until one
-    // comes: this thread then only wakes for the engine's events.
-    let stopper = handle.sender();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for _ in signals.forever() {
-                stopper.send(Command::Stop);
-            }
-        })
-        .map_err(|e| CliError::runtime(format!("cannot start the signal thread: {e}")))?;
+    // Ctrl-C, SIGTERM (and a console close on Windows) stop the engine from a thread of their
+    // own: this thread only wakes for the engine's events.
+    let stop_guard = super::stop::install(handle.sender()).map_err(CliError::runtime)?;
     let tty = std::io::stderr().is_terminal();
     let mut last_line = Instant::now();
     let mut line_shown = false;
@@ -611,10 +597,10 @@ pub fn run_engine(role: EngineRole, quiet: bool, stats_json: bool) -> Result<Out
             }
         }
     };
-    signals_handle.close();
     if line_shown {
         eprintln!();
     }
     drop(handle);
+    drop(stop_guard);
     Ok(result?)
 }

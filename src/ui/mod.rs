@@ -4,6 +4,7 @@ pub mod autostart;
 pub mod cli;
 pub mod interactive;
 pub mod notice;
+pub mod stop;
 #[cfg(feature = "tray")]
 pub mod tray;
 pub mod tray_menu;
