@@ -148,6 +148,7 @@ pub(crate) fn recv_within_or_wake(
 }
 
 /// What ended a [`wait_readable`].
+#[cfg(unix)]
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Woken {
     /// The descriptor has data, an end of stream or an error to read.

@@ -1,7 +1,7 @@
 //! Atomic file replacement: write a temporary file beside the target, fsync, rename, fsync the
 //! folder. A crash leaves either the old file or the new one, never half of one.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
@@ -29,6 +29,10 @@ pub fn write_atomic(path: &Path, contents: &[u8], private: bool) -> Result<(), S
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(if private { 0o600 } else { 0o644 });
     }
+    // Elsewhere the file takes the folder's permissions: on Windows, the per-user %APPDATA%
+    // is its owner's alone.
+    #[cfg(not(unix))]
+    let _ = private;
     let result = (|| {
         let mut f = opts.open(&tmp)?;
         f.write_all(contents)?;
@@ -36,7 +40,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], private: bool) -> Result<(), S
         drop(f);
         fs::rename(&tmp, path)?;
         #[cfg(unix)]
-        if let Ok(d) = File::open(dir) {
+        if let Ok(d) = fs::File::open(dir) {
             let _ = d.sync_all();
         }
         Ok(())
