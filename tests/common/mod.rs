@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod wine;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_echowarp");
 
 /// A sandbox: XDG folders and HOME in a temporary directory.
@@ -188,6 +190,19 @@ impl Proc {
     pub fn stop(&mut self) {
         self.signal("TERM");
         let status = self.wait_timeout(Duration::from_secs(10));
+        assert!(
+            status.success(),
+            "`{}` stopped with {status}:\n{}",
+            self.label,
+            self.stderr()
+        );
+    }
+
+    /// Stops the process with SIGINT (Ctrl-C; under Wine, the console's CTRL_C_EVENT) and
+    /// asserts that it exits cleanly (code 0) within 15 s.
+    pub fn interrupt(&mut self) {
+        self.signal("INT");
+        let status = self.wait_timeout(Duration::from_secs(15));
         assert!(
             status.success(),
             "`{}` stopped with {status}:\n{}",

@@ -1,0 +1,242 @@
+//! The real Windows binary (`x86_64-pc-windows-gnu`, cross-built) under Wine, against the Linux
+//! binary over 127.0.0.1 (issue 16). Built only with the feature `wine-tests`, which
+//! scripts/test.sh turns on after building the exe; see tests/common/wine.rs for what it needs.
+
+mod common;
+use common::wine::{win_path, Wine};
+use common::*;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[test]
+fn version_help_and_bad_usage() {
+    let w = Wine::new();
+    let (code, out, err) = w.run(&["--version"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, format!("echowarp {VERSION}").as_str()),
+        "{err}"
+    );
+
+    let (code, out, err) = w.run(&["--help"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("--server-address") && out.contains("Exit status"),
+        "{out}"
+    );
+
+    let (code, _, err) = w.run(&["--no-such-flag"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("unexpected argument '--no-such-flag'"),
+        "{err}"
+    );
+
+    let (code, _, err) = w.run(&["-c", "-d", "null"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("a client needs the server's address"), "{err}");
+}
+
+/// The server's flags for each security mode, with the word its log line uses.
+const MODES: [(&[&str], &str); 3] = [
+    (&[], "encrypted"),
+    (&["--no-encryption", "-i"], "integrity"),
+    (&["--no-encryption"], "plain"),
+];
+
+/// Streams a WAV from one side to the other and checks the recording sample for sample.
+fn wav_crosses(w: &Wine, windows_server: bool, mode: &[&str], word: &str) {
+    let sb = Sandbox::new();
+    let port = free_port().to_string();
+    let src = w.path("in.wav");
+    let rec = w.path(&format!(
+        "rec-{}.wav",
+        if windows_server { "linux" } else { "win" }
+    ));
+    let _ = std::fs::remove_file(&rec);
+    let want = write_test_wav(&src, 1.5, 48_000, 2);
+    let (src_arg, rec_arg) = if windows_server {
+        (
+            format!("wav:{}", win_path(&src)),
+            format!("wav:{}", rec.display()),
+        )
+    } else {
+        (
+            format!("wav:{}", src.display()),
+            format!("wav:{}", win_path(&rec)),
+        )
+    };
+    let mut server_args = vec!["-u", &port, "-p", "s3cret", "-d", &src_arg];
+    server_args.extend_from_slice(mode);
+    let client_args = [
+        "-c",
+        "-a",
+        "127.0.0.1",
+        "-u",
+        &port,
+        "-p",
+        "s3cret",
+        "-d",
+        &rec_arg,
+    ];
+    let (mut server, mut client) = if windows_server {
+        let mut s = w.spawn(&server_args);
+        s.wait_for("listening on", SECS(30));
+        (s, sb.spawn(&client_args))
+    } else {
+        let mut s = sb.spawn(&server_args);
+        s.wait_for("listening on", SECS(30));
+        (s, w.spawn(&client_args))
+    };
+    let status = client.wait_timeout(SECS(60));
+    assert!(status.success(), "client: {status}\n{}", client.stderr());
+    let status = server.wait_timeout(SECS(30));
+    assert!(status.success(), "server: {status}\n{}", server.stderr());
+    assert!(
+        server.stderr().contains(&format!(", {word} (")),
+        "the server did not run {word}:\n{}",
+        server.stderr()
+    );
+    let (spec, got) = read_wav(&rec);
+    assert_eq!((spec.sample_rate, spec.channels), (48_000, 2));
+    assert_sample_exact(&want, &got);
+}
+
+#[test]
+fn a_wav_crosses_sample_exact_from_windows_to_linux_in_every_mode() {
+    let w = Wine::new();
+    for (mode, word) in MODES {
+        wav_crosses(&w, true, mode, word);
+    }
+}
+
+#[test]
+fn a_wav_crosses_sample_exact_from_linux_to_windows_in_every_mode() {
+    let w = Wine::new();
+    for (mode, word) in MODES {
+        wav_crosses(&w, false, mode, word);
+    }
+}
+
+/// One connection attempt of the Windows client; returns its exit code and stderr.
+fn windows_attempt(w: &Wine, port: &str, password: &str) -> (i32, String) {
+    let (code, _, err) = w.run(&[
+        "-c",
+        "-a",
+        "127.0.0.1",
+        "-u",
+        port,
+        "-p",
+        password,
+        "-d",
+        "null",
+        "-r",
+        "1",
+    ]);
+    (code, err)
+}
+
+#[test]
+fn a_windows_server_refuses_wrong_passwords_bans_and_keeps_its_list_in_appdata() {
+    let w = Wine::new();
+    let sb = Sandbox::new();
+    let port = free_port().to_string();
+    let mut server = w.spawn(&["-u", &port, "-p", "right", "-d", "tone:440", "-r", "2"]);
+    server.wait_for("listening on", SECS(30));
+    for _ in 0..2 {
+        let (code, err) = one_attempt(&sb, &port, "wrong");
+        assert_eq!(code, 3, "{err}");
+        assert!(err.contains("401 Unauthorized (Invalid password)"), "{err}");
+    }
+    let (code, err) = one_attempt(&sb, &port, "right");
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("403 Forbidden (Client is banned)"), "{err}");
+    server.interrupt();
+
+    let list = w.appdata().join("echowarp/data/echowarp_ban_list.txt");
+    let text = std::fs::read_to_string(&list).unwrap_or_else(|e| panic!("{}: {e}", list.display()));
+    assert!(text.lines().any(|l| l.trim() == "127.0.0.1"), "{text}");
+    let (code, out, err) = w.run(&["--bans"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l.trim() == "127.0.0.1"), "{out}");
+}
+
+#[test]
+fn a_windows_client_gets_401_and_then_403_from_a_linux_server() {
+    let w = Wine::new();
+    let sb = Sandbox::new();
+    let port = free_port().to_string();
+    let mut server = sb.spawn(&["-u", &port, "-p", "right", "-d", "tone:440", "-r", "2"]);
+    server.wait_for("listening on", SECS(15));
+    for _ in 0..2 {
+        let (code, err) = windows_attempt(&w, &port, "wrong");
+        assert_eq!(code, 3, "{err}");
+        assert!(
+            err.contains("error: 401 Unauthorized (Invalid password)"),
+            "{err}"
+        );
+    }
+    let (code, err) = windows_attempt(&w, &port, "right");
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("error: 403 Forbidden (Client is banned)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_profile_lives_in_appdata_and_is_read_back() {
+    let w = Wine::new();
+    let (code, _, err) = w.run(&[
+        "-u",
+        "4999",
+        "-p",
+        "letmein",
+        "--save-config",
+        "--show-config",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let path = w.appdata().join("echowarp/config/profile.toml");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}\n{err}", path.display()));
+    assert!(text.contains("port = 4999"), "{text}");
+    assert!(
+        err.contains(r"AppData\Roaming\echowarp\config\profile.toml"),
+        "the saved path is not shown as Windows' own:\n{err}"
+    );
+    // Read back with no flags: the saved settings are the effective ones.
+    let (code, out, err) = w.run(&["--show-config"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("port = 4999") && out.contains("password = \"letmein\""),
+        "{out}"
+    );
+}
+
+#[test]
+fn ctrl_c_stops_a_windows_client_and_its_recording_is_whole() {
+    let w = Wine::new();
+    let sb = Sandbox::new();
+    let port = free_port().to_string();
+    let src = sb.path("long.wav");
+    write_test_wav(&src, 30.0, 48_000, 2);
+    let src_arg = format!("wav:{}", src.display());
+    let mut server = sb.spawn(&["-u", &port, "-d", &src_arg]);
+    server.wait_for("listening on", SECS(15));
+    let rec = w.path("rec.wav");
+    let rec_arg = format!("wav:{}", win_path(&rec));
+    let mut client = w.spawn(&["-c", "-a", "127.0.0.1", "-u", &port, "-d", &rec_arg]);
+    client.wait_for("connected to", SECS(30));
+    std::thread::sleep(SECS(2));
+    // Wine turns SIGINT into the console's CTRL_C_EVENT for the Windows process.
+    client.signal("INT");
+    let status = client.wait_timeout(SECS(15));
+    assert!(status.success(), "{status}\n{}", client.stderr());
+    let (spec, got) = read_wav(&rec);
+    assert_eq!((spec.sample_rate, spec.channels), (48_000, 2));
+    assert!(
+        got.len() >= 48_000 * 2,
+        "only {} samples were recorded before Ctrl-C",
+        got.len()
+    );
+}
