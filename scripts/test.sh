@@ -7,12 +7,14 @@ cd "$(dirname "$0")/.."
 # Build needs and test infrastructure (testing.md): ALSA headers for cpal, GTK, appindicator and
 # D-Bus for the tray; tcpdump to check that no password crosses the wire; PipeWire with null sinks
 # reached through ALSA for real devices; Xvfb, trayer, xdotool and ImageMagick to drive the tray,
-# dunst to receive its notifications; help2man and desktop-file-utils for the Debian package.
+# dunst to receive its notifications; help2man and desktop-file-utils for the Debian package;
+# mingw-w64 and cmake to cross-build the Windows exe, Wine to run it, msitools/wixl for its MSI.
 packages=(build-essential pkg-config libasound2-dev libopus-dev libasound2-plugins alsa-utils tcpdump
           libgtk-3-dev libayatana-appindicator3-dev libdbus-1-dev
           dbus pipewire pipewire-pulse wireplumber pulseaudio-utils sox
           xvfb xauth trayer xdotool x11-utils imagemagick dunst
-          help2man desktop-file-utils)
+          help2man desktop-file-utils
+          cmake mingw-w64 wine wine64 msitools wixl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -25,14 +27,22 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Windows is cross-built with mingw-w64 (the linker and flags are in .cargo/config.toml).
+windows=x86_64-pc-windows-gnu
+rustup target list --installed | grep -qx "$windows" || rustup target add "$windows"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy (with the tray, and headless)"
-cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo clippy (with the tray, headless, and for Windows)"
+cargo clippy --all-targets --locked --features wine-tests -- -D warnings
 cargo clippy --all-targets --locked --no-default-features -- -D warnings
-echo "== cargo test"
+cargo clippy --all-targets --locked --features wine-tests --target "$windows" -- -D warnings
+echo "== the Windows exe (release, $windows)"
+cargo build --release --locked --target "$windows"
+export ECHOWARP_WINDOWS_EXE="$PWD/target/$windows/release/echowarp.exe"
+echo "== cargo test (tests/windows.rs runs that exe under Wine)"
 # pipefail makes a failing test fail the script even through tee.
-cargo test --locked --all-targets 2>&1 | tee /tmp/echowarp-test.log
+cargo test --locked --all-targets --features wine-tests 2>&1 | tee /tmp/echowarp-test.log
 echo "== packaging (.deb built, installed with dpkg, run, removed; macOS and WiX recipes)"
 bash scripts/test-packages.sh 2>&1 | tee /tmp/echowarp-packaging.log
 if [ -x scripts/fuzz.sh ]; then
