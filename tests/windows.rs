@@ -240,3 +240,110 @@ fn ctrl_c_stops_a_windows_client_and_its_recording_is_whole() {
         got.len()
     );
 }
+
+/// A 1 kHz tone through real devices between the two platforms, in the test's PipeWire
+/// session: Windows reaches the sinks through WASAPI (winepulse), Linux through ALSA's pulse
+/// plug-in. With `windows_captures`, the Windows server captures sinkA's monitor and a Linux
+/// client plays into sinkB; else a Linux server captures it and the Windows client plays.
+/// Returns the tone as recorded from sinkB's monitor: (frequency, level dBFS, loud samples).
+fn tone_across(windows_captures: bool) -> (f64, f64, usize) {
+    use common::pipewire::*;
+    let _one = ONE_SESSION.lock().unwrap_or_else(|p| p.into_inner());
+    let sb = Sandbox::new();
+    let pw = PipeWire::start(&sb);
+    let w = Wine::new().with_env(&pw.env);
+    let port = free_port().to_string();
+    let rec = sb.path("rec.raw");
+    let mut recorder = pw.record("sinkB.monitor", 48_000, &rec);
+    // Silence keeps sinkA running: winepulse's capture of an idle (suspended) sink's monitor
+    // delivers nothing at all, not zeros.
+    let mut keep_running = pw.play_tone("sinkA", 0.0, 120.0);
+    // WASAPI's names, as --list-devices shows them: "Monitor of sinkA ...", "sinkB ...".
+    let server_args = ["-u", &port, "-d", "Monitor of sinkA"];
+    let client_args = [
+        "-c",
+        "-a",
+        "127.0.0.1",
+        "-u",
+        &port,
+        "-d",
+        "sinkB",
+        "--stats-json",
+    ];
+    let (mut server, mut client) = if windows_captures {
+        let mut s = w.spawn(&server_args);
+        s.wait_for("listening on", SECS(30));
+        (
+            s,
+            pw.echowarp(
+                &sb,
+                &[
+                    "-c",
+                    "-a",
+                    "127.0.0.1",
+                    "-u",
+                    &port,
+                    "-d",
+                    "speakerB",
+                    "--stats-json",
+                ],
+            ),
+        )
+    } else {
+        let mut s = pw.echowarp(&sb, &["-u", &port, "-d", "micA"]);
+        s.wait_for("listening on", SECS(15));
+        (s, w.spawn(&client_args))
+    };
+    client.wait_for("connected to", SECS(30));
+    wait_until_played(&client, 3.0);
+    let mut tone = pw.play_tone("sinkA", 1_000.0, 2.0);
+    let _ = tone.wait();
+    let deadline = std::time::Instant::now() + SECS(15);
+    loop {
+        let loud = samples(&rec)
+            .iter()
+            .filter(|x| x.unsigned_abs() > 2_000)
+            .count();
+        if loud > 48_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no tone in sinkB.monitor ({loud} loud samples)\nserver:\n{}\nclient:\n{}",
+            server.stderr(),
+            client.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let _ = recorder.kill();
+    let _ = recorder.wait();
+    client.interrupt();
+    server.interrupt();
+    let _ = keep_running.kill();
+    let _ = keep_running.wait();
+    let (freq, level, loud, _) = analyse(&samples(&rec), 48_000);
+    eprintln!("{freq:.2} Hz, {level:.2} dBFS, {loud} loud samples");
+    (freq, level, loud)
+}
+
+/// Input: a 1 kHz sine at amplitude 0.5, RMS -9.03 dBFS.
+fn assert_tone((freq, level, loud): (f64, f64, usize)) {
+    use common::pipewire::PITCH_TOLERANCE_HZ;
+    assert!(loud > 48_000, "only {loud} samples of tone");
+    assert!(
+        (freq - 1_000.0).abs() < PITCH_TOLERANCE_HZ,
+        "frequency {freq:.1} Hz"
+    );
+    assert!((level - -9.03).abs() < 1.0, "level {level:.2} dBFS");
+}
+
+#[test]
+fn a_windows_server_captures_a_tone_through_wasapi() {
+    assert_tone(tone_across(true));
+}
+
+#[test]
+fn a_windows_client_plays_a_tone_through_wasapi() {
+    assert_tone(tone_across(false));
+}

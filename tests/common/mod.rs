@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod pipewire;
 pub mod wine;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_echowarp");
