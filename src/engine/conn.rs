@@ -40,6 +40,13 @@ pub(crate) enum ConnError {
     LineTooLong,
 }
 
+/// How long a refused connection is read from before it closes ([`Conn::refuse`]): enough for
+/// a peer on any network to receive the refusal and close first, short enough that refusals
+/// hold no thread for long.
+const LINGER: Duration = Duration::from_secs(1);
+/// How much a refused peer may send before the socket closes regardless.
+const LINGER_BYTES: usize = 4096;
+
 /// One control connection.
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
@@ -77,6 +84,40 @@ impl Conn {
             .set_write_timeout(Some(Duration::from_secs(5)))?;
         self.stream.write_all(bytes)?;
         Ok(())
+    }
+
+    /// Sends a refusal (a status line of DESIGN.md §3.3) and closes gracefully: the write side
+    /// is shut down first, so a FIN follows the line, then what the peer still sends (its
+    /// identification line, typically) is read and dropped, at most [`LINGER_BYTES`] for at
+    /// most [`LINGER`], before the socket closes. Closing with unread data would send a reset
+    /// instead, and a Windows peer then discards the line it had not yet read and reports
+    /// "connection reset" (WSAECONNRESET) where it should report the refusal.
+    pub(crate) fn refuse(&mut self, status_line: &str) {
+        if self.write_all(status_line.as_bytes()).is_err() {
+            return;
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        let deadline = Instant::now() + LINGER;
+        let mut drained = 0;
+        let mut sink = [0u8; 512];
+        while drained < LINGER_BYTES {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return;
+            };
+            if self
+                .stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .is_err()
+            {
+                return;
+            }
+            match self.stream.read(&mut sink) {
+                Ok(0) => return,
+                Ok(n) => drained += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
     }
 
     /// Reads one line (newline included) of at most `max` bytes, byte by byte so that nothing

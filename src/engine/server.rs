@@ -406,6 +406,8 @@ impl Drop for Pending<'_> {
 
 fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
     let ip = canonical(peer.ip());
+    // Held through a refusal's linger too (Conn::refuse), so a refused address keeps at
+    // most MAX_PENDING_PER_IP threads busy.
     let mut pending = Pending(&shared.pending, ip, false);
     let mut conn = Conn::new(stream);
     let banned = {
@@ -417,15 +419,15 @@ fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
     };
     if banned {
         tracing::info!("refused banned {ip}");
-        let _ = conn.write_all(Status::Forbidden.to_line().as_bytes());
+        conn.refuse(&Status::Forbidden.to_line());
         return;
     }
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let line = match conn.read_line(MAX_IDENT_LEN, deadline) {
         Ok(l) => l,
         Err(ConnError::LineTooLong) => {
-            let _ = conn.write_all(Status::BadRequest.to_line().as_bytes());
             shared.fail(ip);
+            conn.refuse(&Status::BadRequest.to_line());
             return;
         }
         Err(e) => {
@@ -435,7 +437,6 @@ fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
     };
     let full = shared.active.load(Ordering::Acquire) >= shared.cfg.max_clients;
     if let Err(status) = check_client_line(&line, &shared.ident, full) {
-        let _ = conn.write_all(status.to_line().as_bytes());
         tracing::info!("{peer}: {}", status.to_line().trim_end());
         if let Status::Conflict { .. } = status {
             let detail = status.to_line().trim_end().to_owned();
@@ -446,6 +447,7 @@ fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
         if matches!(status, Status::BadRequest | Status::Conflict { .. }) {
             shared.fail(ip);
         }
+        conn.refuse(&status.to_line());
         return;
     }
     let our_line = shared.ident.to_line();
