@@ -49,7 +49,8 @@ pub fn desktop_exec_arg(arg: &str) -> Result<String, &'static str> {
     Ok(quoted.replace('\\', "\\\\").replace('%', "%%"))
 }
 
-/// The path auto-launch is given for `exe`: quoted for a desktop entry on Linux, as is elsewhere.
+/// The path auto-launch is given for `exe`: quoted for a desktop entry on Linux, in double
+/// quotes for the Run value's command line on Windows, as is elsewhere.
 ///
 /// # Errors
 /// [`AutostartError::Path`] for a path that is not UTF-8 or cannot be quoted.
@@ -60,6 +61,10 @@ pub fn launcher_path(exe: &Path) -> Result<String, AutostartError> {
         .ok_or_else(|| AutostartError::Path(shown.clone(), "the path is not UTF-8"))?;
     if cfg!(target_os = "linux") {
         desktop_exec_arg(s).map_err(|why| AutostartError::Path(shown, why))
+    } else if cfg!(windows) {
+        // The Run value is a command line: a path under "Program Files" must be quoted, or
+        // Windows would try "C:\Program" first. A Windows path cannot hold a double quote.
+        Ok(format!("\"{s}\""))
     } else {
         Ok(s.to_owned())
     }
@@ -101,6 +106,8 @@ fn launcher() -> Result<auto_launch::AutoLaunch, AutostartError> {
         .set_app_name(APP_NAME)
         .set_app_path(&launcher_path(&exe)?)
         .set_args(&ARGS)
+        // HKCU's Run key only: the login of the user who asked, never every user's (HKLM).
+        .set_windows_enable_mode(auto_launch::WindowsEnableMode::CurrentUser)
         .build()
         .map_err(|e| AutostartError::Launcher(e.to_string()))
 }

@@ -105,6 +105,11 @@ fn decode_icon(bytes: &[u8]) -> Option<Icon> {
     Icon::from_rgba(buf, info.width, info.height).ok()
 }
 
+/// The AppUserModelID toasts are sent under on Windows. The installer registers it with a name
+/// and an icon (installer/windows/main.wxs, `Software\Classes\AppUserModelId`): Windows shows an
+/// unpackaged program's toasts only for a registered id.
+pub const APP_USER_MODEL_ID: &str = "EchoWarp.EchoWarp";
+
 /// Shows notices on a thread of its own: a slow or missing notification service never stalls the
 /// loop. Where there is no service, each failure is logged and the tray carries on.
 fn spawn_notifier() -> crossbeam_channel::Sender<Notice> {
@@ -112,16 +117,25 @@ fn spawn_notifier() -> crossbeam_channel::Sender<Notice> {
     let spawned = thread::Builder::new()
         .name("notifications".into())
         .spawn(move || {
+            let mut told = false;
             for n in rx.iter() {
                 tracing::info!("notification: {}: {}", n.summary, n.body);
-                let shown = notify_rust::Notification::new()
-                    .appname("EchoWarp")
+                let mut note = notify_rust::Notification::new();
+                note.appname("EchoWarp")
                     .summary(&n.summary)
                     .body(&n.body)
-                    .icon("audio-card")
-                    .show();
-                if let Err(e) = shown {
-                    tracing::warn!("no notification service: {e}");
+                    .icon("audio-card");
+                #[cfg(windows)]
+                note.app_id(APP_USER_MODEL_ID);
+                match note.show() {
+                    // Said once as a warning (with why), then quietly: the notices themselves
+                    // are in the log line above.
+                    Err(e) if !told => {
+                        told = true;
+                        tracing::warn!("no notification service, notices go to the log only: {e}");
+                    }
+                    Err(e) => tracing::debug!("notification not shown: {e}"),
+                    Ok(_) => {}
                 }
             }
         });

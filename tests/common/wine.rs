@@ -146,6 +146,11 @@ impl Wine {
         c
     }
 
+    /// The folder holding the exe and the test-only shim.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin
+    }
+
     /// `wine echowarp.exe args...`
     pub fn echowarp(&self, args: &[&str]) -> Command {
         let mut c = self.cmd("wine");
