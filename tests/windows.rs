@@ -526,3 +526,165 @@ fn the_windows_tray_docks_writes_start_at_login_and_survives_without_toasts() {
     let err = tray.stderr();
     assert_eq!(err.matches("no notification service").count(), 1, "{err}");
 }
+
+/// DLLs every Windows 10 and 11 has: the exe may import these and nothing else (no mingw
+/// runtime such as libgcc_s, libwinpthread or libssp).
+const SYSTEM_DLLS: &[&str] = &[
+    "advapi32.dll",
+    "bcrypt.dll",
+    "bcryptprimitives.dll",
+    "combase.dll",
+    "comctl32.dll",
+    "dwmapi.dll",
+    "gdi32.dll",
+    "imm32.dll",
+    "kernel32.dll",
+    "ktmw32.dll",
+    "mmdevapi.dll",
+    "msvcrt.dll",
+    "ntdll.dll",
+    "ole32.dll",
+    "oleaut32.dll",
+    "propsys.dll",
+    "rpcrt4.dll",
+    "shell32.dll",
+    "shlwapi.dll",
+    "user32.dll",
+    "userenv.dll",
+    "uxtheme.dll",
+    "winmm.dll",
+    "ws2_32.dll",
+];
+
+#[test]
+fn the_exe_imports_system_dlls_only() {
+    let out = std::process::Command::new("x86_64-w64-mingw32-objdump")
+        .arg("-p")
+        .arg(common::wine::exe())
+        .output()
+        .expect("objdump");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let dlls: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("DLL Name: "))
+        .map(str::to_ascii_lowercase)
+        .collect();
+    assert!(dlls.iter().any(|d| d == "kernel32.dll"), "{text}");
+    for dll in &dlls {
+        assert!(
+            SYSTEM_DLLS.contains(&dll.as_str()) || dll.starts_with("api-ms-win-"),
+            "echowarp.exe imports {dll}, which Windows does not ship"
+        );
+    }
+}
+
+/// Runs `bash scripts/package-windows.sh OUT` on the exe under test; returns (zip, msi).
+fn package(out: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let run = std::process::Command::new("bash")
+        .arg("scripts/package-windows.sh")
+        .arg(out)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("ECHOWARP_WINDOWS_EXE", common::wine::exe())
+        .output()
+        .expect("package-windows.sh");
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let mut lines = text.lines().rev();
+    let msi = std::path::PathBuf::from(lines.next().expect("msi path"));
+    let zip = std::path::PathBuf::from(lines.next().expect("zip path"));
+    (zip, msi)
+}
+
+#[test]
+fn the_msi_installs_runs_and_uninstalls_without_a_trace() {
+    let w = Wine::new();
+    let (zip, msi) = package(&w.path("pkg"));
+    assert!(zip.ends_with(format!("echowarp-{VERSION}-x86_64-windows.zip")));
+    let listing = std::process::Command::new("python3")
+        .args(["-m", "zipfile", "-l"])
+        .arg(&zip)
+        .output()
+        .expect("python3");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("echowarp/echowarp.exe"), "{listing}");
+    assert!(!listing.to_ascii_lowercase().contains(".dll"), "{listing}");
+
+    let msi_win = win_path(&msi);
+    let status = w
+        .cmd("wine")
+        .args(["msiexec", "/i", &msi_win, "/qn", "ADDLOCAL=ALL"])
+        .status()
+        .expect("msiexec");
+    assert!(status.success(), "msiexec /i: {status}");
+    let folder = w.prefix.join("drive_c/Program Files/EchoWarp");
+    assert!(folder.join("echowarp.exe").is_file(), "not installed");
+    let shortcuts = |w: &Wine| -> Vec<std::path::PathBuf> {
+        let out = std::process::Command::new("find")
+            .arg(w.prefix.join("drive_c"))
+            .args(["-iname", "EchoWarp.lnk"])
+            .output()
+            .expect("find");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(std::path::PathBuf::from)
+            .collect()
+    };
+    assert_eq!(shortcuts(&w).len(), 1, "one Start-menu shortcut");
+    let exe = r"C:\Program Files\EchoWarp\echowarp.exe";
+    assert_eq!(
+        run_value(&w).as_deref(),
+        Some(format!("\"{exe}\" --tray").as_str())
+    );
+    let aumid = w
+        .cmd("wine")
+        .args([
+            "reg",
+            "query",
+            r"HKLM\Software\Classes\AppUserModelId\EchoWarp.EchoWarp",
+        ])
+        .output()
+        .expect("reg");
+    assert!(
+        String::from_utf8_lossy(&aumid.stdout).contains("DisplayName"),
+        "the toasts' AppUserModelID is not registered"
+    );
+
+    // The installed program runs (with the test-only shim beside it for Wine 8, taken away
+    // again before the uninstall).
+    let shim = folder.join("bcryptprimitives.dll");
+    std::fs::copy(w.bin_dir().join("bcryptprimitives.dll"), &shim).expect("shim");
+    let out = w
+        .cmd("wine")
+        .args([exe, "--version"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("echowarp {VERSION}")
+    );
+    std::fs::remove_file(&shim).expect("shim");
+
+    let status = w
+        .cmd("wine")
+        .args(["msiexec", "/x", &msi_win, "/qn"])
+        .status()
+        .expect("msiexec");
+    assert!(status.success(), "msiexec /x: {status}");
+    assert!(!folder.exists(), "{} is left", folder.display());
+    assert!(shortcuts(&w).is_empty(), "a shortcut is left");
+    assert_eq!(run_value(&w), None, "the Run value is left");
+    let aumid = w
+        .cmd("wine")
+        .args([
+            "reg",
+            "query",
+            r"HKLM\Software\Classes\AppUserModelId\EchoWarp.EchoWarp",
+        ])
+        .output()
+        .expect("reg");
+    assert!(!aumid.status.success(), "the AppUserModelID key is left");
+}
