@@ -244,8 +244,10 @@ fn ctrl_c_stops_a_windows_client_and_its_recording_is_whole() {
 /// A 1 kHz tone through real devices between the two platforms, in the test's PipeWire
 /// session: Windows reaches the sinks through WASAPI (winepulse), Linux through ALSA's pulse
 /// plug-in. With `windows_captures`, the Windows server captures sinkA's monitor and a Linux
-/// client plays into sinkB; else a Linux server captures it and the Windows client plays.
-/// Returns the tone as recorded from sinkB's monitor: (frequency, level dBFS, loud samples).
+/// client plays into sinkB; else a Linux server captures it and the Windows client plays into a
+/// sink named as a game host's VB-Audio cable, picked by a part of its name as a user would.
+/// Returns the tone as recorded from the played sink's monitor: (frequency, level dBFS, loud
+/// samples).
 fn tone_across(windows_captures: bool) -> (f64, f64, usize) {
     use common::pipewire::*;
     let _one = ONE_SESSION.lock().unwrap_or_else(|p| p.into_inner());
@@ -253,8 +255,38 @@ fn tone_across(windows_captures: bool) -> (f64, f64, usize) {
     let pw = PipeWire::start(&sb);
     let w = Wine::new().with_env(&pw.env);
     let port = free_port().to_string();
+    // A Windows client plays into a sink that looks like a game host's VB-Audio cable.
+    let played = if windows_captures {
+        "sinkB"
+    } else {
+        let ok = pw
+            .cmd("pactl")
+            .args([
+                "load-module",
+                "module-null-sink",
+                "sink_name=cable",
+                "rate=48000",
+                "sink_properties=\"device.description='CABLE Input (VB-Audio Virtual Cable)'\"",
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("pactl");
+        assert!(ok.success(), "could not make the cable");
+        let (code, out, err) = w.run(&["--list-devices"]);
+        assert_eq!(code, 0, "{err}");
+        let row = out
+            .lines()
+            .find(|l| l.contains("CABLE Input (VB-Audio Virtual Cable)"))
+            .unwrap_or_else(|| panic!("WASAPI does not list the cable:\n{out}"));
+        assert!(row.ends_with("  *"), "the cable is not marked:\n{out}");
+        assert!(
+            out.contains("virtual cable (VB-Audio Virtual Cable): games record from CABLE Output"),
+            "{out}"
+        );
+        "cable"
+    };
     let rec = sb.path("rec.raw");
-    let mut recorder = pw.record("sinkB.monitor", 48_000, &rec);
+    let mut recorder = pw.record(&format!("{played}.monitor"), 48_000, &rec);
     // Silence keeps sinkA running: winepulse's capture of an idle (suspended) sink's monitor
     // delivers nothing at all, not zeros.
     let mut keep_running = pw.play_tone("sinkA", 0.0, 120.0);
@@ -267,7 +299,7 @@ fn tone_across(windows_captures: bool) -> (f64, f64, usize) {
         "-u",
         &port,
         "-d",
-        "sinkB",
+        "CABLE Input",
         "--stats-json",
     ];
     let (mut server, mut client) = if windows_captures {
@@ -309,7 +341,7 @@ fn tone_across(windows_captures: bool) -> (f64, f64, usize) {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no tone in sinkB.monitor ({loud} loud samples)\nserver:\n{}\nclient:\n{}",
+            "no tone in {played}.monitor ({loud} loud samples)\nserver:\n{}\nclient:\n{}",
             server.stderr(),
             client.stderr()
         );

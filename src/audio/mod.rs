@@ -6,6 +6,7 @@
 //! through preallocated SPSC rings (rtrb) and count under- and overruns in atomics.
 
 pub mod adapt;
+pub mod cable;
 pub mod codec;
 pub mod conceal;
 pub mod convert;

@@ -400,10 +400,18 @@ pub fn run_admin(args: &Args) -> Result<bool, CliError> {
     if args.list_devices {
         let devices = crate::audio::cpal_backend::list_devices()
             .map_err(|e| CliError::runtime(super::display_chain(&e)))?;
+        // WASAPI's ids are 60 characters, ALSA's a dozen: the column fits the longest.
+        let id_width = devices
+            .iter()
+            .map(|d| d.id.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(2);
         println!(
-            "{:>5}  {:<6} {:<28} {:<9} {:>3}  {:<13} name",
+            "{:>5}  {:<6} {:<id_width$} {:<9} {:>3}  {:<13} name",
             "index", "kind", "id", "default", "ch", "rates (Hz)"
         );
+        let mut cables = Vec::new();
         for d in devices {
             let kind = match (d.input, d.output) {
                 (true, true) => "in+out",
@@ -421,10 +429,28 @@ pub fn run_admin(args: &Args) -> Result<bool, CliError> {
             } else {
                 format!("{}-{}", d.rates.0, d.rates.1)
             };
+            let cable = crate::audio::cable::playback_end(&d.name, d.output);
             println!(
-                "{:>5}  {kind:<6} {:<28} {default:<9} {:>3}  {rates:<13} {}",
-                d.index, d.id, d.max_channels, d.name
+                "{:>5}  {kind:<6} {:<id_width$} {default:<9} {:>3}  {rates:<13} {}{}",
+                d.index,
+                d.id,
+                d.max_channels,
+                d.name,
+                if cable.is_some() { "  *" } else { "" }
             );
+            if let Some(c) = cable {
+                cables.push(format!(
+                    "  * {}: {}",
+                    d.index,
+                    crate::audio::cable::note(&c)
+                ));
+            }
+        }
+        if !cables.is_empty() {
+            println!("\nvirtual cables (a client plays into one, a game records the other end):");
+            for line in cables {
+                println!("{line}");
+            }
         }
         println!("\nalso: default, wav:PATH, tone:HZ (server), null");
         return Ok(true);
