@@ -157,6 +157,19 @@ pub(crate) struct Woken {
     pub(crate) rung: bool,
 }
 
+/// The descriptor a wake-up can be polled on: its eventfd on Linux; elsewhere it has none, and
+/// a wait then only ends on the socket or the timeout.
+#[cfg(unix)]
+fn pollable(wake: &Wake) -> Option<std::os::fd::BorrowedFd<'_>> {
+    #[cfg(target_os = "linux")]
+    return Some(wake.fd());
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = wake;
+        None
+    }
+}
+
 /// Waits up to `timeout` for `fd` to become readable or `wake` to be signalled, whichever
 /// comes first; neither is a timeout (or a signal interrupted the wait).
 ///
@@ -171,10 +184,7 @@ pub(crate) fn wait_readable(
 ) -> io::Result<Woken> {
     use rustix::event::{poll, PollFd, PollFlags};
     let ts = crate::audio::wake::timespec(timeout);
-    #[cfg(target_os = "linux")]
-    let wake_fd = wake.map(Wake::fd);
-    #[cfg(not(target_os = "linux"))]
-    let wake_fd: Option<std::os::fd::BorrowedFd<'_>> = None;
+    let wake_fd = wake.and_then(pollable);
     // The second entry is only polled when there is a wake-up to poll.
     let mut fds = [
         PollFd::from_borrowed_fd(fd, PollFlags::IN),

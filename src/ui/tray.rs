@@ -110,6 +110,25 @@ fn decode_icon(bytes: &[u8]) -> Option<Icon> {
 /// unpackaged program's toasts only for a registered id.
 pub const APP_USER_MODEL_ID: &str = "EchoWarp.EchoWarp";
 
+/// Shows one notice on the desktop.
+#[cfg(feature = "notifications")]
+fn show(n: &Notice) -> Result<(), notify_rust::error::Error> {
+    let mut note = notify_rust::Notification::new();
+    note.appname("EchoWarp")
+        .summary(&n.summary)
+        .body(&n.body)
+        .icon("audio-card");
+    #[cfg(windows)]
+    note.app_id(APP_USER_MODEL_ID);
+    note.show().map(drop)
+}
+
+/// Built without notifications: every notice fails, and is said in the log only.
+#[cfg(not(feature = "notifications"))]
+fn show(_: &Notice) -> Result<(), &'static str> {
+    Err("this build has no desktop notifications (built without the `notifications` feature)")
+}
+
 /// Shows notices on a thread of its own: a slow or missing notification service never stalls the
 /// loop. Where there is no service, each failure is logged and the tray carries on.
 fn spawn_notifier() -> crossbeam_channel::Sender<Notice> {
@@ -120,14 +139,7 @@ fn spawn_notifier() -> crossbeam_channel::Sender<Notice> {
             let mut told = false;
             for n in rx.iter() {
                 tracing::info!("notification: {}: {}", n.summary, n.body);
-                let mut note = notify_rust::Notification::new();
-                note.appname("EchoWarp")
-                    .summary(&n.summary)
-                    .body(&n.body)
-                    .icon("audio-card");
-                #[cfg(windows)]
-                note.app_id(APP_USER_MODEL_ID);
-                match note.show() {
+                match show(&n) {
                     // Said once as a warning (with why), then quietly: the notices themselves
                     // are in the log line above.
                     Err(e) if !told => {
