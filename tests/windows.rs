@@ -120,19 +120,7 @@ fn a_wav_crosses_sample_exact_from_linux_to_windows_in_every_mode() {
 
 /// One connection attempt of the Windows client; returns its exit code and stderr.
 fn windows_attempt(w: &Wine, port: &str, password: &str) -> (i32, String) {
-    let (code, _, err) = w.run(&[
-        "-c",
-        "-a",
-        "127.0.0.1",
-        "-u",
-        port,
-        "-p",
-        password,
-        "-d",
-        "null",
-        "-r",
-        "1",
-    ]);
+    let (code, _, err) = w.run(&attempt_args(port, password));
     (code, err)
 }
 
@@ -143,14 +131,7 @@ fn a_windows_server_refuses_wrong_passwords_bans_and_keeps_its_list_in_appdata()
     let port = free_port().to_string();
     let mut server = w.spawn(&["-u", &port, "-p", "right", "-d", "tone:440", "-r", "2"]);
     server.wait_for("listening on", SECS(30));
-    for _ in 0..2 {
-        let (code, err) = one_attempt(&sb, &port, "wrong");
-        assert_eq!(code, 3, "{err}");
-        assert!(err.contains("401 Unauthorized (Invalid password)"), "{err}");
-    }
-    let (code, err) = one_attempt(&sb, &port, "right");
-    assert_eq!(code, 4, "{err}");
-    assert!(err.contains("403 Forbidden (Client is banned)"), "{err}");
+    assert_two_failures_ban(|password| one_attempt(&sb, &port, password));
     server.interrupt();
 
     let list = w.appdata().join("echowarp/data/echowarp_ban_list.txt");
@@ -168,20 +149,7 @@ fn a_windows_client_gets_401_and_then_403_from_a_linux_server() {
     let port = free_port().to_string();
     let mut server = sb.spawn(&["-u", &port, "-p", "right", "-d", "tone:440", "-r", "2"]);
     server.wait_for("listening on", SECS(15));
-    for _ in 0..2 {
-        let (code, err) = windows_attempt(&w, &port, "wrong");
-        assert_eq!(code, 3, "{err}");
-        assert!(
-            err.contains("error: 401 Unauthorized (Invalid password)"),
-            "{err}"
-        );
-    }
-    let (code, err) = windows_attempt(&w, &port, "right");
-    assert_eq!(code, 4, "{err}");
-    assert!(
-        err.contains("error: 403 Forbidden (Client is banned)"),
-        "{err}"
-    );
+    assert_two_failures_ban(|password| windows_attempt(&w, &port, password));
 }
 
 #[test]

@@ -62,7 +62,13 @@ impl Sandbox {
 /// One client connection attempt with `password` (`-r 1`, playing into `null`); returns the
 /// exit code and stderr.
 pub fn one_attempt(sb: &Sandbox, port: &str, password: &str) -> (i32, String) {
-    let args = [
+    let (code, _, err) = sb.run(&attempt_args(port, password), SECS(20));
+    (code, err)
+}
+
+/// The arguments of [`one_attempt`]: a client on 127.0.0.1 that tries once.
+pub fn attempt_args<'a>(port: &'a str, password: &'a str) -> [&'a str; 11] {
+    [
         "-c",
         "-a",
         "127.0.0.1",
@@ -74,9 +80,26 @@ pub fn one_attempt(sb: &Sandbox, port: &str, password: &str) -> (i32, String) {
         "null",
         "-r",
         "1",
-    ];
-    let (code, _, err) = sb.run(&args, SECS(20));
-    (code, err)
+    ]
+}
+
+/// Against a server run with `-p right -r 2`: two wrong passwords get 401 (exit 3), and then
+/// even the right one gets 403 (exit 4). `attempt(password)` gives an exit code and stderr.
+pub fn assert_two_failures_ban(mut attempt: impl FnMut(&str) -> (i32, String)) {
+    for _ in 0..2 {
+        let (code, err) = attempt("wrong");
+        assert_eq!(code, 3, "{err}");
+        assert!(
+            err.contains("error: 401 Unauthorized (Invalid password)"),
+            "{err}"
+        );
+    }
+    let (code, err) = attempt("right");
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("error: 403 Forbidden (Client is banned)"),
+        "{err}"
+    );
 }
 
 /// A running echowarp whose output is collected in the background.
