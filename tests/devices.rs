@@ -142,13 +142,7 @@ fn a_tone_crosses_real_devices_at_the_right_frequency_and_level() {
         latency > capture + playback + 5.0 && latency < 500.0,
         "latency {latency} ms with devices of {capture} and {playback} ms"
     );
-    // Input: a 1 kHz sine at amplitude 0.5, RMS -9.03 dBFS.
-    assert!(n > 48_000, "only {n} samples of tone");
-    assert!(
-        (freq - 1_000.0).abs() < PITCH_TOLERANCE_HZ,
-        "frequency {freq:.1} Hz"
-    );
-    assert!((level - -9.03).abs() < 1.0, "level {level:.2} dBFS");
+    assert_tone((freq, level, n));
 }
 
 #[test]

@@ -327,25 +327,14 @@ fn tone_across(windows_captures: bool) -> (f64, f64, usize) {
     (freq, level, loud)
 }
 
-/// Input: a 1 kHz sine at amplitude 0.5, RMS -9.03 dBFS.
-fn assert_tone((freq, level, loud): (f64, f64, usize)) {
-    use common::pipewire::PITCH_TOLERANCE_HZ;
-    assert!(loud > 48_000, "only {loud} samples of tone");
-    assert!(
-        (freq - 1_000.0).abs() < PITCH_TOLERANCE_HZ,
-        "frequency {freq:.1} Hz"
-    );
-    assert!((level - -9.03).abs() < 1.0, "level {level:.2} dBFS");
-}
-
 #[test]
 fn a_windows_server_captures_a_tone_through_wasapi() {
-    assert_tone(tone_across(true));
+    common::pipewire::assert_tone(tone_across(true));
 }
 
 #[test]
 fn a_windows_client_plays_a_tone_through_wasapi() {
-    assert_tone(tone_across(false));
+    common::pipewire::assert_tone(tone_across(false));
 }
 
 /// An X display of its own (Xvfb) for one test; killed on drop.
@@ -451,6 +440,24 @@ fn run_value(w: &Wine) -> Option<String> {
         .map(|v| v.trim().to_owned())
 }
 
+/// Waits (20 s at most) until the Run value is there, or gone.
+fn wait_for_run_value(w: &Wine, tray: &Proc, present: bool) {
+    let deadline = std::time::Instant::now() + SECS(20);
+    while run_value(w).is_some() != present {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Run value is {}:\n{}",
+            if present {
+                "not written"
+            } else {
+                "still there"
+            },
+            tray.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
 /// The tray under Wine's own desktop (`explorer /desktop`, whose taskbar has a notification
 /// area; Wine relays clicks there, where its XEmbed icons in trayer get none). Wine 8 cannot
 /// open the menu: its `Shell_NotifyIconGetRect` is a stub and tray-icon ignores a click whose
@@ -477,15 +484,7 @@ fn the_windows_tray_docks_writes_start_at_login_and_survives_without_toasts() {
     let mut tray = Proc::spawn(c, &["--tray"]);
     tray.wait_for("tray ready", SECS(60));
     tray.wait_for("no notification service", SECS(20));
-    let deadline = std::time::Instant::now() + SECS(20);
-    while run_value(&w).is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no Run value:\n{}",
-            tray.stderr()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
+    wait_for_run_value(&w, &tray, true);
     assert_eq!(
         run_value(&w).as_deref(),
         Some(format!("\"{exe}\" --tray").as_str())
@@ -509,15 +508,7 @@ fn the_windows_tray_docks_writes_start_at_login_and_survives_without_toasts() {
 
     // Start at login off in the profile: the value goes.
     std::fs::write(&profile, "autostart = false\ndevice = \"no-such-device\"\n").expect("profile");
-    let deadline = std::time::Instant::now() + SECS(20);
-    while run_value(&w).is_some() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the Run value stayed:\n{}",
-            tray.stderr()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
+    wait_for_run_value(&w, &tray, false);
     assert!(
         tray.child.try_wait().expect("try_wait").is_none(),
         "the tray exited:\n{}",

@@ -258,3 +258,14 @@ pub fn wait_until_played(client: &Proc, seconds: f64) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Asserts that a recording holds the test tone, a 1 kHz sine at amplitude 0.5 (RMS -9.03
+/// dBFS): `(frequency, level dBFS, loud samples)` as [`analyse`] gives them.
+pub fn assert_tone((freq, level, loud): (f64, f64, usize)) {
+    assert!(loud > 48_000, "only {loud} samples of tone");
+    assert!(
+        (freq - 1_000.0).abs() < PITCH_TOLERANCE_HZ,
+        "frequency {freq:.1} Hz"
+    );
+    assert!((level - -9.03).abs() < 1.0, "level {level:.2} dBFS");
+}
