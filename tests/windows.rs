@@ -569,6 +569,18 @@ fn the_exe_imports_system_dlls_only() {
     }
 }
 
+/// `wine reg query` of the key that registers the toasts' AppUserModelID.
+fn aumid_key(w: &Wine) -> std::process::Output {
+    w.cmd("wine")
+        .args([
+            "reg",
+            "query",
+            r"HKLM\Software\Classes\AppUserModelId\EchoWarp.EchoWarp",
+        ])
+        .output()
+        .expect("wine reg")
+}
+
 /// Runs `bash scripts/package-windows.sh OUT` on the exe under test; returns (zip, msi).
 fn package(out: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let run = std::process::Command::new("bash")
@@ -630,15 +642,7 @@ fn the_msi_installs_runs_and_uninstalls_without_a_trace() {
         run_value(&w).as_deref(),
         Some(format!("\"{exe}\" --tray").as_str())
     );
-    let aumid = w
-        .cmd("wine")
-        .args([
-            "reg",
-            "query",
-            r"HKLM\Software\Classes\AppUserModelId\EchoWarp.EchoWarp",
-        ])
-        .output()
-        .expect("reg");
+    let aumid = aumid_key(&w);
     assert!(
         String::from_utf8_lossy(&aumid.stdout).contains("DisplayName"),
         "the toasts' AppUserModelID is not registered"
@@ -668,14 +672,6 @@ fn the_msi_installs_runs_and_uninstalls_without_a_trace() {
     assert!(!folder.exists(), "{} is left", folder.display());
     assert!(shortcuts(&w).is_empty(), "a shortcut is left");
     assert_eq!(run_value(&w), None, "the Run value is left");
-    let aumid = w
-        .cmd("wine")
-        .args([
-            "reg",
-            "query",
-            r"HKLM\Software\Classes\AppUserModelId\EchoWarp.EchoWarp",
-        ])
-        .output()
-        .expect("reg");
+    let aumid = aumid_key(&w);
     assert!(!aumid.status.success(), "the AppUserModelID key is left");
 }
