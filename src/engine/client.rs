@@ -82,6 +82,7 @@ fn connect(cfg: &ClientConfig) -> Result<Session, Failure> {
     if let Some(status) = Status::parse(&line) {
         return Err(match status {
             Status::Forbidden => Failure::Fatal(EngineError::Banned),
+            Status::PasswordRequired => Failure::Fatal(EngineError::PasswordRequired),
             Status::Unauthorized => Failure::Fatal(EngineError::Unauthorized),
             Status::Conflict { server, client } => {
                 Failure::Fatal(EngineError::VersionMismatch { server, client })
@@ -124,21 +125,35 @@ fn connect(cfg: &ClientConfig) -> Result<Session, Failure> {
             ))))
         }
     };
-    conn.send(&Message::Confirm(tag)).map_err(lost)?;
+    // From here on the server holds our key confirmation, from which a rogue server can test
+    // one password guess offline. Anything but its own verified confirmation is therefore
+    // final: a client that retried would hand it another guess with every attempt.
+    let unconfirmed = |why: String| Failure::Fatal(EngineError::NotConfirmed(why));
+    if let Err(e) = conn.send(&Message::Confirm(tag)) {
+        return Err(unconfirmed(format!("sending our confirmation: {e}")));
+    }
     let keys = match conn.expect(deadline) {
         Ok(Message::Confirm(t)) => hs.handle_server_confirm(&t).map_err(|e| match e {
-            HandshakeError::AuthFailed => Failure::Fatal(EngineError::Unauthorized),
-            other => Failure::Fatal(EngineError::Protocol(other.to_string())),
+            HandshakeError::AuthFailed => {
+                unconfirmed("its confirmation does not match ours".into())
+            }
+            other => unconfirmed(other.to_string()),
         })?,
         Ok(Message::AuthFailed) => return Err(Failure::Fatal(EngineError::Unauthorized)),
-        // A server that drops the connection right after our confirmation refused the password.
-        Err(ConnError::Closed) => return Err(Failure::Fatal(EngineError::Unauthorized)),
         Ok(other) => {
-            return Err(Failure::Fatal(EngineError::Protocol(format!(
-                "expected confirmation, got {other:?}"
-            ))))
+            return Err(unconfirmed(format!(
+                "it sent {} where its confirmation belongs",
+                other.kind_name()
+            )))
         }
-        Err(e) => return Err(lost(e)),
+        Err(ConnError::Closed) => return Err(unconfirmed("it closed the connection".into())),
+        Err(ConnError::TimedOut) => {
+            return Err(unconfirmed(format!(
+                "it was silent for {} s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            )))
+        }
+        Err(e) => return Err(unconfirmed(e.to_string())),
     };
     conn.secure(
         ControlCipher::new(&keys.client_to_server.control),

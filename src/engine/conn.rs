@@ -127,10 +127,26 @@ impl Conn {
         max: usize,
         deadline: Instant,
     ) -> Result<Vec<u8>, ConnError> {
+        self.read_line_within(max, deadline, deadline)
+    }
+
+    /// [`Conn::read_line`], with the first byte due by `first` (a server's short wait for
+    /// the first bytes of a client's identification).
+    pub(crate) fn read_line_within(
+        &mut self,
+        max: usize,
+        first: Instant,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, ConnError> {
         let mut line = Vec::with_capacity(max);
         let mut byte = [0u8; 1];
         loop {
-            let left = deadline
+            let due = if line.is_empty() {
+                first.min(deadline)
+            } else {
+                deadline
+            };
+            let left = due
                 .checked_duration_since(Instant::now())
                 .ok_or(ConnError::TimedOut)?;
             self.stream

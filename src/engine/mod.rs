@@ -6,6 +6,7 @@
 
 mod client;
 mod conn;
+mod guard;
 mod media;
 mod playout;
 mod server;
@@ -34,10 +35,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const BACKOFF_START: Duration = Duration::from_millis(500);
 /// Longest reconnection delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Handshakes in progress at once; more connections are closed at once.
-pub const MAX_PENDING_HANDSHAKES: usize = 16;
-/// Handshakes in progress at once from one address.
-pub const MAX_PENDING_PER_IP: usize = 4;
 
 /// What a server needs to run.
 #[derive(Debug, Clone)]
@@ -58,6 +55,9 @@ pub struct ServerConfig {
     pub max_clients: usize,
     /// Failed logins from one IP before a ban (0: never ban).
     pub ban_threshold: u32,
+    /// Without a password, serve clients from public addresses too (else only loopback,
+    /// private, link-local, CGNAT and unique-local ones).
+    pub allow_anonymous: bool,
     /// The ban list file.
     pub ban_list: PathBuf,
     /// Audio per datagram.
@@ -214,6 +214,8 @@ pub enum Event {
     },
     /// An address was banned.
     Banned(IpAddr),
+    /// A whole network was banned: failed logins from several of its addresses.
+    BannedNetwork(ipnet::IpNet),
     /// A peer speaks another protocol major.
     VersionMismatch {
         /// The other side's address.
@@ -250,9 +252,17 @@ pub enum EngineError {
     /// The server rejected the password.
     #[error("401 Unauthorized (Invalid password)")]
     Unauthorized,
+    /// The client sent its key confirmation and the server did not answer with a verified one:
+    /// a wrong password, or a rogue server testing it. Never retried (a retry would give a
+    /// rogue server another guess).
+    #[error("401 Unauthorized (Invalid password): the server did not confirm the password ({0}); a wrong password, or not the server you meant")]
+    NotConfirmed(String),
     /// The server has banned this address.
     #[error("403 Forbidden (Client is banned)")]
     Banned,
+    /// The server has no password and serves anonymous clients from local networks only.
+    #[error("403 Forbidden (Password required from outside the local network)")]
+    PasswordRequired,
     /// The server speaks another protocol major.
     #[error("409 Conflict (Client version mismatch: server {server}, client {client})")]
     VersionMismatch {
@@ -298,8 +308,8 @@ impl EngineError {
     /// The process exit code for this error (DESIGN.md §3.1).
     pub fn exit_code(&self) -> i32 {
         match self {
-            EngineError::Unauthorized => 3,
-            EngineError::Banned => 4,
+            EngineError::Unauthorized | EngineError::NotConfirmed(_) => 3,
+            EngineError::Banned | EngineError::PasswordRequired => 4,
             EngineError::VersionMismatch { .. } => 5,
             EngineError::ConnectFailed { .. } => 6,
             _ => 1,

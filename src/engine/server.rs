@@ -2,6 +2,7 @@
 //! repeat offenders, and streams one capture to up to `max_clients` of them.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,11 +12,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::conn::{wait_until, Conn, ConnError, HeartbeatClock};
+use super::guard::{is_local_network, Guard, Limits, Refusal, Slot};
 use super::media::{self, MediaCommand, NOT_ENDED};
 use super::{
     ring, sock, Command, EngineError, Event, Inbox, Outcome, ServerConfig, Stats,
-    HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_IP,
-    PEER_TIMEOUT,
+    HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, PEER_TIMEOUT,
 };
 use crate::audio::wake::Wake;
 use crate::audio::{self, DeviceSpec, StreamFormat};
@@ -25,7 +26,8 @@ use crate::protocol::frame::{
 use crate::protocol::handshake::{HandshakeError, ServerHandshake};
 use crate::protocol::ident::{check_client_line, Ident, Status, MAX_IDENT_LEN};
 use crate::protocol::keys::ControlCipher;
-use crate::store::bans::{canonical, BanList, FailureCounter};
+use crate::store::atomic::write_atomic;
+use crate::store::bans::{canonical, BanList};
 
 /// Media counters, written by the media thread, read for the status line.
 #[derive(Debug, Default)]
@@ -43,12 +45,15 @@ pub(crate) struct Shared {
     ident: Ident,
     format: StreamFormat,
     frame_frames: u16,
-    bans: Mutex<(BanList, FailureCounter)>,
+    bans: Mutex<BanList>,
+    /// Rung when the ban list has a change for the writer thread.
+    ban_writes: Sender<()>,
+    /// Pre-auth slots, penalties, failure budgets (DESIGN.md §3.4).
+    guard: Arc<Guard>,
     /// Authenticated sessions.
     active: AtomicUsize,
     /// Connections not yet finished (handshaking or streaming).
     live: AtomicUsize,
-    pending: PendingSlots,
     pub(crate) stop: AtomicBool,
     pub(crate) end_position: AtomicU64,
     pub(crate) counters: Counters,
@@ -96,31 +101,42 @@ impl Shared {
         ring(self.engine_bell.as_deref());
     }
 
-    fn bans(&self) -> MutexGuard<'_, (BanList, FailureCounter)> {
+    fn bans(&self) -> MutexGuard<'_, BanList> {
         // A panic while holding the lock leaves plain data behind; keep serving.
         self.bans.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts a failed attempt from `ip`, banning it at the threshold.
+    /// Counts a failed attempt from `ip`, banning it (or its prefix) when the guard says so.
+    /// The ban list is written by its own thread, off this connection's path.
     fn fail(&self, ip: IpAddr) {
-        let mut guard = self.bans();
-        let (list, counter) = &mut *guard;
-        let (count, ban) = counter.fail(ip);
+        let verdict = self.guard.failed(ip, Instant::now());
         let _ = self.events.send(Event::AuthFailed {
             ip,
-            count,
+            count: verdict.count,
             threshold: self.cfg.ban_threshold,
         });
-        if ban {
-            counter.forget(ip);
-            match list.add(ip) {
-                Ok(_) => tracing::warn!("banned {ip} (listed in {})", list.path().display()),
-                Err(e) => tracing::error!("could not save the ban of {ip}: {e}"),
-            }
+        let (addr, net) = {
+            let mut list = self.bans();
+            let addr = verdict.ban_addr && list.ban_deferred(ipnet::IpNet::from(ip));
+            let net = verdict.ban_prefix.filter(|n| list.ban_deferred(*n));
+            (addr, net)
+        };
+        if addr {
+            tracing::warn!("banned {ip}");
             let _ = self.events.send(Event::Banned(ip));
+        }
+        if let Some(net) = net {
+            tracing::warn!("banned {net}: failed logins from several of its addresses");
+            let _ = self.events.send(Event::BannedNetwork(net));
+        }
+        if addr || net.is_some() {
+            let _ = self.ban_writes.send(());
         }
     }
 }
+
+/// Time for the handshake after a slow-lane turn.
+const TURN_GRACE: Duration = Duration::from_secs(2);
 
 /// Frames per Opus packet: 2.5 ms for `frame_ms` 2 or 3, else `frame_ms` (5, 10 or 20; the
 /// profile's validation allows no other).
@@ -183,14 +199,16 @@ pub(crate) fn run(
         .map_err(|e| EngineError::Io(e.to_string()))?;
     let bans = BanList::load(&cfg.ban_list)?;
     let (media_tx, media_rx) = crossbeam_channel::unbounded();
+    let (ban_tx, ban_rx) = crossbeam_channel::unbounded();
     let shared = Arc::new(Shared {
         ident: Ident::ours(cfg.protocol_major).claiming_minor(cfg.protocol_minor),
         format,
         frame_frames: frames,
-        bans: Mutex::new((bans, FailureCounter::new(cfg.ban_threshold))),
+        bans: Mutex::new(bans),
+        ban_writes: ban_tx,
+        guard: Arc::new(Guard::new(Limits::new(cfg.ban_threshold), Instant::now())),
         active: AtomicUsize::new(0),
         live: AtomicUsize::new(0),
-        pending: PendingSlots::default(),
         stop: AtomicBool::new(false),
         end_position: AtomicU64::new(NOT_ENDED),
         counters: Counters::default(),
@@ -224,6 +242,11 @@ pub(crate) fn run(
                 media_shared,
             )
         })
+        .map_err(|e| EngineError::Io(e.to_string()))?;
+    let writer_shared = shared.clone();
+    let ban_writer = thread::Builder::new()
+        .name("ban list".into())
+        .spawn(move || write_bans(&writer_shared, &ban_rx))
         .map_err(|e| EngineError::Io(e.to_string()))?;
     let accept_shared = shared.clone();
     let acceptor = thread::Builder::new()
@@ -309,6 +332,10 @@ pub(crate) fn run(
     while shared.live.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(10));
     }
+    let _ = shared.ban_writes.send(());
+    let _ = ban_writer.join();
+    // A ban made after the writer's last look.
+    flush_bans(&shared);
     tracing::info!(
         "sent {} datagrams, {} bytes in all; dropped {} hostile or stray",
         shared.counters.sent.load(Ordering::Relaxed),
@@ -324,6 +351,30 @@ pub(crate) fn run(
     outcome
 }
 
+/// Writes the ban list whenever it has a change, until the server stops: bans are decided on
+/// connection threads, under a lock every new connection takes, and must not wait for a disk.
+fn write_bans(shared: &Shared, rings: &crossbeam_channel::Receiver<()>) {
+    while !shared.stop.load(Ordering::Acquire) {
+        if rings.recv_timeout(Duration::from_secs(1)).is_ok() {
+            // Many bans at once make one write.
+            while rings.try_recv().is_ok() {}
+            flush_bans(shared);
+        }
+    }
+}
+
+/// Writes the ban list if it has a change not yet on disk.
+fn flush_bans(shared: &Shared) {
+    let Some((generation, text)) = shared.bans().pending_write() else {
+        return;
+    };
+    let path = shared.cfg.ban_list.clone();
+    match write_atomic(&path, text.as_bytes(), false) {
+        Ok(()) => shared.bans().wrote(generation),
+        Err(e) => tracing::error!("could not save the ban list: {e}"),
+    }
+}
+
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     for stream in listener.incoming() {
         if shared.stop.load(Ordering::Acquire) {
@@ -333,101 +384,90 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
-        // Bound the handshakes in flight, in all and per address: a flood of idle connections
-        // costs a socket each, briefly, and one address cannot lock everyone else out.
+        // Pre-auth slots are bounded in all, per address and per prefix; a prefix whose
+        // handshakes keep timing out is refused for a while (src/engine/guard.rs).
         let ip = canonical(peer.ip());
-        if !shared.pending.try_acquire(ip) {
-            tracing::debug!("too many handshakes in progress; dropped {peer}");
-            continue;
-        }
+        let slot = match shared.guard.admit(ip, Instant::now()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::debug!("{peer} not admitted: {why}");
+                turn_away(stream, why);
+                continue;
+            }
+        };
         shared.live.fetch_add(1, Ordering::AcqRel);
         let s = shared.clone();
         let spawned = thread::Builder::new()
             .name(format!("control {peer}"))
             .spawn(move || {
-                serve(&s, stream, peer);
+                serve(&s, stream, peer, slot);
                 s.live.fetch_sub(1, Ordering::AcqRel);
                 // The engine ends a finished stream once the last connection is gone.
                 s.ring_engine();
             });
         if spawned.is_err() {
-            shared.pending.release(ip);
             shared.live.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
 
-/// Handshakes in progress, in all and per address.
-#[derive(Debug, Default)]
-pub(crate) struct PendingSlots {
-    by_ip: Mutex<HashMap<IpAddr, usize>>,
+/// Closes a connection that was not admitted, from the accept loop itself (no thread, no
+/// wait): a busy server says 503 where the socket takes the line at once; a penalised prefix
+/// hears nothing.
+fn turn_away(stream: TcpStream, why: Refusal) {
+    if why != Refusal::Penalised && stream.set_nonblocking(true).is_ok() {
+        let _ = (&stream).write(Status::ServiceUnavailable.to_line().as_bytes());
+    }
 }
 
-impl PendingSlots {
-    fn try_acquire(&self, ip: IpAddr) -> bool {
-        let mut map = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
-        let total: usize = map.values().sum();
-        let mine = map.get(&ip).copied().unwrap_or(0);
-        if total >= MAX_PENDING_HANDSHAKES || mine >= MAX_PENDING_PER_IP {
+/// Sleeps until a slow-lane turn at `at`; false if the server stops first.
+fn wait_turn(shared: &Shared, at: Instant) -> bool {
+    while let Some(left) = at.checked_duration_since(Instant::now()) {
+        if shared.stop.load(Ordering::Acquire) {
             return false;
         }
-        map.insert(ip, mine + 1);
-        true
+        thread::sleep(left.min(Duration::from_millis(50)));
     }
-
-    fn release(&self, ip: IpAddr) {
-        let mut map = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&ip);
-            }
-        }
-    }
+    !shared.stop.load(Ordering::Acquire)
 }
 
-/// Releases a pending-handshake slot when the handshake phase ends, however it ends.
-struct Pending<'a>(&'a PendingSlots, IpAddr, bool);
-
-impl Pending<'_> {
-    fn done(&mut self) {
-        if !self.2 {
-            self.2 = true;
-            self.0.release(self.1);
-        }
-    }
-}
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        self.done();
-    }
-}
-
-fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
+fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, mut slot: Slot) {
     let ip = canonical(peer.ip());
-    // Held through a refusal's linger too (Conn::refuse), so a refused address keeps at
-    // most MAX_PENDING_PER_IP threads busy.
-    let mut pending = Pending(&shared.pending, ip, false);
+    // The slot is held through a refusal's linger too (Conn::refuse), so a refused address
+    // keeps at most `per_addr` threads busy.
     let mut conn = Conn::new(stream);
     let banned = {
-        let mut guard = shared.bans();
-        if let Err(e) = guard.0.refresh() {
+        let mut list = shared.bans();
+        if let Err(e) = list.refresh() {
             tracing::warn!("ban list: {e}");
         }
-        guard.0.contains(ip)
+        list.contains(ip)
     };
     if banned {
         tracing::info!("refused banned {ip}");
         conn.refuse(&Status::Forbidden.to_line());
         return;
     }
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    let line = match conn.read_line(MAX_IDENT_LEN, deadline) {
+    if shared.cfg.password.is_empty() && !shared.cfg.allow_anonymous && !is_local_network(ip) {
+        tracing::warn!(
+            "{peer}: refused: without a password, clients are served from local networks only (set a password, or --allow-anonymous)"
+        );
+        conn.refuse(&Status::PasswordRequired.to_line());
+        return;
+    }
+    let accepted = Instant::now();
+    let mut deadline = accepted + HANDSHAKE_TIMEOUT;
+    let first_bytes = accepted + shared.guard.limits().first_bytes;
+    let line = match conn.read_line_within(MAX_IDENT_LEN, first_bytes, deadline) {
         Ok(l) => l,
         Err(ConnError::LineTooLong) => {
             shared.fail(ip);
             conn.refuse(&Status::BadRequest.to_line());
+            return;
+        }
+        Err(ConnError::TimedOut) => {
+            tracing::debug!("{peer}: no identification in time");
+            shared.guard.timed_out(ip, Instant::now());
             return;
         }
         Err(e) => {
@@ -449,6 +489,22 @@ fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
         }
         conn.refuse(&status.to_line());
         return;
+    }
+    // Once failures pile up, a handshake waits for its turn before anything is answered.
+    match shared.guard.turn(ip, Instant::now()) {
+        Ok(None) => {}
+        Ok(Some(at)) => {
+            tracing::debug!("{peer}: slow lane, {:?}", at - Instant::now());
+            if !wait_turn(shared, at) {
+                return;
+            }
+            deadline = deadline.max(at + TURN_GRACE);
+        }
+        Err(()) => {
+            tracing::info!("{peer}: refused for now: too many failed logins of late");
+            conn.refuse(&Status::ServiceUnavailable.to_line());
+            return;
+        }
     }
     let our_line = shared.ident.to_line();
     if conn.write_all(our_line.as_bytes()).is_err() {
@@ -474,9 +530,14 @@ fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
             tracing::debug!("{peer}: left during the handshake: {why}");
             return;
         }
+        Err(HandshakeFailure::TimedOut) => {
+            tracing::debug!("{peer}: handshake timed out");
+            shared.guard.timed_out(ip, Instant::now());
+            return;
+        }
     };
-    shared.bans().1.forget(ip);
-    pending.done();
+    shared.guard.succeeded(ip, Instant::now());
+    slot.release();
 
     if shared.active.fetch_add(1, Ordering::AcqRel) >= shared.cfg.max_clients {
         shared.active.fetch_sub(1, Ordering::AcqRel);
@@ -497,6 +558,7 @@ enum HandshakeFailure {
     Password,
     Malformed(String),
     Gone(String),
+    TimedOut,
 }
 
 fn handshake(
@@ -508,6 +570,7 @@ fn handshake(
 ) -> Result<crate::protocol::keys::SessionKeys, HandshakeFailure> {
     let gone = |e: ConnError| match e {
         ConnError::Wire(w) => HandshakeFailure::Malformed(w.to_string()),
+        ConnError::TimedOut => HandshakeFailure::TimedOut,
         other => HandshakeFailure::Gone(other.to_string()),
     };
     let mut hs = ServerHandshake::new(&shared.cfg.password, client_line, our_line);

@@ -229,6 +229,19 @@ mod ty {
 }
 
 impl Message {
+    /// The message's kind, for logs and errors (its contents may come from a hostile peer).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Message::Pake(_) => "a PAKE message",
+            Message::Confirm(_) => "a key confirmation",
+            Message::AuthFailed => "an authentication failure",
+            Message::Params(_) => "session parameters",
+            Message::Heartbeat(_) => "a heartbeat",
+            Message::UdpReady => "a UDP confirmation",
+            Message::Goodbye(_) => "a goodbye",
+        }
+    }
+
     /// Encodes the body (type byte first) into `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {

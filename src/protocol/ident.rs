@@ -100,6 +100,10 @@ pub enum Status {
     Unauthorized,
     /// `403 Forbidden (Client is banned)`.
     Forbidden,
+    /// `403 Forbidden (Password required from outside the local network)`: the server has no
+    /// password and serves anonymous clients from local networks only (a client that knows
+    /// only "403" reads it as a ban).
+    PasswordRequired,
     /// `409 Conflict (Client version mismatch: server <M.m>, client <M.m>)`.
     Conflict {
         /// The server's `major.minor`.
@@ -117,7 +121,7 @@ impl Status {
         match self {
             Status::BadRequest => 400,
             Status::Unauthorized => 401,
-            Status::Forbidden => 403,
+            Status::Forbidden | Status::PasswordRequired => 403,
             Status::Conflict { .. } => 409,
             Status::ServiceUnavailable => 503,
         }
@@ -129,6 +133,9 @@ impl Status {
             Status::BadRequest => "400 Bad Request\n".to_owned(),
             Status::Unauthorized => "401 Unauthorized (Invalid password)\n".to_owned(),
             Status::Forbidden => "403 Forbidden (Client is banned)\n".to_owned(),
+            Status::PasswordRequired => {
+                "403 Forbidden (Password required from outside the local network)\n".to_owned()
+            }
             Status::Conflict { server, client } => {
                 format!(
                     "409 Conflict (Client version mismatch: server {server}, client {client})\n"
@@ -138,20 +145,37 @@ impl Status {
         }
     }
 
-    /// Recognises a status line by its code; the words after the code are kept only for 409.
+    /// Recognises a status line by its code; the words after the code matter only for 409
+    /// (whose versions are kept if they are versions: `<digits>.<digits>`, else `?`, so that
+    /// nothing a server sends reaches the terminal but those) and for 403 (a ban, or a
+    /// password required).
     pub fn parse(line: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(line).ok()?.trim_end();
-        let (code, _) = text.split_once(' ').unwrap_or((text, ""));
+        let (code, words) = text.split_once(' ').unwrap_or((text, ""));
         match code {
             "400" => Some(Status::BadRequest),
             "401" => Some(Status::Unauthorized),
+            "403" if words.contains("Password required") => Some(Status::PasswordRequired),
             "403" => Some(Status::Forbidden),
             "409" => {
-                let inner = text
+                let version = |v: &str| {
+                    let ok = v.len() <= 11
+                        && v.split_once('.').is_some_and(|(a, b)| {
+                            [a, b]
+                                .iter()
+                                .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
+                        });
+                    if ok {
+                        v.to_owned()
+                    } else {
+                        "?".to_owned()
+                    }
+                };
+                let inner = words
                     .split_once("server ")
                     .and_then(|(_, r)| r.split_once(", client "))
-                    .map(|(s, c)| (s.to_owned(), c.trim_end_matches(')').to_owned()));
-                let (server, client) = inner.unwrap_or_default();
+                    .map(|(s, c)| (version(s), version(c.trim_end_matches(')'))));
+                let (server, client) = inner.unwrap_or_else(|| ("?".into(), "?".into()));
                 Some(Status::Conflict { server, client })
             }
             "503" => Some(Status::ServiceUnavailable),
@@ -236,6 +260,7 @@ mod tests {
             Status::BadRequest,
             Status::Unauthorized,
             Status::Forbidden,
+            Status::PasswordRequired,
             Status::Conflict {
                 server: "1.0".into(),
                 client: "2.3".into(),
@@ -245,5 +270,20 @@ mod tests {
             assert_eq!(Status::parse(s.to_line().as_bytes()), Some(s));
         }
         assert_eq!(Status::parse(b"ECHOWARP/1.0 x\n"), None);
+        // A hostile server's words never reach the terminal: only versions pass.
+        assert_eq!(
+            Status::parse(b"409 Conflict (server \x1b]0;pwned\x07, client 1.1)\n"),
+            Some(Status::Conflict {
+                server: "?".into(),
+                client: "1.1".into()
+            })
+        );
+        assert_eq!(
+            Status::parse(b"409 whatever\n"),
+            Some(Status::Conflict {
+                server: "?".into(),
+                client: "?".into()
+            })
+        );
     }
 }

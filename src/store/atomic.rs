@@ -1,7 +1,7 @@
 //! Atomic file replacement: write a temporary file beside the target, fsync, rename, fsync the
 //! folder. A crash leaves either the old file or the new one, never half of one.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::path::Path;
 
@@ -21,33 +21,35 @@ pub fn write_atomic(path: &Path, contents: &[u8], private: bool) -> Result<(), S
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let mut opts = OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    // A fresh random name, created exclusively (O_CREAT|O_EXCL: a file or symbolic link planted
+    // at that name makes the open fail rather than be followed), removed again on any failure.
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
     #[cfg(unix)]
     {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(if private { 0o600 } else { 0o644 });
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(fs::Permissions::from_mode(if private {
+            0o600
+        } else {
+            0o644
+        }));
     }
     // Elsewhere the file takes the folder's permissions: on Windows, the per-user %APPDATA%
     // is its owner's alone.
     #[cfg(not(unix))]
     let _ = private;
     let result = (|| {
-        let mut f = opts.open(&tmp)?;
+        let mut f = builder.tempfile_in(dir)?;
         f.write_all(contents)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
+        f.as_file().sync_all()?;
+        f.persist(path).map_err(|e| e.error)?;
         #[cfg(unix)]
         if let Ok(d) = fs::File::open(dir) {
             let _ = d.sync_all();
         }
         Ok(())
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
     result.map_err(StoreError::io(path))
 }
 
@@ -72,5 +74,19 @@ mod tests {
             .expect("list")
             .count();
         assert_eq!(leftovers, 1, "no temporary file left behind");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symbolic_link_in_the_way_is_replaced_never_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"keep me").expect("victim");
+        let p = dir.path().join("profile.toml");
+        std::os::unix::fs::symlink(&victim, &p).expect("symlink");
+        write_atomic(&p, b"new", true).expect("write");
+        assert_eq!(fs::read(&victim).expect("victim"), b"keep me");
+        assert!(fs::symlink_metadata(&p).expect("meta").is_file());
+        assert_eq!(fs::read(&p).expect("read"), b"new");
     }
 }

@@ -109,6 +109,9 @@ pub struct Profile {
     pub autostart: bool,
     /// The tray streams as soon as it starts.
     pub start_streaming: bool,
+    /// Server without a password: serve clients from public addresses too (else only from
+    /// loopback, private, link-local, CGNAT and unique-local addresses).
+    pub allow_anonymous: bool,
     /// Audio format and buffering.
     pub audio: AudioSettings,
 }
@@ -131,6 +134,7 @@ impl Default for Profile {
             error_log: false,
             autostart: false,
             start_streaming: true,
+            allow_anonymous: false,
             audio: AudioSettings::default(),
         }
     }
@@ -359,6 +363,7 @@ impl Profile {
              error_log = {error_log}           # also write warnings and errors to the log file\n\
              autostart = {autostart}           # start the tray at login\n\
              start_streaming = {start_streaming}      # the tray streams as soon as it starts\n\
+             allow_anonymous = {allow_anonymous}     # server without a password: serve public addresses too (else local networks only)\n\
              \n\
              [audio]\n\
              sample_rate = {rate}              # 0 = the device's own rate\n\
@@ -384,6 +389,7 @@ impl Profile {
             error_log = self.error_log,
             autostart = self.autostart,
             start_streaming = self.start_streaming,
+            allow_anonymous = self.allow_anonymous,
             rate = self.audio.sample_rate,
             channels = self.audio.channels,
             codec = q(codec),

@@ -97,6 +97,9 @@ pub struct Args {
     /// Server: encrypt audio (the default; accepted for compatibility)
     #[arg(long = "ssl")]
     pub ssl: bool,
+    /// Server without a password: serve clients from public addresses too (else only from loopback, private, link-local, CGNAT and unique-local ones)
+    #[arg(long = "allow-anonymous", alias = "allow_anonymous")]
+    pub allow_anonymous: bool,
     /// Server: do not encrypt audio
     #[arg(
         long = "no-encryption",
@@ -245,9 +248,18 @@ impl From<EngineError> for CliError {
     fn from(e: EngineError) -> Self {
         let hints = match &e {
             EngineError::Unauthorized => vec!["check the password (-p) on both sides".into()],
+            EngineError::NotConfirmed(_) => vec![
+                "check the password (-p) on both sides".into(),
+                "check the server address (-a): is it your EchoWarp server?".into(),
+                "this is not retried: each attempt would let a rogue server test one more password guess".into(),
+            ],
             EngineError::Banned => {
                 vec!["ask the server's owner to run `echowarp --unban <your IP>`".into()]
             }
+            EngineError::PasswordRequired => vec![
+                "the server has no password, so it serves only its local networks (loopback, private, link-local, CGNAT/tailnet, unique-local addresses)".into(),
+                "set the same password on both sides (-p), or start the server with --allow-anonymous".into(),
+            ],
             EngineError::VersionMismatch { .. } => {
                 vec!["install the same EchoWarp release on both computers".into()]
             }
@@ -304,6 +316,9 @@ pub fn effective_profile(args: &Args) -> Result<Profile, CliError> {
     if args.integrity {
         p.integrity = true;
     }
+    if args.allow_anonymous {
+        p.allow_anonymous = true;
+    }
     if let Some(v) = args.reconnect {
         p.reconnect_attempts = v;
     }
@@ -352,6 +367,7 @@ pub fn engine_role(p: &Profile, args: &Args) -> Result<EngineRole, CliError> {
             },
             max_clients: p.max_clients as usize,
             ban_threshold: p.reconnect_attempts,
+            allow_anonymous: p.allow_anonymous,
             ban_list: paths::ban_list_path()?,
             frame_ms: p.audio.frame_ms,
             redundancy: p.audio.redundancy,

@@ -61,6 +61,10 @@ impl Notifier {
                 "EchoWarp: client banned",
                 format!("{ip} is banned after repeated failed logins; unban it from the tray menu"),
             ),
+            Event::BannedNetwork(net) => n(
+                "EchoWarp: network banned",
+                format!("{net} is banned: failed logins from several of its addresses; `echowarp --unban {net}` lifts it"),
+            ),
             Event::VersionMismatch { peer, detail } => {
                 n("EchoWarp: version mismatch", format!("{peer}: {detail}"))
             }
@@ -91,7 +95,9 @@ impl Notifier {
             }
             Event::Stopped(Err(
                 e @ (EngineError::Unauthorized
+                | EngineError::NotConfirmed(_)
                 | EngineError::Banned
+                | EngineError::PasswordRequired
                 | EngineError::VersionMismatch { .. }),
             )) => n("EchoWarp: cannot connect", e.to_string()),
             Event::Stopped(Err(e)) => n("EchoWarp stopped", e.to_string()),
