@@ -6,15 +6,14 @@
 mod common;
 use common::*;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use common::login::{connect_from, login_from, Login};
 use echowarp::protocol::datagram::{Kind, Sealer, HEADER_LEN, MAGIC};
-use echowarp::protocol::frame::{encode_frame, FrameDecoder, Message, SessionParams};
-use echowarp::protocol::handshake::ClientHandshake;
 use echowarp::protocol::ident::Ident;
-use echowarp::protocol::keys::{ControlCipher, SessionKeys, TAG_LEN};
+use echowarp::protocol::keys::TAG_LEN;
 
 /// xorshift: reproducible junk.
 struct Rng(u64);
@@ -29,79 +28,6 @@ impl Rng {
 
     fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
-/// A session of our own through the library: proves the protocol from the outside, and gives
-/// us genuine datagrams to replay.
-struct OwnSession {
-    _tcp: TcpStream,
-    params: SessionParams,
-    keys: SessionKeys,
-}
-
-fn read_frame(
-    tcp: &mut TcpStream,
-    dec: &mut FrameDecoder,
-    open: Option<&mut ControlCipher>,
-) -> Message {
-    let deadline = Instant::now() + SECS(5);
-    loop {
-        if let Some(mut body) = dec.next_frame().expect("well-formed frame") {
-            if let Some(c) = open {
-                c.open(&mut body).expect("genuine frame");
-            }
-            return Message::decode(&body).expect("known message");
-        }
-        assert!(Instant::now() < deadline, "no frame from the server");
-        let mut buf = [0u8; 4096];
-        let n = tcp.read(&mut buf).expect("read");
-        assert!(n > 0, "server closed");
-        dec.push(&buf[..n]);
-    }
-}
-
-fn send_frame(tcp: &mut TcpStream, msg: &Message) {
-    let mut body = Vec::new();
-    msg.encode(&mut body);
-    let mut framed = Vec::new();
-    encode_frame(&body, &mut framed).expect("small frame");
-    tcp.write_all(&framed).expect("write");
-}
-
-fn own_session(port: u16, password: &str) -> OwnSession {
-    let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    tcp.set_read_timeout(Some(SECS(5))).expect("timeout");
-    let ours = Ident::ours(None).to_line();
-    tcp.write_all(ours.as_bytes()).expect("ident");
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while line.last() != Some(&b'\n') {
-        tcp.read_exact(&mut b).expect("server ident");
-        line.push(b[0]);
-    }
-    let server_line = String::from_utf8(line).expect("ascii");
-    assert!(server_line.starts_with("ECHOWARP/1."), "{server_line:?}");
-    let mut dec = FrameDecoder::new();
-    let (mut hs, m1) = ClientHandshake::start(password, &ours, &server_line);
-    send_frame(&mut tcp, &Message::Pake(m1));
-    let Message::Pake(m2) = read_frame(&mut tcp, &mut dec, None) else {
-        panic!("expected PAKE")
-    };
-    let tag = hs.handle_server_pake(&m2).expect("valid PAKE");
-    send_frame(&mut tcp, &Message::Confirm(tag));
-    let Message::Confirm(t) = read_frame(&mut tcp, &mut dec, None) else {
-        panic!("expected confirmation")
-    };
-    let keys = hs.handle_server_confirm(&t).expect("same password");
-    let mut open = ControlCipher::new(&keys.server_to_client.control);
-    let Message::Params(params) = read_frame(&mut tcp, &mut dec, Some(&mut open)) else {
-        panic!("expected params")
-    };
-    OwnSession {
-        _tcp: tcp,
-        params,
-        keys,
     }
 }
 
@@ -156,13 +82,16 @@ fn hostile_traffic_leaves_the_legitimate_stream_exact() {
     client.wait_for("connected to", SECS(10));
 
     // Our own authenticated session; its UDP socket proves the key with a hello.
-    let own = own_session(port, "pw");
+    let Login::Confirmed {
+        tcp: _own_tcp,
+        keys,
+        params,
+    } = login_from("127.0.0.1", port, "pw", SECS(5))
+    else {
+        panic!("our own session was refused")
+    };
     let own_udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let mut hello_sealer = Sealer::new(
-        own.params.mode,
-        own.params.session_id,
-        &own.keys.client_to_server,
-    );
+    let mut hello_sealer = Sealer::new(params.mode, params.session_id, &keys.client_to_server);
     let mut hello = [0u8; HEADER_LEN + TAG_LEN];
     let n = hello_sealer.seal(Kind::Hello, &[], &mut hello);
     let genuine_hello = hello[..n].to_vec();
@@ -262,14 +191,4 @@ fn hostile_traffic_leaves_the_legitimate_stream_exact() {
         rss_after < rss_before + 4 * 1024,
         "memory grew from {rss_before} to {rss_after} KiB"
     );
-}
-
-fn connect_from(local: &str, port: u16) -> std::io::Result<TcpStream> {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    let local: SocketAddr = format!("{local}:0").parse().expect("addr");
-    s.bind(&local.into())?;
-    let remote: SocketAddr = ([127, 0, 0, 1], port).into();
-    s.connect_timeout(&remote.into(), Duration::from_secs(1))?;
-    Ok(s.into())
 }

@@ -211,6 +211,8 @@ struct PrefixState {
     failures: Bucket,
     /// Addresses of this prefix that failed (a few suffice to see rotation).
     failing: Vec<IpAddr>,
+    /// Failures for the prefix ban, forgotten far more slowly (one per 10 minutes).
+    ban_score: Bucket,
     /// Its next slow-lane turn, at the earliest.
     next_turn: Instant,
     /// Recent timeouts (leaking one a minute), which make the next penalty longer.
@@ -225,6 +227,7 @@ impl PrefixState {
             pending: 0,
             failures: Bucket::new(now),
             failing: Vec::new(),
+            ban_score: Bucket::new(now),
             next_turn: now,
             strikes: Bucket::new(now),
             penalty_until: now,
@@ -485,17 +488,19 @@ impl Guard {
             .prefixes
             .entry(prefix)
             .or_insert_with(|| PrefixState::new(now));
-        let level = p.failures.add(now, l.prefix_forgive, l.prefix_free);
+        p.failures.add(now, l.prefix_forgive, l.prefix_free);
+        let score = p.ban_score.add(now, Duration::from_secs(600), f64::MAX);
         if !p.failing.contains(&ip) && p.failing.len() < 8 {
             p.failing.push(ip);
         }
         p.last = now;
         let ban_prefix = (l.ban_threshold != 0
             && p.failing.len() >= l.prefix_ban_addrs
-            && level >= 2.0 * f64::from(l.ban_threshold))
+            && score.round() >= 2.0 * f64::from(l.ban_threshold))
         .then_some(prefix);
         if ban_prefix.is_some() {
             p.failing.clear();
+            p.ban_score = Bucket::new(now);
         }
         bound(&mut st, l.max_tracked);
         Verdict {

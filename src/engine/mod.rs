@@ -194,6 +194,12 @@ pub enum Outcome {
 pub enum Event {
     /// The server listens here.
     Listening(SocketAddr),
+    /// The server runs without a password: anyone who reaches it can listen. `anyone`: from
+    /// any address (`--allow-anonymous`); else from local networks only.
+    NoPassword {
+        /// Public addresses are served too.
+        anyone: bool,
+    },
     /// A client authenticated.
     ClientJoined(SocketAddr),
     /// A client left or was dropped.

@@ -228,6 +228,20 @@ pub(crate) fn run(
         shared.cfg.mode.name(),
         source.describe()
     );
+    if shared.cfg.password.is_empty() {
+        let anyone = shared.cfg.allow_anonymous;
+        if anyone {
+            tracing::warn!(
+                "no password: anyone who can reach port {} can listen, from any address (--allow-anonymous)",
+                local.port()
+            );
+        } else {
+            tracing::warn!(
+                "no password: anyone on a local network (loopback, private, link-local, CGNAT, unique-local addresses) can listen; clients from other addresses are refused. Set one with -p (the same on both sides)"
+            );
+        }
+        let _ = events.send(Event::NoPassword { anyone });
+    }
     let _ = events.send(Event::Listening(local));
 
     let media_shared = shared.clone();

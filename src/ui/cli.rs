@@ -159,9 +159,9 @@ pub struct Args {
     /// Print the ban list and exit
     #[arg(long = "bans")]
     pub bans: bool,
-    /// Lift the ban of an IP and exit
-    #[arg(long = "unban", value_name = "IP")]
-    pub unban: Option<IpAddr>,
+    /// Lift the ban of an IP (or a network, as the ban list shows it: 10.1.2.0/24) and exit
+    #[arg(long = "unban", value_name = "IP", value_parser = crate::store::bans::parse_ban_entry)]
+    pub unban: Option<ipnet::IpNet>,
     /// Lift every ban and exit
     #[arg(long = "clear-bans", alias = "clear_bans")]
     pub clear_bans: bool,
@@ -473,8 +473,13 @@ pub fn run_admin(args: &Args) -> Result<bool, CliError> {
     }
     if args.bans || args.unban.is_some() || args.clear_bans {
         let mut list = BanList::load(&paths::ban_list_path()?)?;
-        if let Some(ip) = args.unban {
-            if list.remove(ip)? {
+        if let Some(entry) = args.unban {
+            let ip = if entry.prefix_len() == entry.max_prefix_len() {
+                entry.addr().to_string()
+            } else {
+                entry.to_string()
+            };
+            if list.remove_entry(&entry)? {
                 println!("unbanned {ip}");
             } else {
                 println!("{ip} was not banned");
@@ -485,12 +490,12 @@ pub fn run_admin(args: &Args) -> Result<bool, CliError> {
             println!("cleared {n} ban{}", if n == 1 { "" } else { "s" });
         }
         if args.bans {
-            let ips = list.list();
-            if ips.is_empty() {
+            let entries = list.entries();
+            if entries.is_empty() {
                 println!("no banned clients ({})", list.path().display());
             }
-            for ip in ips {
-                println!("{ip}");
+            for entry in entries {
+                println!("{entry}");
             }
         }
         return Ok(true);

@@ -184,6 +184,12 @@ pub fn setup(
         "none" => p.password.clear(),
         other => p.password = other.to_owned(),
     }
+    if p.role == Role::Server && p.password.is_empty() {
+        writeln!(
+            q.out,
+            "  No password: anyone on your local networks can listen, and clients from other addresses are refused (allow_anonymous in the profile serves them too)."
+        )?;
+    }
     if p.role == Role::Server {
         p.encryption = answer!(q.ask_parsed("Encrypt audio (y/n)", yn(p.encryption), yes_no));
         if !p.encryption {

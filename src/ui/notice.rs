@@ -61,6 +61,14 @@ impl Notifier {
                 "EchoWarp: client banned",
                 format!("{ip} is banned after repeated failed logins; unban it from the tray menu"),
             ),
+            Event::NoPassword { anyone } => n(
+                "EchoWarp: no password",
+                if *anyone {
+                    "Anyone who can reach this computer can listen. Set a password in the profile.".to_owned()
+                } else {
+                    "Anyone on your local networks can listen; others are refused. Set a password in the profile.".to_owned()
+                },
+            ),
             Event::BannedNetwork(net) => n(
                 "EchoWarp: network banned",
                 format!("{net} is banned: failed logins from several of its addresses; `echowarp --unban {net}` lifts it"),

@@ -112,6 +112,9 @@ pub struct TrayView {
     pub detail: String,
     /// Start at login is on.
     pub autostart: bool,
+    /// The server runs without a password: `Some(true)` serving any address, `Some(false)`
+    /// local networks only.
+    pub no_password: Option<bool>,
 }
 
 impl TrayView {
@@ -126,6 +129,7 @@ impl TrayView {
             running: false,
             detail: String::new(),
             autostart: false,
+            no_password: None,
         }
     }
 
@@ -141,10 +145,15 @@ impl TrayView {
             TrayState::Streaming => "streaming",
             TrayState::Error => "error",
         };
+        let warning = match self.no_password {
+            Some(true) => " · no password: anyone can listen",
+            Some(false) => " · no password: local networks only",
+            None => "",
+        };
         if self.detail.is_empty() {
-            format!("EchoWarp {role}: {state}")
+            format!("EchoWarp {role}: {state}{warning}")
         } else {
-            format!("EchoWarp {role}: {state} · {}", self.detail)
+            format!("EchoWarp {role}: {state}{warning} · {}", self.detail)
         }
     }
 
@@ -155,6 +164,7 @@ impl TrayView {
             self.detail.clone(),
             self.running,
             self.bans.len(),
+            self.no_password,
         );
         match event {
             Event::Listening(addr) => {
@@ -209,15 +219,18 @@ impl TrayView {
                 }
             }
             Event::Banned(ip) if !self.bans.contains(ip) => self.bans.push(*ip),
+            Event::NoPassword { anyone } => self.no_password = Some(*anyone),
             Event::Stopped(Ok(_)) => {
                 self.state = TrayState::Idle;
                 self.running = false;
                 self.detail.clear();
+                self.no_password = None;
             }
             Event::Stopped(Err(e)) => {
                 self.state = TrayState::Error;
                 self.running = false;
                 self.detail = e.to_string();
+                self.no_password = None;
             }
             _ => {}
         }
@@ -227,6 +240,7 @@ impl TrayView {
                 self.detail.clone(),
                 self.running,
                 self.bans.len(),
+                self.no_password,
             )
     }
 
@@ -427,6 +441,28 @@ mod tests {
             action: Action::RefreshDevices,
             enabled: true
         }));
+    }
+
+    #[test]
+    fn a_server_without_a_password_says_so_in_its_status_line_until_it_stops() {
+        let mut v = TrayView::new(Role::Server, "default");
+        v.running = true;
+        assert!(v.apply(&Event::NoPassword { anyone: false }));
+        v.apply(&Event::Listening("[::]:4415".parse().expect("addr")));
+        assert_eq!(
+            v.status_line(),
+            "EchoWarp Server: connecting · no password: local networks only · listening on port 4415"
+        );
+        v.apply(&Event::Stats(Stats::default()));
+        assert!(
+            v.status_line().contains("no password"),
+            "{}",
+            v.status_line()
+        );
+        v.apply(&Event::Stopped(Ok(crate::engine::Outcome::Stopped)));
+        assert!(!v.status_line().contains("password"));
+        v.apply(&Event::NoPassword { anyone: true });
+        assert!(v.status_line().contains("no password: anyone can listen"));
     }
 
     #[test]

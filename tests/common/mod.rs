@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod login;
 pub mod pipewire;
 pub mod wine;
 
@@ -36,7 +37,19 @@ impl Sandbox {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
+        self.command_via(&[], args)
+    }
+
+    /// The binary run through `wrapper` (e.g. `ip netns exec NAME`), else as [`Sandbox::command`].
+    pub fn command_via(&self, wrapper: &[&str], args: &[&str]) -> Command {
+        let mut c = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         c.args(args)
             .current_dir(self.dir.path())
             .env("XDG_CONFIG_HOME", self.path("config"))

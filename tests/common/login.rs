@@ -1,0 +1,146 @@
+//! A client written from the protocol's public pieces, for tests that play hostile or
+//! legitimate peers from chosen source addresses (127.0.0.0/8 gives many).
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use echowarp::protocol::frame::{encode_frame, FrameDecoder, Message, SessionParams};
+use echowarp::protocol::handshake::ClientHandshake;
+use echowarp::protocol::ident::Ident;
+use echowarp::protocol::keys::{ControlCipher, SessionKeys};
+
+/// A TCP connection to 127.0.0.1:`port` from `local` (any 127.x.y.z).
+pub fn connect_from(local: &str, port: u16) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let local: IpAddr = local.parse().expect("local address");
+    let s = Socket::new(
+        Domain::for_address(SocketAddr::new(local, 0)),
+        Type::STREAM,
+        None,
+    )?;
+    s.bind(&SocketAddr::new(local, 0).into())?;
+    let remote: SocketAddr = ([127, 0, 0, 1], port).into();
+    s.connect_timeout(&remote.into(), Duration::from_secs(2))?;
+    Ok(s.into())
+}
+
+/// The next frame's message, within `timeout`; `None` if the connection closes or the time runs
+/// out first.
+pub fn read_frame(
+    tcp: &mut TcpStream,
+    dec: &mut FrameDecoder,
+    open: Option<&mut ControlCipher>,
+    timeout: Duration,
+) -> Option<Message> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(mut body) = dec.next_frame().expect("well-formed frame") {
+            if let Some(c) = open {
+                c.open(&mut body).expect("genuine frame");
+            }
+            return Some(Message::decode(&body).expect("known message"));
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        tcp.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok()?;
+        let mut buf = [0u8; 4096];
+        match tcp.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => dec.push(&buf[..n]),
+        }
+    }
+}
+
+pub fn send_frame(tcp: &mut TcpStream, msg: &Message) {
+    let mut body = Vec::new();
+    msg.encode(&mut body);
+    let mut framed = Vec::new();
+    encode_frame(&body, &mut framed).expect("small frame");
+    let _ = tcp.write_all(&framed);
+}
+
+/// Reads one line (a status or an identification), within `timeout`.
+pub fn read_line(tcp: &mut TcpStream, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.last() != Some(&b'\n') {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        tcp.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok()?;
+        match tcp.read(&mut b) {
+            Ok(1) => line.push(b[0]),
+            _ => return None,
+        }
+    }
+    String::from_utf8(line).ok()
+}
+
+/// How a login ended.
+#[derive(Debug)]
+pub enum Login {
+    /// The server confirmed the password; the session's keys and parameters.
+    Confirmed {
+        tcp: TcpStream,
+        keys: Box<SessionKeys>,
+        params: SessionParams,
+    },
+    /// The server refused before the handshake, with this status line.
+    Refused(String),
+    /// The server said the password was wrong.
+    WrongPassword,
+    /// The connection closed, or nothing came within the time.
+    NoAnswer,
+}
+
+impl Login {
+    pub fn confirmed(&self) -> bool {
+        matches!(self, Login::Confirmed { .. })
+    }
+}
+
+/// One login from `local` with `password`, every step within `timeout`.
+pub fn login_from(local: &str, port: u16, password: &str, timeout: Duration) -> Login {
+    let Ok(mut tcp) = connect_from(local, port) else {
+        return Login::NoAnswer;
+    };
+    let ours = Ident::ours(None).to_line();
+    if tcp.write_all(ours.as_bytes()).is_err() {
+        return Login::NoAnswer;
+    }
+    let Some(server_line) = read_line(&mut tcp, timeout) else {
+        return Login::NoAnswer;
+    };
+    if !server_line.starts_with("ECHOWARP/") {
+        return Login::Refused(server_line.trim_end().to_owned());
+    }
+    let mut dec = FrameDecoder::new();
+    let (mut hs, m1) = ClientHandshake::start(password, &ours, &server_line);
+    send_frame(&mut tcp, &Message::Pake(m1));
+    let Some(Message::Pake(m2)) = read_frame(&mut tcp, &mut dec, None, timeout) else {
+        return Login::NoAnswer;
+    };
+    let tag = hs.handle_server_pake(&m2).expect("valid PAKE");
+    send_frame(&mut tcp, &Message::Confirm(tag));
+    match read_frame(&mut tcp, &mut dec, None, timeout) {
+        Some(Message::Confirm(t)) => {
+            let keys = hs
+                .handle_server_confirm(&t)
+                .expect("the server's confirmation");
+            let mut open = ControlCipher::new(&keys.server_to_client.control);
+            let Some(Message::Params(params)) =
+                read_frame(&mut tcp, &mut dec, Some(&mut open), timeout)
+            else {
+                return Login::NoAnswer;
+            };
+            Login::Confirmed {
+                tcp,
+                keys: Box::new(keys),
+                params,
+            }
+        }
+        Some(Message::AuthFailed) => Login::WrongPassword,
+        _ => Login::NoAnswer,
+    }
+}

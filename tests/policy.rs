@@ -1,0 +1,434 @@
+//! The limits around the cryptography (DESIGN.md §3.4), tried against the real binary from many
+//! source addresses (127.0.0.0/8 on loopback; a network namespace for public ones): idle and
+//! trickling connections, password guessing from rotating addresses, failures from thousands
+//! of addresses, a rogue server, a server without a password. Rates and times are measured by
+//! bench/attack.py; these tests assert what must hold, by counts.
+
+mod common;
+use common::login::{connect_from, login_from, read_frame, read_line, send_frame, Login};
+use common::*;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use echowarp::protocol::frame::{FrameDecoder, Message};
+use echowarp::protocol::handshake::ServerHandshake;
+
+/// Holds connections from `addrs` open until `stop`: up to three each, sending nothing
+/// (`trickle` false) or one byte of an identification every 300 ms. Returns how many
+/// connections it made.
+fn occupy(
+    addrs: Vec<String>,
+    port: u16,
+    trickle: bool,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        let mut made = 0;
+        // (connection, its address, bytes of the line sent)
+        let mut held: Vec<(std::net::TcpStream, usize, usize)> = Vec::new();
+        let line = b"ECHOWARP/1.1 slowloris-0.1\n";
+        while !stop.load(Ordering::Relaxed) {
+            // Forget what the server closed or answered; trickle on the others.
+            held.retain_mut(|(t, _, sent)| {
+                let _ = t.set_nonblocking(true);
+                let mut b = [0u8; 64];
+                let open =
+                    matches!(t.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+                if open && trickle && *sent < line.len() - 1 {
+                    let _ = t.write(&line[*sent..*sent + 1]);
+                    *sent += 1;
+                }
+                open
+            });
+            // Keep four open per address, one more than the server allows.
+            for (i, a) in addrs.iter().enumerate() {
+                let mine = held.iter().filter(|(_, of, _)| *of == i).count();
+                for _ in mine..4 {
+                    if let Ok(t) = connect_from(a, port) {
+                        made += 1;
+                        held.push((t, i, 0));
+                    }
+                }
+            }
+            thread::sleep(Duration::from_millis(300));
+        }
+        made
+    })
+}
+
+/// The file's text once it holds `line` (the server writes its ban list off the connection
+/// path), or as it is when `within` has passed.
+fn wait_for_line(path: &std::path::Path, line: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().any(|l| l == line) || Instant::now() > deadline {
+            return text;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn idle_and_trickling_sources_are_penalised_and_a_login_still_gets_in() {
+    let sb = Sandbox::new();
+    let port = free_port();
+    let p = port.to_string();
+    let mut server = sb.spawn(&["-d", "tone:440", "-u", &p, "-p", "pw", "-w", "64", "-v"]);
+    server.wait_for("listening on", SECS(10));
+    let stop = Arc::new(AtomicBool::new(false));
+    // 32 idle and 32 trickling addresses: half of each in one /24, half spread over /24s of
+    // their own. None shares the /24 of the logins below.
+    let idle: Vec<String> = (1..=16)
+        .map(|i| format!("127.0.5.{i}"))
+        .chain((10..26).map(|n| format!("127.{n}.0.1")))
+        .collect();
+    let slow: Vec<String> = (1..=16)
+        .map(|i| format!("127.0.6.{i}"))
+        .chain((30..46).map(|n| format!("127.{n}.0.1")))
+        .collect();
+    let attackers = [
+        occupy(idle, port, false, stop.clone()),
+        occupy(slow, port, true, stop.clone()),
+    ];
+    thread::sleep(SECS(1));
+    let mut failed = Vec::new();
+    for n in 1..=24 {
+        let started = Instant::now();
+        let login = login_from(&format!("127.100.0.{n}"), port, "pw", SECS(5));
+        eprintln!(
+            "login {n}: {:?} in {:?}",
+            login.confirmed(),
+            started.elapsed()
+        );
+        if !login.confirmed() {
+            failed.push((n, format!("{login:?}")));
+        }
+        drop(login);
+        thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let made: usize = attackers
+        .into_iter()
+        .map(|a| a.join().expect("attacker"))
+        .sum();
+    eprintln!("the attackers opened {made} connections");
+    assert!(failed.is_empty(), "logins refused: {failed:?}");
+    let log = server.stderr();
+    assert!(
+        log.contains("not admitted: its prefix is penalised"),
+        "no source was penalised:\n{log}"
+    );
+    assert!(
+        log.contains("not admitted: its address holds all the slots"),
+        "no address was held to its slots"
+    );
+    server.stop();
+}
+
+#[test]
+fn guessing_from_rotating_addresses_is_slowed_and_its_prefix_banned() {
+    let sb = Sandbox::new();
+    let port = free_port();
+    let p = port.to_string();
+    let mut server = sb.spawn(&["-d", "tone:440", "-u", &p, "-p", "secret", "-w", "8"]);
+    server.wait_for("listening on", SECS(10));
+    // The laptop that uses this server every day logged in before the attack.
+    assert!(login_from("127.0.0.1", port, "secret", SECS(5)).confirmed());
+
+    // 26 addresses of one /24, four guesses each in turn, as fast as the server answers.
+    let started = Instant::now();
+    let mut answered = Vec::new();
+    let mut refused = 0;
+    let mut banned_after = None;
+    let mut n = 0;
+    while started.elapsed() < SECS(20) && banned_after.is_none() {
+        let addr = format!("127.0.7.{}", (n / 4) % 26 + 1);
+        n += 1;
+        match login_from(&addr, port, &format!("guess{n}"), SECS(8)) {
+            Login::WrongPassword => answered.push(started.elapsed()),
+            Login::Refused(line) if line.starts_with("403") => banned_after = Some(answered.len()),
+            Login::Refused(line) if line.starts_with("503") => refused += 1,
+            other => panic!("guess {n} from {addr}: {other:?}"),
+        }
+    }
+    eprintln!(
+        "{} guesses answered, {refused} refused with 503, banned after {banned_after:?}, in {:?}",
+        answered.len(),
+        started.elapsed()
+    );
+    let answered_before_ban = banned_after.expect("the guessing prefix was banned");
+    assert!(answered_before_ban <= 20, "{answered_before_ban} guesses");
+    // Past the free budget, guesses are answered no faster than one a second.
+    let free = 5;
+    if answered.len() > free + 1 {
+        let slow = &answered[free..];
+        let span = slow[slow.len() - 1] - slow[0];
+        assert!(
+            span >= SECS(slow.len() as u64 - 2),
+            "{} guesses in {span:?}",
+            slow.len()
+        );
+    }
+    let list = wait_for_line(&sb.ban_list(), "127.0.7.0/24", SECS(10));
+    assert!(list.lines().any(|l| l == "127.0.7.0/24"), "{list}");
+    // Everyone in that /24 is refused, at once; the known laptop, and a newcomer from
+    // elsewhere, still log in.
+    match login_from("127.0.7.200", port, "secret", SECS(5)) {
+        Login::Refused(line) => assert!(line.starts_with("403"), "{line}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(login_from("127.0.0.1", port, "secret", SECS(5)).confirmed());
+    let mut newcomer = None;
+    for _ in 0..10 {
+        match login_from("127.0.9.1", port, "secret", SECS(5)) {
+            Login::Refused(line) if line.starts_with("503") => thread::sleep(SECS(1)),
+            other => {
+                newcomer = Some(other);
+                break;
+            }
+        }
+    }
+    assert!(
+        newcomer.as_ref().is_some_and(Login::confirmed),
+        "{newcomer:?}"
+    );
+    server.stop();
+}
+
+#[test]
+fn failures_from_thousands_of_addresses_leave_the_ban_list_bounded() {
+    let sb = Sandbox::new();
+    let port = free_port();
+    let p = port.to_string();
+    let mut server = sb.spawn(&["-d", "tone:440", "-u", &p, "-p", "pw", "-r", "1"]);
+    server.wait_for("listening on", SECS(10));
+    let rss_idle = server.rss_kib();
+    // One bad line from each of 3000 addresses, each in a /24 of its own, then three from one
+    // /24: each address is banned, and that /24 as a whole.
+    let addrs = (0..3000u32)
+        .map(|i| format!("127.{}.{}.1", 50 + i / 256, i % 256))
+        .chain((1..=3).map(|i| format!("127.200.0.{i}")));
+    let mut sent = 0;
+    for a in addrs {
+        if let Ok(mut t) = connect_from(&a, port) {
+            let _ = t.write_all(b"GET / HTTP/1.1\n");
+            let answer = read_line(&mut t, SECS(5)).unwrap_or_default();
+            assert!(
+                answer.starts_with("400") || answer.starts_with("503"),
+                "{a}: {answer:?}"
+            );
+            sent += 1;
+        }
+    }
+    assert!(sent >= 3000);
+    let text = wait_for_line(&sb.ban_list(), "127.200.0.0/24", SECS(10));
+    let rss = server.rss_kib();
+    eprintln!(
+        "ban list: {} lines, {} bytes; server RSS {rss_idle} KiB idle, {rss} KiB after",
+        text.lines().count(),
+        text.len()
+    );
+    assert!(text.lines().any(|l| l == "127.200.0.0/24"), "{text}");
+    assert!(text.lines().count() >= 2900 && text.len() < 1 << 20);
+    assert!(rss < rss_idle + 16 * 1024, "RSS {rss_idle} -> {rss} KiB");
+    // A hand edit is still picked up: unban one and it is gone from the file the server keeps.
+    let (code, out, _) = sb.run(&["--unban", "127.200.0.0/24"], SECS(10));
+    assert_eq!(code, 0);
+    assert!(out.contains("unbanned 127.200.0.0/24"), "{out}");
+    assert!(login_from("127.200.0.9", port, "pw", SECS(5)).confirmed());
+    server.stop();
+}
+
+/// What a rogue server does after the client's key confirmation.
+#[derive(Clone, Copy, Debug)]
+enum Rogue {
+    Silent,
+    Closes,
+    Garbles,
+}
+
+/// A server that knows no password: it runs the PAKE with a guess, takes the client's key
+/// confirmation (enough to test one guess offline) and then behaves as `how`. Returns its port
+/// and the number of connections it has had.
+fn rogue_server(how: Rogue) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut t) = stream else { continue };
+            seen.fetch_add(1, Ordering::SeqCst);
+            thread::spawn(move || {
+                let client_line = read_line(&mut t, SECS(5)).unwrap_or_default();
+                let ours = "ECHOWARP/1.1 rogue\n";
+                let _ = t.write_all(ours.as_bytes());
+                let mut dec = FrameDecoder::new();
+                let mut hs = ServerHandshake::new("a guess", &client_line, ours);
+                let Some(Message::Pake(m)) = read_frame(&mut t, &mut dec, None, SECS(5)) else {
+                    return;
+                };
+                let Ok(reply) = hs.handle_client_pake(&m) else {
+                    return;
+                };
+                send_frame(&mut t, &Message::Pake(reply));
+                let Some(Message::Confirm(_)) = read_frame(&mut t, &mut dec, None, SECS(5)) else {
+                    return;
+                };
+                match how {
+                    Rogue::Silent => thread::sleep(SECS(30)),
+                    Rogue::Closes => {}
+                    Rogue::Garbles => {
+                        send_frame(&mut t, &Message::UdpReady);
+                        thread::sleep(SECS(2));
+                    }
+                }
+            });
+        }
+    });
+    (port, count)
+}
+
+#[test]
+fn a_rogue_server_gets_one_guess_per_client_start() {
+    let sb = Sandbox::new();
+    let runs: Vec<_> = [Rogue::Silent, Rogue::Closes, Rogue::Garbles]
+        .into_iter()
+        .map(|how| {
+            let (port, count) = rogue_server(how);
+            let p = port.to_string();
+            // -r 0: reconnect for ever, as a tray client does.
+            let client = sb.spawn(&[
+                "-c",
+                "-a",
+                "127.0.0.1",
+                "-u",
+                &p,
+                "-p",
+                "pw",
+                "-r",
+                "0",
+                "-d",
+                "null",
+            ]);
+            (how, client, count)
+        })
+        .collect();
+    for (how, mut client, count) in runs {
+        let status = client.wait_timeout(SECS(20));
+        let err = client.stderr();
+        assert_eq!(status.code(), Some(3), "{how:?}: {err}");
+        assert!(
+            err.contains("error: 401 Unauthorized (Invalid password)")
+                && err.contains("the server did not confirm the password"),
+            "{how:?}: {err}"
+        );
+        thread::sleep(Duration::from_millis(500));
+        assert_eq!(count.load(Ordering::SeqCst), 1, "{how:?}: connections");
+    }
+}
+
+/// A network namespace of the test's own, with a public IPv4 and IPv6 address on its loopback.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Self {
+        let name = format!("ew-{tag}-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("run ip");
+            assert!(
+                out.status.success(),
+                "ip {args:?} (needs root and iproute2): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &name]);
+        let ns = Self(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        ip(&["-n", &ns.0, "addr", "add", "203.0.113.1/32", "dev", "lo"]);
+        ip(&[
+            "-n",
+            &ns.0,
+            "-6",
+            "addr",
+            "add",
+            "2001:db8::1/128",
+            "dev",
+            "lo",
+            "nodad",
+        ]);
+        ns
+    }
+
+    fn wrapper(&self) -> [&str; 4] {
+        ["ip", "netns", "exec", &self.0]
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn a_server_without_a_password_serves_local_networks_only_unless_allowed() {
+    let ns = Netns::new("anon");
+    let sb = Sandbox::new();
+    let w = ns.wrapper();
+    let client = |addr: &str| {
+        let c = sb.command_via(
+            &w,
+            &["-c", "-a", addr, "-u", "4415", "-d", "null", "-r", "1"],
+        );
+        Proc::spawn(c, &["client of", addr])
+    };
+    let mut server = Proc::spawn(
+        sb.command_via(&w, &["-d", "tone:440", "-u", "4415"]),
+        &["server"],
+    );
+    server.wait_for("listening on", SECS(10));
+    assert!(
+        server
+            .stderr()
+            .contains("no password: anyone on a local network"),
+        "{}",
+        server.stderr()
+    );
+    for public in ["203.0.113.1", "2001:db8::1"] {
+        let mut c = client(public);
+        let status = c.wait_timeout(SECS(20));
+        assert_eq!(status.code(), Some(4), "{public}: {}", c.stderr());
+        assert!(
+            c.stderr().contains(
+                "error: 403 Forbidden (Password required from outside the local network)"
+            ),
+            "{}",
+            c.stderr()
+        );
+    }
+    let mut local = client("127.0.0.1");
+    local.wait_for("connected to", SECS(10));
+    local.stop();
+    server.stop();
+
+    let mut open = Proc::spawn(
+        sb.command_via(&w, &["-d", "tone:440", "-u", "4415", "--allow-anonymous"]),
+        &["server --allow-anonymous"],
+    );
+    open.wait_for("listening on", SECS(10));
+    assert!(open
+        .stderr()
+        .contains("from any address (--allow-anonymous)"));
+    let mut c = client("203.0.113.1");
+    c.wait_for("connected to", SECS(10));
+    c.stop();
+    open.stop();
+}
