@@ -49,6 +49,9 @@ LIBOPUS_LIB_DIR="$PWD/target/no-libopus" cargo clippy --all-targets --locked --t
 echo "== the Windows exe (release, $windows)"
 cargo build --release --locked --target "$windows"
 export ECHOWARP_WINDOWS_EXE="$PWD/target/$windows/release/echowarp.exe"
+echo "== the Linux binary (release: the hostile-peer tests attack it; the .deb packages it)"
+cargo build --release --locked
+export ECHOWARP_RELEASE_BIN="$PWD/target/release/echowarp"
 echo "== cargo test (tests/windows.rs runs that exe under Wine)"
 # pipefail makes a failing test fail the script even through tee.
 cargo test --locked --all-targets --features wine-tests 2>&1 | tee /tmp/echowarp-test.log

@@ -48,7 +48,7 @@ fn received(sock: &UdpSocket, wait: Duration) -> usize {
 
 #[test]
 fn hostile_traffic_leaves_the_legitimate_stream_exact() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::release();
     let want = write_test_wav(&sb.path("in.wav"), 4.0, 48_000, 2);
     let port: u16 = free_port();
     let p = port.to_string();

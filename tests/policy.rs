@@ -77,7 +77,7 @@ fn wait_for_line(path: &std::path::Path, line: &str, within: Duration) -> String
 
 #[test]
 fn idle_and_trickling_sources_are_penalised_and_a_login_still_gets_in() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::release();
     let port = free_port();
     let p = port.to_string();
     let mut server = sb.spawn(&["-d", "tone:440", "-u", &p, "-p", "pw", "-w", "64", "-v"]);
@@ -134,7 +134,7 @@ fn idle_and_trickling_sources_are_penalised_and_a_login_still_gets_in() {
 
 #[test]
 fn guessing_from_rotating_addresses_is_slowed_and_its_prefix_banned() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::release();
     let port = free_port();
     let p = port.to_string();
     let mut server = sb.spawn(&["-d", "tone:440", "-u", &p, "-p", "secret", "-w", "8"]);
@@ -204,7 +204,7 @@ fn guessing_from_rotating_addresses_is_slowed_and_its_prefix_banned() {
 
 #[test]
 fn failures_from_thousands_of_addresses_leave_the_ban_list_bounded() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::release();
     let port = free_port();
     let p = port.to_string();
     let mut server = sb.spawn(&["-d", "tone:440", "-u", &p, "-p", "pw", "-r", "1"]);
@@ -298,7 +298,7 @@ fn rogue_server(how: Rogue) -> (u16, Arc<AtomicUsize>) {
 
 #[test]
 fn a_rogue_server_gets_one_guess_per_client_start() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::release();
     let runs: Vec<_> = [Rogue::Silent, Rogue::Closes, Rogue::Garbles]
         .into_iter()
         .map(|how| {
@@ -381,7 +381,7 @@ impl Drop for Netns {
 #[test]
 fn a_server_without_a_password_serves_local_networks_only_unless_allowed() {
     let ns = Netns::new("anon");
-    let sb = Sandbox::new();
+    let sb = Sandbox::release();
     let w = ns.wrapper();
     let client = |addr: &str| {
         let c = sb.command_via(

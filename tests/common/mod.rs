@@ -19,13 +19,31 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_echowarp");
 /// A sandbox: XDG folders and HOME in a temporary directory.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
+    /// The binary it runs.
+    pub bin: PathBuf,
 }
 
 impl Sandbox {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().expect("tempdir"),
+            bin: PathBuf::from(BIN),
         }
+    }
+
+    /// A sandbox that runs the release build named by `ECHOWARP_RELEASE_BIN` (the test command
+    /// builds it first), so that attacks meet the binary users run; without it, the test build.
+    pub fn release() -> Self {
+        let mut sb = Self::new();
+        if let Some(bin) = std::env::var_os("ECHOWARP_RELEASE_BIN") {
+            sb.bin = PathBuf::from(bin);
+            assert!(
+                sb.bin.is_file(),
+                "ECHOWARP_RELEASE_BIN: {}",
+                sb.bin.display()
+            );
+        }
+        sb
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -45,10 +63,10 @@ impl Sandbox {
         let mut c = match wrapper.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
-                c.args(rest).arg(BIN);
+                c.args(rest).arg(&self.bin);
                 c
             }
-            None => Command::new(BIN),
+            None => Command::new(&self.bin),
         };
         c.args(args)
             .current_dir(self.dir.path())
