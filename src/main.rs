@@ -60,7 +60,8 @@ fn device_lines() -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn run(args: Args, no_args: bool) -> Result<Outcome, CliError> {
+fn run(mut args: Args, no_args: bool) -> Result<Outcome, CliError> {
+    args.password = cli::password_from(&args, &mut std::io::stdin().lock())?;
     if args.device_encoding_names.is_some() || args.ignore_device_encoding_names {
         eprintln!("note: device names are Unicode in this EchoWarp; -e and --ignore-device-encoding-names have no effect");
     }
@@ -90,7 +91,14 @@ fn run(args: Args, no_args: bool) -> Result<Outcome, CliError> {
         let stdin = std::io::stdin();
         let mut input = stdin.lock();
         let mut out = std::io::stdout();
-        match interactive::setup(profile, &mut input, &mut out, &device_lines()) {
+        // On a terminal the password is typed with echo off; piped input is read as it comes.
+        let mut hidden = || rpassword::read_password().map(Some);
+        let secret: Option<interactive::SecretReader> = if std::io::stdin().is_terminal() {
+            Some(&mut hidden)
+        } else {
+            None
+        };
+        match interactive::setup(profile, &mut input, &mut out, secret, &device_lines()) {
             Ok(Some(choice)) => {
                 profile = choice.profile;
                 if choice.save && save_to.is_none() {

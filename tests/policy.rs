@@ -432,3 +432,53 @@ fn a_server_without_a_password_serves_local_networks_only_unless_allowed() {
     c.stop();
     open.stop();
 }
+
+#[test]
+fn a_password_from_stdin_or_the_environment_stays_out_of_the_process_list() {
+    let sb = Sandbox::release();
+    let port = free_port();
+    let p = port.to_string();
+    let secret = "correct horse from a pipe";
+    let mut cmd = sb.command(&["-d", "tone:440", "-u", &p, "-p", "-"]);
+    cmd.stdin(std::process::Stdio::piped());
+    let mut server = Proc::spawn(cmd, &["server", "-p", "-"]);
+    let mut stdin = server.child.stdin.take().expect("stdin");
+    stdin
+        .write_all(format!("{secret}\n").as_bytes())
+        .expect("write the password");
+    server.wait_for("listening on", SECS(10));
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", server.pid())).expect("cmdline");
+    assert!(!String::from_utf8_lossy(&cmdline).contains("horse"));
+    // The line read is the password, without its newline.
+    assert!(login_from("127.0.0.1", port, secret, SECS(5)).confirmed());
+    assert!(matches!(
+        login_from("127.0.0.1", port, &format!("{secret}\n"), SECS(5)),
+        Login::WrongPassword
+    ));
+
+    let client_args = ["-c", "-a", "127.0.0.1", "-u", &p, "-d", "null", "-r", "1"];
+    let mut with_env = sb.command(&client_args);
+    with_env.env("ECHOWARP_PASSWORD", secret);
+    let mut client = Proc::spawn(with_env, &client_args);
+    client.wait_for("connected to", SECS(10));
+    client.stop();
+    // -p wins over the environment.
+    let mut wrong = sb.command(&[&client_args[..], &["-p", "not it"]].concat());
+    wrong.env("ECHOWARP_PASSWORD", secret);
+    let mut client = Proc::spawn(wrong, &client_args);
+    let status = client.wait_timeout(SECS(20));
+    assert_eq!(status.code(), Some(3), "{}", client.stderr());
+    // `-p -` with nothing on standard input is bad usage.
+    let (code, _, err) = sb.run(
+        &client_args
+            .iter()
+            .copied()
+            .chain(["-p", "-"])
+            .collect::<Vec<_>>(),
+        SECS(10),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("-p -"), "{err}");
+    drop(stdin);
+    server.stop();
+}

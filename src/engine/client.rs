@@ -113,7 +113,7 @@ fn connect(cfg: &ClientConfig) -> Result<Session, Failure> {
         ConnError::Wire(w) => Failure::Fatal(EngineError::Protocol(w.to_string())),
         other => Failure::Retry(format!("handshake: {other}")),
     };
-    let (mut hs, msg) = ClientHandshake::start(&cfg.password, &our_line, &server_line);
+    let (mut hs, msg) = ClientHandshake::start(cfg.password.expose(), &our_line, &server_line);
     conn.send(&Message::Pake(msg)).map_err(lost)?;
     let tag = match conn.expect(deadline).map_err(lost)? {
         Message::Pake(m) => hs

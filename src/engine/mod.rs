@@ -47,8 +47,8 @@ pub struct ServerConfig {
     pub device: DeviceSpec,
     /// Capture an input, or what an output plays.
     pub device_kind: DeviceKind,
-    /// Shared password ("" for none).
-    pub password: String,
+    /// Shared password (empty for none).
+    pub password: crate::protocol::Password,
     /// Datagram protection.
     pub mode: SecurityMode,
     /// Clients served at once.
@@ -101,8 +101,8 @@ pub struct ClientConfig {
     pub port: u16,
     /// Where to play.
     pub device: DeviceSpec,
-    /// Shared password ("" for none).
-    pub password: String,
+    /// Shared password (empty for none).
+    pub password: crate::protocol::Password,
     /// Connection attempts before giving up (0: forever).
     pub reconnect_attempts: u32,
     /// Jitter buffer depth.

@@ -587,7 +587,7 @@ fn handshake(
         ConnError::TimedOut => HandshakeFailure::TimedOut,
         other => HandshakeFailure::Gone(other.to_string()),
     };
-    let mut hs = ServerHandshake::new(&shared.cfg.password, client_line, our_line);
+    let mut hs = ServerHandshake::new(shared.cfg.password.expose(), client_line, our_line);
     let Message::Pake(m) = conn.expect(deadline).map_err(gone)? else {
         return Err(HandshakeFailure::Malformed(
             "expected the PAKE message".into(),

@@ -46,9 +46,13 @@ fn finish(
     if peer_msg.len() != PAKE_MSG_LEN {
         return Err(HandshakeError::BadMessage);
     }
-    let shared = state
-        .finish(peer_msg)
-        .map_err(|_| HandshakeError::BadMessage)?;
+    // The PAKE output is wiped once the keys are derived (the `spake2` crate wipes none of its
+    // own state: its secret scalar and password copy go when `state` is consumed here).
+    let shared = zeroize::Zeroizing::new(
+        state
+            .finish(peer_msg)
+            .map_err(|_| HandshakeError::BadMessage)?,
+    );
     let t = transcript(&[lines.0.as_bytes(), lines.1.as_bytes(), msgs.0, msgs.1]);
     Ok(SessionKeys::derive(&shared, &t))
 }
@@ -60,7 +64,7 @@ pub struct ClientHandshake {
     state: Option<Spake2<Ed25519Group>>,
     msg: Vec<u8>,
     lines: (String, String),
-    pending: Option<(SessionKeys, [u8; 32])>,
+    pending: Option<(SessionKeys, zeroize::Zeroizing<[u8; 32]>)>,
 }
 
 impl ClientHandshake {
@@ -84,7 +88,7 @@ impl ClientHandshake {
         let state = self.state.take().ok_or(HandshakeError::BadMessage)?;
         let lines = (self.lines.0.as_str(), self.lines.1.as_str());
         let (keys, c) = finish(state, msg, lines, (&self.msg, msg))?;
-        self.pending = Some((keys, c.server));
+        self.pending = Some((keys, zeroize::Zeroizing::new(c.server)));
         Ok(c.client)
     }
 
@@ -106,7 +110,7 @@ impl ClientHandshake {
 /// `handle_client_confirm` (which answers with the server's confirmation).
 #[derive(Debug)]
 pub struct ServerHandshake {
-    password: zeroize::Zeroizing<String>,
+    password: super::Password,
     lines: (String, String),
     pending: Option<(SessionKeys, Confirmations)>,
 }
@@ -115,7 +119,7 @@ impl ServerHandshake {
     /// Prepares a server handshake for the two identification lines as sent.
     pub fn new(password: &str, client_line: &str, server_line: &str) -> Self {
         Self {
-            password: zeroize::Zeroizing::new(password.to_owned()),
+            password: super::Password::from(password),
             lines: (client_line.to_owned(), server_line.to_owned()),
             pending: None,
         }
@@ -126,7 +130,7 @@ impl ServerHandshake {
     /// # Errors
     /// [`HandshakeError::BadMessage`] for a malformed message.
     pub fn handle_client_pake(&mut self, msg: &[u8]) -> Result<Vec<u8>, HandshakeError> {
-        let (state, ours) = start(&self.password, false);
+        let (state, ours) = start(self.password.expose(), false);
         let lines = (self.lines.0.as_str(), self.lines.1.as_str());
         self.pending = Some(finish(state, msg, lines, (msg, &ours))?);
         Ok(ours)

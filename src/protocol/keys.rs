@@ -65,13 +65,20 @@ pub struct SessionKeys {
     pub server_to_client: DirectionKeys,
 }
 
-/// The two key-confirmation tags: each side sends its own and checks the other's.
-#[derive(Debug)]
+/// The two key-confirmation tags: each side sends its own and checks the other's. The server's
+/// is a secret until sent (it proves the password), so both are wiped on drop.
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct Confirmations {
     /// Sent by the client.
     pub client: [u8; 32],
     /// Sent by the server.
     pub server: [u8; 32],
+}
+
+impl std::fmt::Debug for Confirmations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Confirmations(..)")
+    }
 }
 
 /// Hashes the handshake's public inputs, each length-prefixed so that no two transcripts collide.

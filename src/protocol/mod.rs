@@ -11,7 +11,10 @@ pub mod frame;
 pub mod handshake;
 pub mod ident;
 pub mod keys;
+pub mod password;
 pub mod replay;
+
+pub use password::Password;
 
 /// Protocol major version: peers with a different major cannot talk (409).
 pub const PROTOCOL_MAJOR: u16 = 1;

@@ -71,7 +71,7 @@ pub fn import(text: &str, path: &Path) -> Result<Profile, StoreError> {
             }
             "socket_buffer_size" => p.socket_buffer_size = number()?,
             "device_id" => p.device = number()?.to_string(),
-            "password" => p.password = value.to_owned(),
+            "password" => p.password = value.into(),
             "server_address" => p.server_address = value.to_owned(),
             "reconnect_attempt" => p.reconnect_attempts = number()?,
             "is_ssl" => p.encryption = boolean()?,
@@ -106,7 +106,7 @@ mod tests {
         assert_eq!(p.port, 6532);
         assert_eq!(p.socket_buffer_size, 10240);
         assert_eq!(p.device, "1");
-        assert_eq!(p.password, "mysecretpassword");
+        assert_eq!(p.password.expose(), "mysecretpassword");
         assert_eq!(p.server_address, "192.168.1.5");
         assert_eq!(p.reconnect_attempts, 15);
         assert!(p.error_log && p.encryption && p.integrity);

@@ -91,8 +91,8 @@ pub struct Profile {
     pub device: String,
     /// Input or output device.
     pub device_kind: DeviceKind,
-    /// Shared password ("" for none).
-    pub password: String,
+    /// Shared password (empty for none).
+    pub password: crate::protocol::Password,
     /// Server: encrypt audio.
     pub encryption: bool,
     /// Server, encryption off: tag every packet.
@@ -125,7 +125,7 @@ impl Default for Profile {
             server_address: String::new(),
             device: "default".to_owned(),
             device_kind: DeviceKind::Input,
-            password: String::new(),
+            password: crate::protocol::Password::default(),
             encryption: true,
             integrity: false,
             reconnect_attempts: 5,
@@ -380,7 +380,7 @@ impl Profile {
             addr = q(&self.server_address),
             device = q(&self.device),
             kind = q(self.device_kind.name()),
-            password = q(&self.password),
+            password = q(self.password.expose()),
             encryption = self.encryption,
             integrity = self.integrity,
             reconnect = self.reconnect_attempts,

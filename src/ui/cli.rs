@@ -1,12 +1,13 @@
 //! The command line (DESIGN.md §3.1): EchoWarp 0.4's flags in both spellings, settings layered
 //! as defaults < profile < flags, exit codes that name the problem and the remedy.
 
-use std::io::IsTerminal;
+use std::io::{BufRead, IsTerminal};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use zeroize::Zeroizing;
 
 use crate::audio::{DeviceKind, DeviceSpec};
 use crate::engine::{
@@ -14,6 +15,7 @@ use crate::engine::{
     Stats,
 };
 use crate::protocol::frame::SecurityMode;
+use crate::protocol::Password;
 use crate::store::bans::BanList;
 use crate::store::paths;
 use crate::store::profile::{CodecName, Profile, Role};
@@ -91,9 +93,10 @@ pub struct Args {
         value_name = "DEVICE"
     )]
     pub device: Option<String>,
-    /// Shared password (never sent over the network)
+    /// Shared password (never sent over the network); `-p -` reads it from a line on standard
+    /// input, and without -p it is taken from ECHOWARP_PASSWORD if set
     #[arg(short = 'p', long = "password")]
-    pub password: Option<String>,
+    pub password: Option<crate::protocol::Password>,
     /// Server: encrypt audio (the default; accepted for compatibility)
     #[arg(long = "ssl")]
     pub ssl: bool,
@@ -279,6 +282,44 @@ impl From<EngineError> for CliError {
         }
     }
 }
+
+/// Where a password given outside the profile comes from, the first that is set: `-p`, where
+/// `-p -` reads one line from `stdin` (so that it stays out of the process list and the shell's
+/// history), then the `ECHOWARP_PASSWORD` environment variable. Called once at start, its
+/// answer replaces `args.password`, so a profile reloaded later does not read again.
+///
+/// # Errors
+/// [`CliError`] (exit 2) when `-p -` finds no line or the variable is not valid Unicode.
+pub fn password_from(args: &Args, stdin: &mut dyn BufRead) -> Result<Option<Password>, CliError> {
+    match &args.password {
+        Some(p) if p.expose() == "-" => {
+            // Room for any sane password, so that reading does not reallocate and leave a copy.
+            let mut line = Zeroizing::new(String::with_capacity(1024));
+            let n = stdin
+                .read_line(&mut line)
+                .map_err(|e| CliError::usage(format!("-p -: reading standard input: {e}")))?;
+            if n == 0 {
+                return Err(CliError::usage(
+                    "-p -: standard input ended before a line with the password",
+                ));
+            }
+            let end = line.trim_end_matches(['\n', '\r']).len();
+            line.truncate(end);
+            Ok(Some(Password::new(std::mem::take(&mut *line))))
+        }
+        Some(p) => Ok(Some(p.clone())),
+        None => match std::env::var(PASSWORD_ENV) {
+            Ok(v) => Ok(Some(Password::new(v))),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(CliError::usage(format!(
+                "{PASSWORD_ENV} is not valid Unicode"
+            ))),
+        },
+    }
+}
+
+/// The environment variable a password can come from (after `-p`, before the profile).
+pub const PASSWORD_ENV: &str = "ECHOWARP_PASSWORD";
 
 /// Builds the effective profile: the profile file (-f, else the saved one), then the flags.
 ///
@@ -650,4 +691,76 @@ pub fn run_engine(role: EngineRole, quiet: bool, stats_json: bool) -> Result<Out
     drop(handle);
     drop(stop_guard);
     Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::handshake::{ClientHandshake, ServerHandshake};
+    use crate::ui::interactive;
+
+    const CANARY: &str = "hunter2-canary";
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["echowarp", "-p", CANARY];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).expect("valid arguments")
+    }
+
+    #[test]
+    fn no_config_or_profile_type_prints_the_password() {
+        let mut shown = Vec::new();
+        for role in [Role::Server, Role::Client] {
+            let a = args(&["-a", "host.lan"]);
+            let p = Profile {
+                role,
+                server_address: "host.lan".into(),
+                device: "null".into(),
+                password: Password::from(CANARY),
+                ..Profile::default()
+            };
+            shown.push(format!("{a:?}"));
+            shown.push(format!("{p:?}"));
+            shown.push(format!("{:?}", engine_role(&p, &a).expect("a role")));
+        }
+        let choice = interactive::setup(
+            Profile::default(),
+            &mut format!("server\n\n\n\n{CANARY}\n\n\n\n\n\n").as_bytes(),
+            &mut Vec::new(),
+            None,
+            &[],
+        )
+        .expect("no I/O error")
+        .expect("completed");
+        assert_eq!(choice.profile.password.expose(), CANARY);
+        shown.push(format!("{choice:?}"));
+        let (client, _) = ClientHandshake::start(CANARY, "a\n", "b\n");
+        shown.push(format!("{client:?}"));
+        shown.push(format!("{:?}", ServerHandshake::new(CANARY, "a\n", "b\n")));
+        for text in &shown {
+            assert!(!text.contains(CANARY), "{text}");
+        }
+        assert!(shown[0].contains("[redacted]"), "{}", shown[0]);
+    }
+
+    #[test]
+    fn a_password_comes_from_the_flag_a_line_of_stdin_or_the_environment() {
+        let none: &[u8] = b"";
+        let got = |a: &Args, mut stdin: &[u8]| {
+            password_from(a, &mut stdin).map(|p| p.map(|p| p.expose().to_owned()))
+        };
+        assert_eq!(got(&args(&[]), none).ok(), Some(Some(CANARY.to_owned())));
+        let dash = Args::try_parse_from(["echowarp", "-p", "-"]).expect("valid");
+        assert_eq!(
+            got(&dash, b"from stdin\r\nnot this\n").ok(),
+            Some(Some("from stdin".to_owned()))
+        );
+        assert_eq!(
+            got(&dash, b"last line").ok(),
+            Some(Some("last line".to_owned()))
+        );
+        let err = got(&dash, none).expect_err("no line");
+        assert_eq!(err.code, EXIT_USAGE);
+        assert!(err.message.contains("-p -"), "{}", err.message);
+    }
 }

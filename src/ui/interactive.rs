@@ -1,9 +1,13 @@
 //! Interactive setup (`-I`): asks for each setting, Enter keeps the value shown, end of input
-//! cancels cleanly. Reads from any `BufRead`, so tests drive it with plain bytes.
+//! cancels cleanly. Reads from any `BufRead`, so tests drive it with plain bytes; the password
+//! goes through a separate reader, which on a terminal turns echo off.
 
 use std::io::{self, BufRead, Write};
 
+use zeroize::Zeroizing;
+
 use crate::audio::{DeviceKind, DeviceSpec};
+use crate::protocol::Password;
 use crate::store::profile::{Profile, Role};
 
 /// What the user chose.
@@ -15,9 +19,13 @@ pub struct Choice {
     pub save: bool,
 }
 
+/// Reads one secret answer without showing it (`Ok(None)` at end of input).
+pub type SecretReader<'a> = &'a mut dyn FnMut() -> io::Result<Option<String>>;
+
 struct Prompter<'a> {
     input: &'a mut dyn BufRead,
     out: &'a mut dyn Write,
+    secret: Option<SecretReader<'a>>,
 }
 
 /// End of input: the user closed the terminal or pressed Ctrl-D.
@@ -38,6 +46,31 @@ impl Prompter<'_> {
         } else {
             answer.to_owned()
         }))
+    }
+
+    /// Asks for a password: through the secret reader when there is one (nothing is echoed),
+    /// else as any other answer.
+    fn ask_secret(
+        &mut self,
+        question: &str,
+        default: &str,
+    ) -> Result<Result<Zeroizing<String>, Eof>, io::Error> {
+        let Some(read) = self.secret.as_mut() else {
+            return Ok(self.ask(question, default)?.map(Zeroizing::new));
+        };
+        write!(self.out, "{question} [{default}] (not shown): ")?;
+        self.out.flush()?;
+        let Some(line) = read()? else {
+            writeln!(self.out)?;
+            return Ok(Err(Eof));
+        };
+        let line = Zeroizing::new(line);
+        let answer = line.trim();
+        Ok(Ok(Zeroizing::new(if answer.is_empty() {
+            default.to_owned()
+        } else {
+            answer.to_owned()
+        })))
     }
 
     /// Asks until `parse` accepts the answer.
@@ -86,17 +119,20 @@ macro_rules! answer {
 }
 
 /// Runs the setup dialogue from `base`. `Ok(None)` when input ended before the last question.
+/// The password is read through `secret` when given (a terminal with echo off), else from
+/// `input` like every other answer.
 ///
 /// # Errors
 /// I/O errors on the terminal.
-pub fn setup(
+pub fn setup<'a>(
     base: Profile,
-    input: &mut dyn BufRead,
-    out: &mut dyn Write,
+    input: &'a mut dyn BufRead,
+    out: &'a mut dyn Write,
+    secret: Option<SecretReader<'a>>,
     devices: &[String],
 ) -> io::Result<Option<Choice>> {
     let mut p = base;
-    let mut q = Prompter { input, out };
+    let mut q = Prompter { input, out, secret };
     writeln!(
         q.out,
         "EchoWarp setup. Press Enter to keep the value in brackets."
@@ -171,18 +207,11 @@ pub fn setup(
     } else {
         "keep"
     };
-    let pw = answer!(
-        q.ask_parsed("Password (none for no password)", pw_shown, |a| Ok::<
-            _,
-            String,
-        >(
-            a.to_owned()
-        ))
-    );
+    let pw = answer!(q.ask_secret("Password (none for no password)", pw_shown));
     match pw.as_str() {
         "keep" => {}
-        "none" => p.password.clear(),
-        other => p.password = other.to_owned(),
+        "none" => p.password = Password::default(),
+        other => p.password = Password::from(other),
     }
     if p.role == Role::Server && p.password.is_empty() {
         writeln!(
@@ -227,7 +256,14 @@ mod tests {
 
     fn run(input: &str) -> Option<Choice> {
         let mut out = Vec::new();
-        setup(Profile::default(), &mut input.as_bytes(), &mut out, &[]).expect("no I/O error")
+        setup(
+            Profile::default(),
+            &mut input.as_bytes(),
+            &mut out,
+            None,
+            &[],
+        )
+        .expect("no I/O error")
     }
 
     #[test]
@@ -244,9 +280,34 @@ mod tests {
         assert_eq!(c.profile.server_address, "host.lan");
         assert_eq!(c.profile.port, 5000);
         assert_eq!(c.profile.device, "null");
-        assert_eq!(c.profile.password, "secret");
+        assert_eq!(c.profile.password.expose(), "secret");
         assert_eq!(c.profile.reconnect_attempts, 3);
         assert!(!c.save);
+    }
+
+    #[test]
+    fn the_password_goes_through_the_secret_reader_and_is_never_echoed() {
+        let mut out = Vec::new();
+        let mut asked = 0;
+        let mut secret = || {
+            asked += 1;
+            Ok(Some("s3cret phrase\n".to_owned()))
+        };
+        let c = setup(
+            Profile::default(),
+            &mut "client\nhost.lan\n\n\n3\nn\n".as_bytes(),
+            &mut out,
+            Some(&mut secret),
+            &[],
+        )
+        .expect("no I/O error")
+        .expect("completed");
+        assert_eq!(asked, 1);
+        assert_eq!(c.profile.password.expose(), "s3cret phrase");
+        assert_eq!(c.profile.reconnect_attempts, 3);
+        let shown = String::from_utf8(out).expect("text");
+        assert!(shown.contains("(not shown)"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[test]
