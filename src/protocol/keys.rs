@@ -2,7 +2,7 @@
 //! with BLAKE3 `derive_key`, one label per direction and purpose.
 
 use chacha20poly1305::aead::AeadInOut;
-use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce, Tag};
+use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::coding::ct_eq;
@@ -133,7 +133,8 @@ pub fn nonce_for(counter: u64) -> Nonce {
 
 /// Builds the AEAD for a key.
 pub fn aead(key: &Secret32) -> ChaCha20Poly1305 {
-    ChaCha20Poly1305::new(&Key::from(key.0))
+    // By reference: no copy of the key is left on the stack.
+    ChaCha20Poly1305::new((&key.0).into())
 }
 
 /// The keyed BLAKE3 tag, truncated to [`TAG_LEN`], over `parts` in order.
