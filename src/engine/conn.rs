@@ -347,9 +347,18 @@ impl HeartbeatClock {
         let Some(rtt) = t4.checked_sub(t1).and_then(|d| d.checked_sub(hold)) else {
             return;
         };
-        let t3 = hb.time_us as i64;
-        let t2 = t3 - hold as i64;
-        let offset = ((t2 - t1 as i64) + (t3 - t4 as i64)) / 2;
+        // Peer values are any 64-bit numbers: the sum is taken wide, and an offset beyond i64
+        // is no sample.
+        let (t1, t3, t4, hold) = (
+            i128::from(t1),
+            i128::from(hb.time_us),
+            i128::from(t4),
+            i128::from(hold),
+        );
+        let t2 = t3 - hold;
+        let Ok(offset) = i64::try_from(((t2 - t1) + (t3 - t4)) / 2) else {
+            return;
+        };
         if self.samples.len() == 8 {
             self.samples.pop_front();
         }
@@ -419,6 +428,35 @@ mod tests {
         bogus.echo_time_us = u64::MAX / 2;
         ours.on_peer(&bogus, sent + one_way);
         assert_eq!(ours.rtt(), Some(2 * one_way));
+    }
+
+    #[test]
+    fn wild_stamps_from_the_peer_never_overflow() {
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(2);
+        for (time_us, echo_time_us, hold) in [
+            (1 << 63, 0, 1),
+            (u64::MAX, 0, u32::MAX - 1),
+            (0, 0, 0),
+            (u64::MAX, u64::MAX, 0),
+        ] {
+            let mut ours = HeartbeatClock::new(t0);
+            let hb = Heartbeat {
+                seq: 1,
+                time_us,
+                received: u64::MAX,
+                lost: u64::MAX,
+                echo_time_us,
+                echo_hold_us: hold,
+                anchor: None,
+            };
+            ours.on_peer(&hb, now);
+            // Whatever was taken is a round trip no longer than the time since our start.
+            assert!(!matches!(ours.rtt(), Some(r) if r > Duration::from_secs(2)));
+            // The echo of that stamp goes back as it came.
+            let answer = ours.poll(now, 0, 0).expect("due");
+            assert_eq!(answer.echo_time_us, time_us);
+        }
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub enum DropReason {
     /// Another session's datagram.
     #[error("unknown session")]
     WrongSession,
-    /// A counter seen before, or too old.
+    /// A counter seen before, too old, or (without a tag) too far ahead.
     #[error("replayed")]
     Replayed,
     /// The tag did not verify: forged or damaged.
@@ -255,7 +255,14 @@ impl Opener {
                 return Err(DropReason::BadTag);
             }
         }
-        self.window.commit(h.counter);
+        if tag_len == 0 {
+            // Nothing proves this datagram: its counter may move the window only so far.
+            if !self.window.accept_unauthenticated(h.counter) {
+                return Err(DropReason::Replayed);
+            }
+        } else {
+            self.window.commit(h.counter);
+        }
         Ok((h.kind, payload))
     }
 }
@@ -410,6 +417,31 @@ mod tests {
         let mut buf = [0u8; MAX_DATAGRAM];
         let n = s.seal(Kind::Audio, &[0; 16], &mut buf);
         assert_eq!(o.open(&mut buf[..n]), Err(DropReason::WrongSession));
+    }
+
+    #[test]
+    fn a_spoofed_plain_datagram_with_a_huge_counter_does_not_silence_the_stream() {
+        let (mut s, mut o) = pair(SecurityMode::Plain);
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let mut genuine = |s: &mut Sealer, o: &mut Opener| {
+            let n = s.seal(Kind::Audio, &[0; 16], &mut buf);
+            o.open(&mut buf[..n]).map(|_| ())
+        };
+        for _ in 0..10 {
+            assert_eq!(genuine(&mut s, &mut o), Ok(()));
+        }
+        let mut spoof = [0u8; HEADER_LEN + 16];
+        Header {
+            kind: Kind::Audio,
+            mode: SecurityMode::Plain,
+            session_id: 42,
+            counter: 1 << 60,
+        }
+        .write(&mut spoof);
+        assert_eq!(o.open(&mut spoof), Err(DropReason::Replayed));
+        for _ in 0..100 {
+            assert_eq!(genuine(&mut s, &mut o), Ok(()));
+        }
     }
 
     #[test]
