@@ -59,7 +59,8 @@ fn parse_entry(text: &str) -> Option<IpNet> {
 }
 
 /// How an entry is written: an address alone as EchoWarp 0.4 wrote it, a network in CIDR form.
-fn entry_text(net: &IpNet) -> String {
+/// An entry as the ban list file and the menus show it: an address plain, a network as CIDR.
+pub fn entry_text(net: &IpNet) -> String {
     if net.prefix_len() == net.max_prefix_len() {
         net.addr().to_string()
     } else {
@@ -321,6 +322,11 @@ impl BanList {
             .filter(|n| n.prefix_len() == n.max_prefix_len())
             .map(IpNet::addr)
             .collect()
+    }
+
+    /// Every entry, addresses (as /32 or /128) and networks, oldest first.
+    pub fn nets(&self) -> Vec<IpNet> {
+        self.order.iter().copied().collect()
     }
 
     /// Every entry, addresses and networks, oldest first, as written in the file.

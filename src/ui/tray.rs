@@ -354,7 +354,7 @@ impl App {
         self.view.bans = paths::ban_list_path()
             .ok()
             .and_then(|p| BanList::load(&p).ok())
-            .map(|l| l.list())
+            .map(|l| l.nets())
             .unwrap_or_default();
     }
 
@@ -393,7 +393,7 @@ impl App {
                 self.apply_autostart();
             }
             Action::RefreshDevices => self.refresh_devices(),
-            Action::Unban(ip) => self.edit_bans(|l| l.remove(ip).map(|_| ())),
+            Action::Unban(net) => self.edit_bans(|l| l.remove_entry(&net).map(|_| ())),
             Action::ClearBans => self.edit_bans(|l| l.clear().map(|_| ())),
             Action::EditProfile => {
                 let path = self.profile_path.clone();

@@ -2,8 +2,6 @@
 //! checked, and what each does. Computed without a display, so it is tested without one; the
 //! tray (feature `tray`) only turns it into muda items (testing.md, STYLE.md habit 14).
 
-use std::net::IpAddr;
-
 use crate::engine::Event;
 use crate::store::profile::Role;
 
@@ -46,7 +44,7 @@ pub enum Action {
     /// List the devices again.
     RefreshDevices,
     /// Lift one ban.
-    Unban(IpAddr),
+    Unban(ipnet::IpNet),
     /// Lift every ban.
     ClearBans,
     /// Turn start at login on or off.
@@ -102,8 +100,8 @@ pub struct TrayView {
     pub device: String,
     /// What `--list-devices` offers for the role: (spec, label).
     pub devices: Vec<(String, String)>,
-    /// Banned addresses.
-    pub bans: Vec<IpAddr>,
+    /// Banned addresses (as /32 or /128) and networks.
+    pub bans: Vec<ipnet::IpNet>,
     /// Icon state.
     pub state: TrayState,
     /// The engine runs (or is starting).
@@ -218,7 +216,10 @@ impl TrayView {
                     self.detail = format!("{} · {loss:.1}% loss{latency}", s.format);
                 }
             }
-            Event::Banned(ip) if !self.bans.contains(ip) => self.bans.push(*ip),
+            Event::Banned(ip) if !self.bans.contains(&ipnet::IpNet::from(*ip)) => {
+                self.bans.push(ipnet::IpNet::from(*ip));
+            }
+            Event::BannedNetwork(net) if !self.bans.contains(net) => self.bans.push(*net),
             Event::NoPassword { anyone } => self.no_password = Some(*anyone),
             Event::Stopped(Ok(_)) => {
                 self.state = TrayState::Idle;
@@ -298,9 +299,9 @@ impl TrayView {
             let mut bans: Vec<Item> = self
                 .bans
                 .iter()
-                .map(|ip| Item::Button {
-                    text: format!("Unban {ip}"),
-                    action: Action::Unban(*ip),
+                .map(|net| Item::Button {
+                    text: format!("Unban {}", crate::store::bans::entry_text(net)),
+                    action: Action::Unban(*net),
                     enabled: true,
                 })
                 .collect();
@@ -484,12 +485,20 @@ mod tests {
         );
         assert!(!v.apply(&Event::Stats(stats)), "same figures: no redraw");
         assert_eq!(texts(&v.menu())[2], "Stop");
-        let ip: IpAddr = "10.0.0.7".parse().expect("ip");
+        let ip: std::net::IpAddr = "10.0.0.7".parse().expect("ip");
         assert!(v.apply(&Event::Banned(ip)), "a ban changes the menu");
         assert!(!v.apply(&Event::Banned(ip)), "the same ban twice does not");
         let m = v.menu();
         let bans = submenu(&m, "Banned clients");
         assert_eq!(texts(bans), ["Unban 10.0.0.7", "---", "Clear all"]);
+        let net: ipnet::IpNet = "10.0.1.0/24".parse().expect("net");
+        assert!(v.apply(&Event::BannedNetwork(net)), "a network's ban too");
+        let m = v.menu();
+        let bans = submenu(&m, "Banned clients");
+        assert_eq!(
+            texts(bans),
+            ["Unban 10.0.0.7", "Unban 10.0.1.0/24", "---", "Clear all"]
+        );
         assert!(v.apply(&Event::Stopped(Err(EngineError::Io("port in use".into())))));
         assert_eq!((v.state, v.running), (TrayState::Error, false));
         assert!(v.status_line().ends_with("port in use"));
