@@ -83,6 +83,9 @@ pub(crate) struct Limits {
     /// A prefix is banned as a whole once this many of its addresses have failed and it has
     /// failed twice the threshold in all.
     pub(crate) prefix_ban_addrs: usize,
+    /// A prefix's failures toward its ban (and toward being a newcomer again) are forgotten
+    /// one per this long.
+    pub(crate) prefix_ban_forgive: Duration,
     /// Addresses (and, separately, prefixes) remembered at most; the idle oldest go first.
     pub(crate) max_tracked: usize,
     /// An address that logged in skips the slow lane and penalties for this long.
@@ -110,6 +113,7 @@ impl Limits {
             penalty_grace: Duration::from_secs(4),
             ban_threshold,
             prefix_ban_addrs: 3,
+            prefix_ban_forgive: Duration::from_secs(600),
             max_tracked: 4096,
             trust_for: Duration::from_secs(24 * 3600),
         }
@@ -244,6 +248,8 @@ struct State {
     pending: usize,
     server: Bucket,
     lane_next: Instant,
+    /// The next turn of a prefix that has not failed of late.
+    clean_next: Instant,
     rng: u64,
 }
 
@@ -320,6 +326,7 @@ impl Guard {
                 pending: 0,
                 server: Bucket::new(now),
                 lane_next: now,
+                clean_next: now,
                 rng: u64::from_le_bytes(seed) | 1,
             }),
         }
@@ -452,6 +459,19 @@ impl Guard {
         if !server_spent && !prefix_spent {
             return Ok(None);
         }
+        if p.ban_score.level(now, l.prefix_ban_forgive, f64::MAX) <= 0.0 {
+            // A prefix that has not failed of late (a newcomer, not a guesser) goes ahead of
+            // those that have: turns of its own, one a second, each of which moves the shared
+            // lane back by as much, so that both together still give about one a second. A
+            // guessing prefix is clean once, then waits in the lane like the rest.
+            let at = now.max(st.clean_next);
+            if at > now + l.lane_max_wait {
+                return Err(());
+            }
+            st.clean_next = at + l.lane_interval;
+            st.lane_next = st.lane_next.max(now) + l.lane_interval;
+            return Ok((at > now).then_some(at));
+        }
         let at = now.max(lane_next).max(p.next_turn);
         if at > now + l.lane_max_wait {
             return Err(());
@@ -489,7 +509,7 @@ impl Guard {
             .entry(prefix)
             .or_insert_with(|| PrefixState::new(now));
         p.failures.add(now, l.prefix_forgive, l.prefix_free);
-        let score = p.ban_score.add(now, Duration::from_secs(600), f64::MAX);
+        let score = p.ban_score.add(now, l.prefix_ban_forgive, f64::MAX);
         if !p.failing.contains(&ip) && p.failing.len() < 8 {
             p.failing.push(ip);
         }
@@ -712,6 +732,35 @@ mod tests {
         let home = ip("192.168.1.10");
         g.succeeded(home, t0);
         assert_eq!(g.turn(home, now), Ok(None));
+    }
+
+    #[test]
+    fn a_newcomer_goes_ahead_of_guessers_in_the_lane() {
+        let (g, t0) = guard(5);
+        // 26 guessing /24s spend the server's budget and fill the lane.
+        let mut now = t0;
+        for round in 0..4 {
+            for n in 0..26 {
+                let a = ip(&format!("10.{n}.0.1"));
+                if let Ok(t) = g.turn(a, now) {
+                    g.failed(a, t.unwrap_or(now));
+                }
+            }
+            now += S(1) * round;
+        }
+        let guesser = ip("10.3.0.1");
+        let waits = g.turn(guesser, now);
+        assert!(
+            matches!(waits, Err(()) | Ok(Some(_))),
+            "a guesser waits: {waits:?}"
+        );
+        // A prefix that never failed gets the next newcomer's turn, at once; the one after it
+        // a second later; the guessers' next turn moves back.
+        assert_eq!(g.turn(ip("192.0.2.1"), now), Ok(None));
+        assert_eq!(g.turn(ip("198.51.100.1"), now), Ok(Some(now + S(1))));
+        // Once it has failed, it is a newcomer no more.
+        g.failed(ip("192.0.2.1"), now);
+        assert!(!matches!(g.turn(ip("192.0.2.1"), now), Ok(None)));
     }
 
     #[test]
