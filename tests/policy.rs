@@ -5,7 +5,10 @@
 //! bench/attack.py; these tests assert what must hold, by counts.
 
 mod common;
-use common::login::{connect_from, login_from, read_frame, read_line, send_frame, Login};
+use common::login::{
+    connect_between, connect_from, login_between, login_from, read_frame, read_line, send_frame,
+    Login,
+};
 use common::*;
 
 use std::io::{Read, Write};
@@ -364,7 +367,37 @@ impl Netns {
             "lo",
             "nodad",
         ]);
+        // Any address of 2001:db8::/48 is this host's (AnyIP), so a test thread in the
+        // namespace can connect from as many /64s as it likes.
+        ip(&[
+            "-n",
+            &ns.0,
+            "-6",
+            "route",
+            "add",
+            "local",
+            "2001:db8::/48",
+            "dev",
+            "lo",
+        ]);
+        let sysctl = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "sysctl", "-qw"])
+            .arg("net.ipv6.ip_nonlocal_bind=1")
+            .status()
+            .expect("run sysctl");
+        assert!(sysctl.success(), "sysctl net.ipv6.ip_nonlocal_bind");
         ns
+    }
+
+    /// Moves the calling thread into the namespace: the sockets it makes from then on are
+    /// the namespace's (a network namespace belongs to a thread, not to the process).
+    fn enter(name: &str) {
+        let f = std::fs::File::open(format!("/run/netns/{name}")).expect("the namespace");
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&f),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .expect("setns");
     }
 
     fn wrapper(&self) -> [&str; 4] {
@@ -434,12 +467,68 @@ fn a_server_without_a_password_serves_local_networks_only_unless_allowed() {
 }
 
 #[test]
+fn ipv6_sources_are_held_and_banned_per_64() {
+    let ns = Netns::new("v6");
+    let sb = Sandbox::release();
+    let w = ns.wrapper();
+    let mut server = Proc::spawn(
+        sb.command_via(
+            &w,
+            &[
+                "-d", "tone:440", "-u", "4415", "-p", "secret", "-w", "8", "-v",
+            ],
+        ),
+        &["server"],
+    );
+    server.wait_for("listening on", SECS(10));
+    let name = ns.0.clone();
+    let (legit, guessed) = thread::spawn(move || {
+        Netns::enter(&name);
+        let server: std::net::SocketAddr = "[2001:db8::1]:4415".parse().expect("address");
+        // Four addresses of one /64 try to hold three connections each, silently: the /64
+        // gets 8 slots, not 12; a client of another /64 still logs in.
+        let held: Vec<_> = (1..=4)
+            .flat_map(|i| (0..3).map(move |_| format!("2001:db8:0:1::{i}")))
+            .filter_map(|a| connect_between(&a, server).ok())
+            .collect();
+        let legit = login_between("2001:db8:0:2::1", server, "secret", SECS(5)).confirmed();
+        drop(held);
+        // 26 addresses of another /64 guess in turn, until refused as banned.
+        let mut guessed = 0;
+        for n in 0..400 {
+            let a = format!("2001:db8:0:3::{:x}", (n / 4) % 26 + 1);
+            match login_between(&a, server, &format!("guess{n}"), SECS(8)) {
+                Login::WrongPassword => guessed += 1,
+                Login::Refused(line) if line.starts_with("403") => return (legit, Some(guessed)),
+                Login::Refused(_) => thread::sleep(Duration::from_millis(50)),
+                other => panic!("guess {n} from {a}: {other:?}"),
+            }
+        }
+        (legit, None)
+    })
+    .join()
+    .expect("the client thread");
+    assert!(legit, "a client of another /64 was kept out");
+    let log = server.stderr();
+    assert!(
+        log.contains("not admitted: its prefix holds all the slots one prefix may"),
+        "{log}"
+    );
+    let guessed = guessed.expect("the guessing /64 was banned");
+    assert!(guessed <= 20, "{guessed} guesses answered");
+    let list = wait_for_line(&sb.ban_list(), "2001:db8:0:3::/64", SECS(10));
+    assert!(list.lines().any(|l| l == "2001:db8:0:3::/64"), "{list}");
+    server.stop();
+}
+
+#[test]
 fn a_password_from_stdin_or_the_environment_stays_out_of_the_process_list() {
     let sb = Sandbox::release();
     let port = free_port();
     let p = port.to_string();
     let secret = "correct horse from a pipe";
-    let mut cmd = sb.command(&["-d", "tone:440", "-u", &p, "-p", "-"]);
+    // Room for every client below at once: a session that just ended may not be gone yet.
+    let mut cmd = sb.command(&["-d", "tone:440", "-u", &p, "-p", "-", "-w", "8"]);
     cmd.stdin(std::process::Stdio::piped());
     let mut server = Proc::spawn(cmd, &["server", "-p", "-"]);
     let mut stdin = server.child.stdin.take().expect("stdin");

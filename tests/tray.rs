@@ -303,6 +303,7 @@ fn the_tray_menu_starts_and_stops_the_server() {
     let _one = ONE_DESKTOP.lock().unwrap_or_else(|p| p.into_inner());
     let sb = Sandbox::new();
     let desk = Desktop::start(&sb);
+    let (_monitor, monitor_log) = desk.watch_notifications(&sb);
     let port = free_port();
     write_profile(
         &sb,
@@ -328,6 +329,17 @@ fn the_tray_menu_starts_and_stops_the_server() {
     desk.wait_menu_closed();
     tray.wait_for("server on", SECS(10));
     assert!(listening(port));
+    // The profile has no password: one notification says so.
+    wait_until(
+        "no notification that the server has no password",
+        SECS(10),
+        || {
+            std::fs::read_to_string(&monitor_log)
+                .unwrap_or_default()
+                .contains("Anyone on your local networks can listen")
+        },
+        || tray.stderr(),
+    );
 
     // A client receives the tone the tray's server streams.
     let p = port.to_string();

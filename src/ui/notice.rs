@@ -71,7 +71,7 @@ impl Notifier {
             ),
             Event::BannedNetwork(net) => n(
                 "EchoWarp: network banned",
-                format!("{net} is banned: failed logins from several of its addresses; `echowarp --unban {net}` lifts it"),
+                format!("{net} is banned: failed logins from several of its addresses; unban it from the tray menu"),
             ),
             Event::VersionMismatch { peer, detail } => {
                 n("EchoWarp: version mismatch", format!("{peer}: {detail}"))

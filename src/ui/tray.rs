@@ -635,9 +635,12 @@ pub fn run(profile: Result<Profile, CliError>, args: Args) -> Result<(), CliErro
                     let _ = app.notices.send(notice);
                 }
                 let mut changed = app.view.apply(&e);
-                if matches!(e, Event::Banned(_)) {
-                    // The file is the truth (a hand edit may have changed it too).
+                if matches!(e, Event::Banned(_) | Event::BannedNetwork(_)) {
+                    // The file is the truth (a hand edit may have changed it too), but the
+                    // server writes it off the connection path, maybe after this event: the
+                    // new ban is kept even if the file does not hold it yet.
                     app.refresh_bans();
+                    app.view.apply(&e);
                     changed = true;
                 }
                 if changed {

@@ -12,6 +12,12 @@ use echowarp::protocol::keys::{ControlCipher, SessionKeys};
 
 /// A TCP connection to 127.0.0.1:`port` from `local` (any 127.x.y.z).
 pub fn connect_from(local: &str, port: u16) -> std::io::Result<TcpStream> {
+    connect_between(local, ([127, 0, 0, 1], port).into())
+}
+
+/// A TCP connection to `remote` from `local` (an address this host, or this thread's network
+/// namespace, may bind).
+pub fn connect_between(local: &str, remote: SocketAddr) -> std::io::Result<TcpStream> {
     use socket2::{Domain, Socket, Type};
     let local: IpAddr = local.parse().expect("local address");
     let s = Socket::new(
@@ -20,7 +26,6 @@ pub fn connect_from(local: &str, port: u16) -> std::io::Result<TcpStream> {
         None,
     )?;
     s.bind(&SocketAddr::new(local, 0).into())?;
-    let remote: SocketAddr = ([127, 0, 0, 1], port).into();
     s.connect_timeout(&remote.into(), Duration::from_secs(2))?;
     Ok(s.into())
 }
@@ -100,9 +105,14 @@ impl Login {
     }
 }
 
-/// One login from `local` with `password`, every step within `timeout`.
+/// One login from `local` to 127.0.0.1:`port` with `password`, every step within `timeout`.
 pub fn login_from(local: &str, port: u16, password: &str, timeout: Duration) -> Login {
-    let Ok(mut tcp) = connect_from(local, port) else {
+    login_between(local, ([127, 0, 0, 1], port).into(), password, timeout)
+}
+
+/// One login from `local` to `remote` with `password`, every step within `timeout`.
+pub fn login_between(local: &str, remote: SocketAddr, password: &str, timeout: Duration) -> Login {
+    let Ok(mut tcp) = connect_between(local, remote) else {
         return Login::NoAnswer;
     };
     let ours = Ident::ours(None).to_line();
