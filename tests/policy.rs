@@ -2,7 +2,10 @@
 //! source addresses (127.0.0.0/8 on loopback; a network namespace for public ones): idle and
 //! trickling connections, password guessing from rotating addresses, failures from thousands
 //! of addresses, a rogue server, a server without a password. Rates and times are measured by
-//! bench/attack.py; these tests assert what must hold, by counts.
+//! bench/attack.sh; these tests assert what must hold, by counts.
+
+// Network namespaces, /proc and AnyIP routes are Linux's.
+#![cfg(target_os = "linux")]
 
 mod common;
 use common::login::{
