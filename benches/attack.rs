@@ -32,8 +32,7 @@ fn main() {
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::TcpStream;
+    use std::io::{BufRead, BufReader, Write};
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -41,7 +40,7 @@ mod linux {
     use std::thread;
     use std::time::{Duration, Instant};
 
-    use super::login::{connect_from, login_from, read_line, Login};
+    use super::login::{connect_from, login_from, occupy, read_line, Login};
 
     const PASSWORD: &str = "correct horse";
 
@@ -121,44 +120,6 @@ mod linux {
         }
     }
 
-    /// Holds up to 8 connections per address (more than the server allows), idle or trickling
-    /// an identification a byte at a time; reopens what the server closes.
-    fn occupy(
-        addrs: Vec<String>,
-        port: u16,
-        trickle: bool,
-        stop: Arc<AtomicBool>,
-    ) -> thread::JoinHandle<usize> {
-        thread::spawn(move || {
-            let mut made = 0;
-            let mut held: Vec<(TcpStream, usize, usize)> = Vec::new();
-            let line = b"ECHOWARP/1.1 slowloris-0.1\n";
-            while !stop.load(Ordering::Relaxed) {
-                held.retain_mut(|(t, _, sent)| {
-                    let _ = t.set_nonblocking(true);
-                    let mut b = [0u8; 64];
-                    let open = matches!(t.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
-                    if open && trickle && *sent < line.len() - 1 {
-                        let _ = t.write(&line[*sent..*sent + 1]);
-                        *sent += 1;
-                    }
-                    open
-                });
-                for (i, a) in addrs.iter().enumerate() {
-                    let mine = held.iter().filter(|(_, of, _)| *of == i).count();
-                    for _ in mine..8 {
-                        if let Ok(t) = connect_from(a, port) {
-                            made += 1;
-                            held.push((t, i, 0));
-                        }
-                    }
-                }
-                thread::sleep(Duration::from_millis(300));
-            }
-            made
-        })
-    }
-
     fn median(v: &mut [Duration]) -> Duration {
         v.sort();
         v.get(v.len() / 2).copied().unwrap_or_default()
@@ -188,7 +149,7 @@ mod linux {
                     })
                     .collect();
                 let stop = Arc::new(AtomicBool::new(false));
-                let attacker = occupy(addrs, server.port, trickle, stop.clone());
+                let attacker = occupy(addrs, server.port, 8, trickle, stop.clone());
                 thread::sleep(Duration::from_secs(2));
                 let mut ok = 0;
                 let mut times = Vec::new();

@@ -9,12 +9,12 @@
 
 mod common;
 use common::login::{
-    connect_between, connect_from, login_between, login_from, read_frame, read_line, send_frame,
-    Login,
+    connect_between, connect_from, login_between, login_from, occupy, read_frame, read_line,
+    send_frame, Login,
 };
 use common::*;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,49 +24,6 @@ use std::time::{Duration, Instant};
 
 use echowarp::protocol::frame::{FrameDecoder, Message};
 use echowarp::protocol::handshake::ServerHandshake;
-
-/// Holds connections from `addrs` open until `stop`: up to three each, sending nothing
-/// (`trickle` false) or one byte of an identification every 300 ms. Returns how many
-/// connections it made.
-fn occupy(
-    addrs: Vec<String>,
-    port: u16,
-    trickle: bool,
-    stop: Arc<AtomicBool>,
-) -> thread::JoinHandle<usize> {
-    thread::spawn(move || {
-        let mut made = 0;
-        // (connection, its address, bytes of the line sent)
-        let mut held: Vec<(std::net::TcpStream, usize, usize)> = Vec::new();
-        let line = b"ECHOWARP/1.1 slowloris-0.1\n";
-        while !stop.load(Ordering::Relaxed) {
-            // Forget what the server closed or answered; trickle on the others.
-            held.retain_mut(|(t, _, sent)| {
-                let _ = t.set_nonblocking(true);
-                let mut b = [0u8; 64];
-                let open =
-                    matches!(t.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
-                if open && trickle && *sent < line.len() - 1 {
-                    let _ = t.write(&line[*sent..*sent + 1]);
-                    *sent += 1;
-                }
-                open
-            });
-            // Keep four open per address, one more than the server allows.
-            for (i, a) in addrs.iter().enumerate() {
-                let mine = held.iter().filter(|(_, of, _)| *of == i).count();
-                for _ in mine..4 {
-                    if let Ok(t) = connect_from(a, port) {
-                        made += 1;
-                        held.push((t, i, 0));
-                    }
-                }
-            }
-            thread::sleep(Duration::from_millis(300));
-        }
-        made
-    })
-}
 
 /// The file's text once it holds `line` (the server writes its ban list off the connection
 /// path), or as it is when `within` has passed.
@@ -100,8 +57,8 @@ fn idle_and_trickling_sources_are_penalised_and_a_login_still_gets_in() {
         .chain((30..46).map(|n| format!("127.{n}.0.1")))
         .collect();
     let attackers = [
-        occupy(idle, port, false, stop.clone()),
-        occupy(slow, port, true, stop.clone()),
+        occupy(idle, port, 4, false, stop.clone()),
+        occupy(slow, port, 4, true, stop.clone()),
     ];
     thread::sleep(SECS(1));
     let mut failed = Vec::new();

@@ -154,3 +154,47 @@ pub fn login_between(local: &str, remote: SocketAddr, password: &str, timeout: D
         _ => Login::NoAnswer,
     }
 }
+
+/// Holds connections from `addrs` open until `stop`: up to `per_addr` each, sending nothing
+/// (`trickle` false) or one byte of an identification every 300 ms. Returns how many
+/// connections it made.
+pub fn occupy(
+    addrs: Vec<String>,
+    port: u16,
+    per_addr: usize,
+    trickle: bool,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut made = 0;
+        // (connection, its address, bytes of the line sent)
+        let mut held: Vec<(std::net::TcpStream, usize, usize)> = Vec::new();
+        let line = b"ECHOWARP/1.1 slowloris-0.1\n";
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // Forget what the server closed or answered; trickle on the others.
+            held.retain_mut(|(t, _, sent)| {
+                let _ = t.set_nonblocking(true);
+                let mut b = [0u8; 64];
+                let open =
+                    matches!(t.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+                if open && trickle && *sent < line.len() - 1 {
+                    let _ = t.write(&line[*sent..*sent + 1]);
+                    *sent += 1;
+                }
+                open
+            });
+            // Keep `per_addr` open per address (more than the server allows, to test it).
+            for (i, a) in addrs.iter().enumerate() {
+                let mine = held.iter().filter(|(_, of, _)| *of == i).count();
+                for _ in mine..per_addr {
+                    if let Ok(t) = connect_from(a, port) {
+                        made += 1;
+                        held.push((t, i, 0));
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        made
+    })
+}
