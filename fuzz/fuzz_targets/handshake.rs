@@ -1,142 +1,120 @@
-//! The server's side of a login, fed the bytes a client sends, in the order the server takes
-//! them (src/engine/server.rs `serve`): the identification line, then control frames in the
-//! clear: a PAKE message, then a key confirmation.
+//! A login through the server's session state machine (src/protocol/session/server.rs), the
+//! one the server runs, fed in uneven pieces.
 //!
 //! The first byte chooses how the client's bytes are made:
-//! - even: entirely from the input. Whatever it holds, the server must never confirm (a valid
-//!   tag would take a guess of the password and of 256 bits).
-//! - odd: by a real client whose password is taken from the input (the server's is "fuzz"),
-//!   then one byte of everything it sends flipped, where the input says. The server must confirm
-//!   exactly when the passwords match and nothing was flipped, and both sides must then hold
-//!   the same keys.
+//! - even: entirely from the input. Whatever they hold, the server must never authenticate
+//!   them (that would take a guess of the password and of 256 bits).
+//! - odd: by the real client's session, whose password is taken from the input (the server's is
+//!   "fuzz"), with one byte of what it sends flipped where the input says. The server must
+//!   authenticate exactly when the passwords match and nothing was flipped; the client must
+//!   then accept the server's confirmation and parameters, and both must hold the same keys.
 #![no_main]
+use std::time::{Duration, Instant};
+
 use echowarp::protocol::datagram::{Kind, Opener, Sealer, MAX_DATAGRAM};
-use echowarp::protocol::frame::{encode_frame, FrameDecoder, Message, SecurityMode};
-use echowarp::protocol::handshake::{ClientHandshake, ServerHandshake};
-use echowarp::protocol::ident::{check_client_line, Ident, MAX_IDENT_LEN};
+use echowarp::protocol::frame::{Codec, Direction, SecurityMode, SessionParams};
+use echowarp::protocol::ident::Ident;
 use echowarp::protocol::keys::SessionKeys;
+use echowarp::protocol::session::{ClientEvent, ClientSession, ServerEvent, ServerSession, Session};
+use echowarp::protocol::Password;
 use libfuzzer_sys::fuzz_target;
 
 const SERVER_PASSWORD: &str = "fuzz";
 
-/// What the server made of the client's bytes.
-enum Outcome {
-    /// Refused before or during the exchange (bad line, bad frame, wrong order, bad message).
-    Refused,
-    /// The confirmation did not match: 401.
-    WrongPassword,
-    /// Confirmed: the server's tag to send, and the session's keys.
-    Confirmed([u8; 32], SessionKeys),
-}
-
-/// Runs the server over `sent`: a line up to '\n', then frames.
-fn server(sent: &[u8], our_line: &str) -> Outcome {
-    let Some(end) = sent.iter().take(MAX_IDENT_LEN).position(|&b| b == b'\n') else {
-        return Outcome::Refused;
-    };
-    let (line, rest) = sent.split_at(end + 1);
-    if check_client_line(line, &Ident::ours(None), false).is_err() {
-        return Outcome::Refused;
-    }
-    let client_line = String::from_utf8_lossy(line).into_owned();
-    let mut hs = ServerHandshake::new(SERVER_PASSWORD, &client_line, our_line);
-    let mut dec = FrameDecoder::new();
-    // As TCP may deliver it: in uneven pieces.
-    for chunk in rest.chunks(5) {
-        dec.push(chunk);
-    }
-    let mut next = || match dec.next_frame() {
-        Ok(Some(body)) => Message::decode(&body).ok(),
-        _ => None,
-    };
-    let Some(Message::Pake(m)) = next() else {
-        return Outcome::Refused;
-    };
-    if hs.handle_client_pake(&m).is_err() {
-        return Outcome::Refused;
-    }
-    let Some(Message::Confirm(tag)) = next() else {
-        return Outcome::Refused;
-    };
-    match hs.handle_client_confirm(&tag) {
-        Ok((server_tag, keys)) => Outcome::Confirmed(server_tag, keys),
-        Err(echowarp::protocol::handshake::HandshakeError::AuthFailed) => Outcome::WrongPassword,
-        Err(_) => Outcome::Refused,
+fn params() -> SessionParams {
+    SessionParams {
+        direction: Direction::ServerToClient,
+        codec: Codec::PcmS16,
+        mode: SecurityMode::Encrypted,
+        sample_rate: 48_000,
+        channels: 2,
+        frame_frames: 240,
+        session_id: 7,
     }
 }
 
-fn frame(msg: &Message, out: &mut Vec<u8>) {
-    let mut body = Vec::new();
-    msg.encode(&mut body);
-    encode_frame(&body, out).expect("a handshake frame fits");
+fn server(now: Instant) -> ServerSession {
+    ServerSession::new(
+        Ident::ours(None),
+        Password::from(SERVER_PASSWORD),
+        Duration::from_secs(1),
+        now,
+    )
+}
+
+/// The server driver's part: go on after the identification; the keys once authenticated.
+fn decide(s: &mut ServerSession, now: Instant) -> Option<Box<SessionKeys>> {
+    let mut keys = None;
+    while let Some(e) = s.poll_event() {
+        match e {
+            ServerEvent::Identified(_) => s.accept(now, None),
+            ServerEvent::Authenticated(k) => keys = Some(k),
+            _ => {}
+        }
+    }
+    keys
 }
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else { return };
-    let our_line = Ident::ours(None).to_line();
+    let now = Instant::now();
+    let mut s = server(now);
     if first & 1 == 0 {
-        assert!(
-            !matches!(server(rest, &our_line), Outcome::Confirmed(..)),
-            "the server confirmed bytes no client made"
-        );
+        // Pieces of 1 to 8 bytes, as TCP may deliver them; the piece sizes come from the bytes.
+        let mut at = 0;
+        while at < rest.len() && !s.is_ended() {
+            let n = 1 + usize::from(rest[at] % 8);
+            let piece = &rest[at..rest.len().min(at + n)];
+            s.handle_input(now, piece);
+            at += piece.len();
+            assert!(decide(&mut s, now).is_none(), "the server authenticated bytes no client made");
+            while s.poll_transmit().is_some() {}
+        }
+        s.handle_closed(now, None);
+        assert!(decide(&mut s, now).is_none());
         return;
     }
     // A real client: [flip position: 2 bytes][flip mask: 1 byte][password...]
     let (Some(at), Some(&mask)) = (rest.get(..2), rest.get(2)) else { return };
-    let at = usize::from(u16::from_be_bytes([at[0], at[1]]));
+    let flip_at = usize::from(u16::from_be_bytes([at[0], at[1]]));
     let password = String::from_utf8_lossy(&rest[3..]).into_owned();
-    let client_line = Ident::ours(None).to_line();
-    let (mut client, pake) = ClientHandshake::start(&password, &client_line, &our_line);
-    // The server's PAKE message comes from a server of its own, with the same lines: the
-    // client's confirmation depends on it.
-    let mut twin = ServerHandshake::new(SERVER_PASSWORD, &client_line, &our_line);
-    let Ok(server_pake) = twin.handle_client_pake(&pake) else {
-        panic!("a real client's PAKE message was refused");
-    };
-    let tag = client
-        .handle_server_pake(&server_pake)
-        .expect("a real server's PAKE message is accepted");
-    let mut sent = client_line.clone().into_bytes();
-    frame(&Message::Pake(pake.clone()), &mut sent);
-    frame(&Message::Confirm(tag), &mut sent);
-    let flipped = mask != 0 && at < sent.len();
-    if flipped {
-        sent[at] ^= mask;
-    }
-    // The server under test: the twin, which holds the PAKE state the client answered.
-    let outcome = {
-        let Some(end) = sent.iter().position(|&b| b == b'\n') else {
-            return;
-        };
-        let (line, frames) = sent.split_at(end + 1);
-        if line != client_line.as_bytes() {
-            // The line itself was changed: the server sees another transcript.
-            server(&sent, &our_line)
-        } else {
-            let mut dec = FrameDecoder::new();
-            dec.push(frames);
-            let msgs: Vec<Message> = std::iter::from_fn(|| dec.next_frame().ok().flatten())
-                .filter_map(|b| Message::decode(&b).ok())
-                .collect();
-            match msgs.as_slice() {
-                [Message::Pake(p), Message::Confirm(t), ..] if *p == pake => {
-                    match twin.handle_client_confirm(t) {
-                        Ok((server_tag, keys)) => Outcome::Confirmed(server_tag, keys),
-                        Err(_) => Outcome::WrongPassword,
-                    }
-                }
-                // A changed PAKE message: the server under test starts afresh from it.
-                _ => server(&sent, &our_line),
+    let mut c = ClientSession::new(Ident::ours(None), Password::from(password.as_str()), now);
+    let (mut sent, mut flipped, mut server_keys) = (0usize, false, None);
+    // Both ways until neither has anything to say.
+    for _ in 0..16 {
+        let mut quiet = true;
+        while let Some(mut bytes) = c.poll_transmit() {
+            quiet = false;
+            if mask != 0 && (sent..sent + bytes.len()).contains(&flip_at) {
+                bytes[flip_at - sent] ^= mask;
+                flipped = true;
             }
+            sent += bytes.len();
+            s.handle_input(now, &bytes);
         }
-    };
+        if let Some(k) = decide(&mut s, now) {
+            server_keys = Some(k);
+            s.start(params(), now);
+        }
+        while let Some(bytes) = s.poll_transmit() {
+            quiet = false;
+            c.handle_input(now, &bytes);
+        }
+        if quiet {
+            break;
+        }
+    }
     let should = password == SERVER_PASSWORD && !flipped;
-    match outcome {
-        Outcome::Confirmed(server_tag, server_keys) => {
-            assert!(should, "confirmed a wrong password or a changed exchange");
-            let keys = client
-                .handle_server_confirm(&server_tag)
-                .expect("the client accepts the server's confirmation");
+    let client_keys = std::iter::from_fn(|| c.poll_event()).find_map(|e| match e {
+        ClientEvent::Connected { params: p, keys } => {
+            assert_eq!(p, params());
+            Some(keys)
+        }
+        _ => None,
+    });
+    match (server_keys, client_keys) {
+        (Some(server_keys), Some(keys)) => {
+            assert!(should, "authenticated a wrong password or a changed exchange");
             // Both hold the same keys: what the client seals, the server opens.
             let mut sealer = Sealer::new(SecurityMode::Encrypted, 7, &keys.client_to_server);
             let mut opener = Opener::new(SecurityMode::Encrypted, 7, &server_keys.client_to_server);
@@ -144,8 +122,8 @@ fuzz_target!(|data: &[u8]| {
             let n = sealer.seal(Kind::Audio, b"same keys", &mut dg);
             assert!(opener.open(&mut dg[..n]).is_ok(), "the two sides derived other keys");
         }
-        Outcome::WrongPassword | Outcome::Refused => {
-            assert!(!should, "the right password was refused")
-        }
+        (Some(_), None) => panic!("the server authenticated a client that did not connect"),
+        (None, Some(_)) => panic!("the client connected to a server that did not authenticate it"),
+        (None, None) => assert!(!should, "the right password was refused"),
     }
 });

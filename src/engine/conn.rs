@@ -1,102 +1,142 @@
-//! Blocking I/O for the control channel: identification lines and (sealed) frames over a
-//! `TcpStream`, every read bounded by a deadline.
+//! The pump between a control connection's `TcpStream` and its session state machine
+//! ([`crate::protocol::session`]): it writes what the session sends, reads what the peer sends,
+//! and sleeps until the peer speaks, the session's next timer, or a bell. It decides nothing.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::audio::wake::Wake;
-use crate::protocol::frame::{encode_frame, FrameDecoder, Message, WireError};
-use crate::protocol::keys::{ControlCipher, OpenError};
+use crate::protocol::session::Session;
 
-/// How long one read may block, so that loops notice stop requests, where there is no
+/// How long one wait may last, so that loops notice stop requests, where there is no
 /// [`Wake`] to tell them (not Linux).
 pub(crate) const POLL: Duration = Duration::from_millis(100);
-
-/// When a loop that must also notice what other threads do should stop waiting for its peer:
-/// at `due` if `bell` will tell it of anything else, else within [`POLL`].
-pub(crate) fn wait_until(now: Instant, due: Instant, bell: Option<&Wake>) -> Instant {
-    if bell.is_some() {
-        due
-    } else {
-        due.min(now + POLL)
-    }
-}
-
-/// Why a control connection failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ConnError {
-    #[error("connection closed by peer")]
-    Closed,
-    #[error("timed out")]
-    TimedOut,
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    #[error("malformed control frame: {0}")]
-    Wire(#[from] WireError),
-    #[error("control frame failed authentication")]
-    Forged(#[from] OpenError),
-    #[error("line too long")]
-    LineTooLong,
-}
-
-/// How long a refused connection is read from before it closes ([`Conn::refuse`]): enough for
+/// How long a write may block before the connection counts as broken.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a refused connection is read from before it closes ([`Pump::linger`]): enough for
 /// a peer on any network to receive the refusal and close first, short enough that refusals
 /// hold no thread for long.
 const LINGER: Duration = Duration::from_secs(1);
 /// How much a refused peer may send before the socket closes regardless.
 const LINGER_BYTES: usize = 4096;
 
-/// One control connection.
-pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
-    decoder: FrameDecoder,
-    seal: Option<ControlCipher>,
-    open: Option<ControlCipher>,
-}
-
 fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
     )
 }
 
-impl Conn {
+/// One control connection's socket.
+pub(crate) struct Pump {
+    stream: TcpStream,
+    /// The connection is gone (closed by the peer or failed); the session was told.
+    closed: bool,
+}
+
+impl Pump {
     pub(crate) fn new(stream: TcpStream) -> Self {
         let _ = stream.set_nodelay(true);
         Self {
             stream,
-            decoder: FrameDecoder::new(),
-            seal: None,
-            open: None,
+            closed: false,
         }
     }
 
-    /// From now on, frames are sealed with `seal` and opened with `open`.
-    pub(crate) fn secure(&mut self, seal: ControlCipher, open: ControlCipher) {
-        self.seal = Some(seal);
-        self.open = Some(open);
+    fn gone(&mut self, s: &mut impl Session, error: Option<String>) {
+        if !self.closed {
+            self.closed = true;
+            s.handle_closed(Instant::now(), error);
+        }
     }
 
-    pub(crate) fn write_all(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
-        self.stream
-            .set_write_timeout(Some(Duration::from_secs(5)))?;
-        self.stream.write_all(bytes)?;
-        Ok(())
+    /// Writes what the session has to send; a failed write closes the session's connection.
+    pub(crate) fn flush(&mut self, s: &mut impl Session) {
+        while let Some(bytes) = s.poll_transmit() {
+            if self.closed {
+                continue;
+            }
+            let written = self
+                .stream
+                .set_write_timeout(Some(WRITE_TIMEOUT))
+                .and_then(|()| self.stream.write_all(&bytes));
+            if let Err(e) = written {
+                self.gone(s, Some(e.to_string()));
+            }
+        }
     }
 
-    /// Sends a refusal (a status line of DESIGN.md §3.3) and closes gracefully: the write side
-    /// is shut down first, so a FIN follows the line, then what the peer still sends (its
-    /// identification line, typically) is read and dropped, at most [`LINGER_BYTES`] for at
-    /// most [`LINGER`], before the socket closes. Closing with unread data would send a reset
-    /// instead, and a Windows peer then discards the line it had not yet read and reports
-    /// "connection reset" (WSAECONNRESET) where it should report the refusal.
-    pub(crate) fn refuse(&mut self, status_line: &str) {
-        if self.write_all(status_line.as_bytes()).is_err() {
+    /// One turn: sends what is due, waits for the peer, the session's timer or `bell` (at most
+    /// [`POLL`] without a bell), and hands over what happened. Call in a loop with the
+    /// driver's own checks between turns.
+    pub(crate) fn turn(&mut self, s: &mut impl Session, bell: Option<&Wake>) {
+        self.flush(s);
+        let now = Instant::now();
+        let due = s.poll_timeout().unwrap_or(now + POLL);
+        let mut left = due.saturating_duration_since(now);
+        if bell.is_none() {
+            left = left.min(POLL);
+        }
+        if !left.is_zero() {
+            self.wait(s, bell, left);
+        }
+        let now = Instant::now();
+        if s.poll_timeout().is_some_and(|t| t <= now) {
+            s.handle_timeout(now);
+        }
+        self.flush(s);
+    }
+
+    /// Waits up to `left` for the peer's bytes (or only for `bell` once the connection is gone).
+    fn wait(&mut self, s: &mut impl Session, bell: Option<&Wake>, left: Duration) {
+        if self.closed {
+            #[cfg(target_os = "linux")]
+            if let Some(b) = bell {
+                b.wait(left);
+                return;
+            }
+            let _ = bell;
+            std::thread::sleep(left.min(POLL));
             return;
         }
-        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        #[cfg(unix)]
+        if bell.is_some() {
+            use std::os::fd::AsFd;
+            match super::sock::wait_readable(self.stream.as_fd(), bell, left) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => return self.gone(s, Some(e.to_string())),
+            }
+            // Readable: the read below returns at once, whatever its timeout.
+        }
+        if bell.is_none() {
+            let timeout = left.clamp(Duration::from_millis(1), POLL);
+            if let Err(e) = self.stream.set_read_timeout(Some(timeout)) {
+                return self.gone(s, Some(e.to_string()));
+            }
+        }
+        let mut buf = [0u8; 4096];
+        match self.stream.read(&mut buf) {
+            Ok(0) => self.gone(s, None),
+            Ok(n) => s.handle_input(Instant::now(), &buf[..n]),
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => self.gone(s, Some(e.to_string())),
+        }
+    }
+
+    /// Closes gracefully after a refusal (a status line of DESIGN.md §3.3) the session has
+    /// queued: the line is written and the write side shut down, so a FIN follows the line,
+    /// then what the peer still sends (its identification line, typically) is read and dropped,
+    /// at most [`LINGER_BYTES`] for at most [`LINGER`]. Closing with unread data would send a
+    /// reset instead, and a Windows peer then discards the line it had not yet read and reports
+    /// "connection reset" (WSAECONNRESET) where it should report the refusal.
+    pub(crate) fn linger(&mut self, s: &mut impl Session) {
+        self.flush(s);
+        if self.closed {
+            return;
+        }
+        let _ = self.stream.shutdown(Shutdown::Write);
         let deadline = Instant::now() + LINGER;
         let mut drained = 0;
         let mut sink = [0u8; 512];
@@ -118,389 +158,5 @@ impl Conn {
                 Err(_) => return,
             }
         }
-    }
-
-    /// Reads one line (newline included) of at most `max` bytes, byte by byte so that nothing
-    /// after it is consumed.
-    pub(crate) fn read_line(
-        &mut self,
-        max: usize,
-        deadline: Instant,
-    ) -> Result<Vec<u8>, ConnError> {
-        self.read_line_within(max, deadline, deadline)
-    }
-
-    /// [`Conn::read_line`], with the first byte due by `first` (a server's short wait for
-    /// the first bytes of a client's identification).
-    pub(crate) fn read_line_within(
-        &mut self,
-        max: usize,
-        first: Instant,
-        deadline: Instant,
-    ) -> Result<Vec<u8>, ConnError> {
-        let mut line = Vec::with_capacity(max);
-        let mut byte = [0u8; 1];
-        loop {
-            let due = if line.is_empty() {
-                first.min(deadline)
-            } else {
-                deadline
-            };
-            let left = due
-                .checked_duration_since(Instant::now())
-                .ok_or(ConnError::TimedOut)?;
-            self.stream
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-            match self.stream.read(&mut byte) {
-                Ok(0) if line.is_empty() => return Err(ConnError::Closed),
-                Ok(0) => return Ok(line),
-                Ok(_) => {
-                    line.push(byte[0]);
-                    if byte[0] == b'\n' {
-                        return Ok(line);
-                    }
-                    if line.len() >= max {
-                        return Err(ConnError::LineTooLong);
-                    }
-                }
-                Err(e) if is_timeout(&e) => return Err(ConnError::TimedOut),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    pub(crate) fn send(&mut self, msg: &Message) -> Result<(), ConnError> {
-        let mut body = Vec::with_capacity(64);
-        msg.encode(&mut body);
-        if let Some(c) = self.seal.as_mut() {
-            c.seal(&mut body);
-        }
-        let mut framed = Vec::with_capacity(body.len() + 2);
-        encode_frame(&body, &mut framed)?;
-        self.write_all(&framed)
-    }
-
-    /// The next message, waiting at most until `deadline`; `Ok(None)` when it passes, or at
-    /// once when `bell` rings.
-    pub(crate) fn recv_until(
-        &mut self,
-        deadline: Instant,
-        bell: Option<&Wake>,
-    ) -> Result<Option<Message>, ConnError> {
-        loop {
-            if let Some(mut body) = self.decoder.next_frame()? {
-                if let Some(c) = self.open.as_mut() {
-                    c.open(&mut body)?;
-                }
-                return Ok(Some(Message::decode(&body)?));
-            }
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return Ok(None);
-            };
-            #[cfg(unix)]
-            if bell.is_some() {
-                use std::os::fd::AsFd;
-                let woken = super::sock::wait_readable(self.stream.as_fd(), bell, left)?;
-                if woken.rung {
-                    return Ok(None);
-                }
-                if !woken.readable {
-                    continue;
-                }
-                // Readable: the read below returns at once, whatever its timeout.
-            }
-            #[cfg(not(unix))]
-            let _ = bell;
-            if bell.is_none() {
-                self.stream
-                    .set_read_timeout(Some(left.clamp(Duration::from_millis(1), POLL)))?;
-            }
-            let mut buf = [0u8; 2048];
-            match self.stream.read(&mut buf) {
-                Ok(0) => return Err(ConnError::Closed),
-                Ok(n) => self.decoder.push(&buf[..n]),
-                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// The next message within `timeout`, or [`ConnError::TimedOut`].
-    pub(crate) fn expect(&mut self, deadline: Instant) -> Result<Message, ConnError> {
-        self.recv_until(deadline, None)?.ok_or(ConnError::TimedOut)
-    }
-}
-
-/// When the next heartbeat is due, and what it says (DESIGN.md §3.5): one per
-/// [`super::HEARTBEAT_INTERVAL`], numbered, stamped with the time since the session began, and
-/// echoing the peer's last stamp so that each side learns the round-trip time and the offset of
-/// the peer's clock (NTP's four timestamps).
-pub(crate) struct HeartbeatClock {
-    started: Instant,
-    next: Instant,
-    seq: u32,
-    /// The peer's last stamp and when it arrived.
-    last_peer: Option<(u64, Instant)>,
-    /// Recent (round trip, offset) samples, µs; the lowest round trip's offset is the truest.
-    samples: std::collections::VecDeque<(u64, i64)>,
-}
-
-impl HeartbeatClock {
-    /// The first heartbeat is due at once.
-    pub(crate) fn new(now: Instant) -> Self {
-        Self {
-            started: now,
-            next: now,
-            seq: 0,
-            last_peer: None,
-            samples: std::collections::VecDeque::with_capacity(8),
-        }
-    }
-
-    fn local_us(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.started).as_micros() as u64
-    }
-
-    /// When the next one is due (for the read deadline).
-    pub(crate) fn next_at(&self) -> Instant {
-        self.next
-    }
-
-    /// The heartbeat to send now, if one is due, carrying the sender's counters.
-    pub(crate) fn poll(
-        &mut self,
-        now: Instant,
-        received: u64,
-        lost: u64,
-    ) -> Option<crate::protocol::frame::Heartbeat> {
-        use crate::protocol::frame::Heartbeat;
-        if now < self.next {
-            return None;
-        }
-        self.next += super::HEARTBEAT_INTERVAL;
-        self.seq = self.seq.wrapping_add(1);
-        let (echo_time_us, echo_hold_us) = match self.last_peer {
-            Some((t, at)) => (
-                t,
-                u32::try_from(now.saturating_duration_since(at).as_micros())
-                    .unwrap_or(Heartbeat::NO_ECHO - 1),
-            ),
-            None => (0, Heartbeat::NO_ECHO),
-        };
-        Some(Heartbeat {
-            seq: self.seq,
-            time_us: self.local_us(now),
-            received,
-            lost,
-            echo_time_us,
-            echo_hold_us,
-            anchor: None,
-        })
-    }
-
-    /// `at` on this session's clock, µs (negative before the session began).
-    pub(crate) fn clock_us(&self, at: Instant) -> i64 {
-        let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-        if at >= self.started {
-            us(at - self.started)
-        } else {
-            -us(self.started - at)
-        }
-    }
-
-    /// The end-to-end latency, from the peer's `anchor` (the sound at one stream position and
-    /// when the peer captured it, on its clock) and `played` (a stream position and when it
-    /// plays here): the peer's capture time of that position, moved to our clock by the
-    /// measured offset, against its playing time. `None` until there is an offset, or if the
-    /// clocks disagree so far that the figure would be negative.
-    pub(crate) fn latency(
-        &self,
-        anchor: crate::protocol::frame::Anchor,
-        played: (u64, Instant),
-        rate: u32,
-    ) -> Option<Duration> {
-        let offset = self.offset_us()?;
-        let (position, at) = played;
-        let frames = position as f64 - anchor.position as f64;
-        let captured_theirs = anchor.time_us as f64 + frames * 1e6 / f64::from(rate.max(1));
-        let captured_ours = captured_theirs - offset as f64;
-        let us = self.clock_us(at) as f64 - captured_ours;
-        if us < 0.0 {
-            return None;
-        }
-        // From the network: a wild anchor gives no figure, never a panic.
-        Duration::try_from_secs_f64(us / 1e6).ok()
-    }
-
-    /// A heartbeat from the peer arrived at `now`.
-    pub(crate) fn on_peer(&mut self, hb: &crate::protocol::frame::Heartbeat, now: Instant) {
-        use crate::protocol::frame::Heartbeat;
-        self.last_peer = Some((hb.time_us, now));
-        if hb.echo_hold_us == Heartbeat::NO_ECHO {
-            return;
-        }
-        // t1: our stamp, echoed; t2 = t3 - hold: when the peer got it; t3: the peer's stamp;
-        // t4: now. A forged or confused echo (from the future) is ignored.
-        let (t1, t4) = (hb.echo_time_us, self.local_us(now));
-        let hold = u64::from(hb.echo_hold_us);
-        let Some(rtt) = t4.checked_sub(t1).and_then(|d| d.checked_sub(hold)) else {
-            return;
-        };
-        // Peer values are any 64-bit numbers: the sum is taken wide, and an offset beyond i64
-        // is no sample.
-        let (t1, t3, t4, hold) = (
-            i128::from(t1),
-            i128::from(hb.time_us),
-            i128::from(t4),
-            i128::from(hold),
-        );
-        let t2 = t3 - hold;
-        let Ok(offset) = i64::try_from(((t2 - t1) + (t3 - t4)) / 2) else {
-            return;
-        };
-        if self.samples.len() == 8 {
-            self.samples.pop_front();
-        }
-        self.samples.push_back((rtt, offset));
-    }
-
-    /// The round-trip time: the lowest of the last eight samples (queueing only adds).
-    pub(crate) fn rtt(&self) -> Option<Duration> {
-        self.samples
-            .iter()
-            .map(|&(r, _)| r)
-            .min()
-            .map(Duration::from_micros)
-    }
-
-    /// The peer's session clock minus ours, in µs, from the lowest-RTT sample.
-    pub(crate) fn offset_us(&self) -> Option<i64> {
-        self.samples
-            .iter()
-            .min_by_key(|&&(r, _)| r)
-            .map(|&(_, o)| o)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::frame::Heartbeat;
-
-    #[test]
-    fn heartbeats_come_once_per_interval_numbered() {
-        let t0 = Instant::now();
-        let mut c = HeartbeatClock::new(t0);
-        let first = c.poll(t0, 5, 1).expect("due at once");
-        assert_eq!(
-            (first.seq, first.time_us, first.received, first.lost),
-            (1, 0, 5, 1)
-        );
-        assert!(c.poll(t0 + Duration::from_millis(999), 0, 0).is_none());
-        assert_eq!(c.next_at(), t0 + Duration::from_secs(1));
-        let second = c
-            .poll(t0 + Duration::from_millis(1_010), 0, 0)
-            .expect("due");
-        assert_eq!((second.seq, second.time_us), (2, 1_010_000));
-        assert_eq!(second.echo_hold_us, Heartbeat::NO_ECHO, "nothing heard yet");
-    }
-
-    #[test]
-    fn echoed_stamps_give_round_trip_and_offset() {
-        // Two clocks: the peer's session began 5 s before ours; the link takes 3 ms each way.
-        let t0 = Instant::now();
-        let mut ours = HeartbeatClock::new(t0);
-        let mut peer = HeartbeatClock::new(t0 - Duration::from_secs(5));
-        let one_way = Duration::from_millis(3);
-        let hb = ours.poll(t0, 0, 0).expect("due");
-        peer.on_peer(&hb, t0 + one_way);
-        // The peer answers 200 ms after hearing us.
-        let sent = t0 + one_way + Duration::from_millis(200);
-        peer.next = sent;
-        let answer = peer.poll(sent, 0, 0).expect("due");
-        assert_eq!(answer.echo_hold_us, 200_000);
-        ours.on_peer(&answer, sent + one_way);
-        assert_eq!(ours.rtt(), Some(2 * one_way));
-        assert_eq!(ours.offset_us(), Some(5_000_000));
-        // A bogus echo from the future is ignored.
-        let mut bogus = answer;
-        bogus.echo_time_us = u64::MAX / 2;
-        ours.on_peer(&bogus, sent + one_way);
-        assert_eq!(ours.rtt(), Some(2 * one_way));
-    }
-
-    #[test]
-    fn wild_stamps_from_the_peer_never_overflow() {
-        let t0 = Instant::now();
-        let now = t0 + Duration::from_secs(2);
-        for (time_us, echo_time_us, hold) in [
-            (1 << 63, 0, 1),
-            (u64::MAX, 0, u32::MAX - 1),
-            (0, 0, 0),
-            (u64::MAX, u64::MAX, 0),
-        ] {
-            let mut ours = HeartbeatClock::new(t0);
-            let hb = Heartbeat {
-                seq: 1,
-                time_us,
-                received: u64::MAX,
-                lost: u64::MAX,
-                echo_time_us,
-                echo_hold_us: hold,
-                anchor: None,
-            };
-            ours.on_peer(&hb, now);
-            // Whatever was taken is a round trip no longer than the time since our start.
-            assert!(!matches!(ours.rtt(), Some(r) if r > Duration::from_secs(2)));
-            // The echo of that stamp goes back as it came.
-            let answer = ours.poll(now, 0, 0).expect("due");
-            assert_eq!(answer.echo_time_us, time_us);
-        }
-    }
-
-    #[test]
-    fn latency_is_capture_on_the_peers_clock_against_playing_on_ours() {
-        use crate::protocol::frame::Anchor;
-        // The peer's session began 5 s before ours, 3 ms away.
-        let t0 = Instant::now();
-        let mut ours = HeartbeatClock::new(t0);
-        let mut peer = HeartbeatClock::new(t0 - Duration::from_secs(5));
-        let one_way = Duration::from_millis(3);
-        let anchor_at = |peer: &HeartbeatClock, position: u64, captured: Instant| Anchor {
-            position,
-            time_us: peer.clock_us(captured),
-        };
-        let played = (48_000, t0 + Duration::from_secs(2));
-        let a = anchor_at(&peer, 48_000, t0 + Duration::from_millis(1_960));
-        assert_eq!(ours.latency(a, played, 48_000), None, "no offset yet");
-        let hb = ours.poll(t0, 0, 0).expect("due");
-        peer.on_peer(&hb, t0 + one_way);
-        peer.next = t0 + one_way;
-        let answer = peer.poll(t0 + one_way, 0, 0).expect("due");
-        ours.on_peer(&answer, t0 + 2 * one_way);
-        // Frame 48 000 was captured at 1.96 s and plays at 2 s: 40 ms.
-        assert_eq!(
-            ours.latency(a, played, 48_000),
-            Some(Duration::from_millis(40))
-        );
-        // An anchor elsewhere in the stream, and a capture before our session began, say the
-        // same: positions convert at the stream's rate.
-        let b = anchor_at(&peer, 0, t0 + Duration::from_millis(960));
-        assert_eq!(b.time_us, 5_960_000);
-        assert_eq!(
-            ours.latency(b, played, 48_000),
-            Some(Duration::from_millis(40))
-        );
-        let before = anchor_at(&peer, 0, t0 - Duration::from_secs(6));
-        assert!(before.time_us < 0);
-        let early = (4_800, t0 - Duration::from_millis(5_800));
-        assert_eq!(
-            ours.latency(before, early, 48_000),
-            Some(Duration::from_millis(100))
-        );
-        // A position played before it was captured: the clocks disagree; no figure.
-        let late = anchor_at(&peer, 48_000, t0 + Duration::from_millis(2_010));
-        assert_eq!(ours.latency(late, played, 48_000), None);
     }
 }

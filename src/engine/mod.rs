@@ -25,16 +25,9 @@ use crate::audio::{AudioError, DeviceKind, DeviceSpec};
 use crate::protocol::frame::SecurityMode;
 use crate::store::StoreError;
 
-/// Heartbeat period on the control channel (DESIGN.md §3.5).
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
-/// A peer silent this long is gone.
-pub const PEER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Identification and handshake must complete within this.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// First reconnection delay; doubles up to [`BACKOFF_MAX`].
-pub const BACKOFF_START: Duration = Duration::from_millis(500);
-/// Longest reconnection delay.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+pub use crate::protocol::session::{
+    BACKOFF_MAX, BACKOFF_START, HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, PEER_TIMEOUT,
+};
 
 /// What a server needs to run.
 #[derive(Debug, Clone)]

@@ -125,7 +125,7 @@ pub(crate) fn recv_within_or_wake(
     #[cfg(unix)]
     {
         use std::os::fd::AsFd;
-        if !wait_readable(sock.as_fd(), wake, timeout)?.readable {
+        if !wait_readable(sock.as_fd(), wake, timeout)? {
             return Ok(None);
         }
     }
@@ -145,16 +145,6 @@ pub(crate) fn recv_within_or_wake(
         }
         Err(e) => Err(e),
     }
-}
-
-/// What ended a [`wait_readable`].
-#[cfg(unix)]
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Woken {
-    /// The descriptor has data, an end of stream or an error to read.
-    pub(crate) readable: bool,
-    /// The wake-up was signalled (and is now cleared).
-    pub(crate) rung: bool,
 }
 
 /// The descriptor a wake-up can be polled on: its eventfd on Linux; elsewhere it has none, and
@@ -181,7 +171,7 @@ pub(crate) fn wait_readable(
     fd: std::os::fd::BorrowedFd<'_>,
     wake: Option<&Wake>,
     timeout: std::time::Duration,
-) -> io::Result<Woken> {
+) -> io::Result<bool> {
     use rustix::event::{poll, PollFd, PollFlags};
     let ts = crate::audio::wake::timespec(timeout);
     let wake_fd = wake.and_then(pollable);
@@ -192,20 +182,16 @@ pub(crate) fn wait_readable(
     ];
     let n = if wake_fd.is_some() { 2 } else { 1 };
     match poll(&mut fds[..n], Some(&ts)) {
-        Ok(0) | Err(rustix::io::Errno::INTR) => return Ok(Woken::default()),
+        Ok(0) | Err(rustix::io::Errno::INTR) => return Ok(false),
         Ok(_) => {}
         Err(e) => return Err(e.into()),
     }
-    let rung = n == 2 && fds[1].revents().contains(PollFlags::IN);
-    if rung {
+    if n == 2 && fds[1].revents().contains(PollFlags::IN) {
         if let Some(w) = wake {
             w.drain();
         }
     }
-    Ok(Woken {
-        readable: fds[0]
-            .revents()
-            .intersects(PollFlags::IN | PollFlags::ERR | PollFlags::HUP),
-        rung,
-    })
+    Ok(fds[0]
+        .revents()
+        .intersects(PollFlags::IN | PollFlags::ERR | PollFlags::HUP))
 }

@@ -13,6 +13,7 @@ pub mod ident;
 pub mod keys;
 pub mod password;
 pub mod replay;
+pub mod session;
 
 pub use password::Password;
 

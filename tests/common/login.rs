@@ -5,10 +5,13 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use std::io::ErrorKind;
+
 use echowarp::protocol::frame::{encode_frame, FrameDecoder, Message, SessionParams};
-use echowarp::protocol::handshake::ClientHandshake;
 use echowarp::protocol::ident::Ident;
 use echowarp::protocol::keys::{ControlCipher, SessionKeys};
+use echowarp::protocol::session::{ClientEnd, ClientEvent, ClientSession, Session};
+use echowarp::protocol::Password;
 
 /// A TCP connection to 127.0.0.1:`port` from `local` (any 127.x.y.z).
 pub fn connect_from(local: &str, port: u16) -> std::io::Result<TcpStream> {
@@ -110,48 +113,58 @@ pub fn login_from(local: &str, port: u16, password: &str, timeout: Duration) -> 
     login_between(local, ([127, 0, 0, 1], port).into(), password, timeout)
 }
 
-/// One login from `local` to `remote` with `password`, every step within `timeout`.
+/// One login from `local` to `remote` with `password`, by the client's own session state
+/// machine, waiting at most `timeout` for each answer.
 pub fn login_between(local: &str, remote: SocketAddr, password: &str, timeout: Duration) -> Login {
     let Ok(mut tcp) = connect_between(local, remote) else {
         return Login::NoAnswer;
     };
-    let ours = Ident::ours(None).to_line();
-    if tcp.write_all(ours.as_bytes()).is_err() {
-        return Login::NoAnswer;
-    }
-    let Some(server_line) = read_line(&mut tcp, timeout) else {
-        return Login::NoAnswer;
-    };
-    if !server_line.starts_with("ECHOWARP/") {
-        return Login::Refused(server_line.trim_end().to_owned());
-    }
-    let mut dec = FrameDecoder::new();
-    let (mut hs, m1) = ClientHandshake::start(password, &ours, &server_line);
-    send_frame(&mut tcp, &Message::Pake(m1));
-    let Some(Message::Pake(m2)) = read_frame(&mut tcp, &mut dec, None, timeout) else {
-        return Login::NoAnswer;
-    };
-    let tag = hs.handle_server_pake(&m2).expect("valid PAKE");
-    send_frame(&mut tcp, &Message::Confirm(tag));
-    match read_frame(&mut tcp, &mut dec, None, timeout) {
-        Some(Message::Confirm(t)) => {
-            let keys = hs
-                .handle_server_confirm(&t)
-                .expect("the server's confirmation");
-            let mut open = ControlCipher::new(&keys.server_to_client.control);
-            let Some(Message::Params(params)) =
-                read_frame(&mut tcp, &mut dec, Some(&mut open), timeout)
-            else {
+    let mut s = ClientSession::new(Ident::ours(None), Password::from(password), Instant::now());
+    let mut waited_since = Instant::now();
+    loop {
+        while let Some(bytes) = s.poll_transmit() {
+            if tcp.write_all(&bytes).is_err() {
                 return Login::NoAnswer;
-            };
-            Login::Confirmed {
-                tcp,
-                keys: Box::new(keys),
-                params,
             }
         }
-        Some(Message::AuthFailed) => Login::WrongPassword,
-        _ => Login::NoAnswer,
+        while let Some(event) = s.poll_event() {
+            match event {
+                ClientEvent::Connected { params, keys } => {
+                    return Login::Confirmed { tcp, keys, params }
+                }
+                ClientEvent::Ended(ClientEnd::Refused(status)) => {
+                    return Login::Refused(status.to_line().trim_end().to_owned())
+                }
+                ClientEvent::Ended(ClientEnd::NotEchoWarp(said)) => {
+                    return Login::Refused(said.trim_end().to_owned())
+                }
+                ClientEvent::Ended(ClientEnd::WrongPassword) => return Login::WrongPassword,
+                ClientEvent::Ended(_) => return Login::NoAnswer,
+                _ => {}
+            }
+        }
+        let now = Instant::now();
+        if now >= waited_since + timeout {
+            return Login::NoAnswer;
+        }
+        let due = s
+            .poll_timeout()
+            .map_or(now, |t| t.min(waited_since + timeout));
+        if due <= now {
+            s.handle_timeout(now);
+            continue;
+        }
+        let _ = tcp.set_read_timeout(Some(due - now));
+        let mut buf = [0u8; 4096];
+        match tcp.read(&mut buf) {
+            Ok(0) => s.handle_closed(Instant::now(), None),
+            Ok(n) => {
+                waited_since = Instant::now();
+                s.handle_input(waited_since, &buf[..n]);
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => s.handle_closed(Instant::now(), Some(e.to_string())),
+        }
     }
 }
 

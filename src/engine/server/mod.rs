@@ -11,21 +11,18 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::conn::{wait_until, Conn, ConnError, HeartbeatClock};
-use super::guard::{is_local_network, Guard, Limits, Refusal, Slot};
+mod control;
+
+use super::guard::{Guard, Limits, Refusal};
 use super::media::{self, MediaCommand, NOT_ENDED};
 use super::{
     ring, sock, Command, EngineError, Event, Inbox, Outcome, ServerConfig, Stats,
-    HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, PEER_TIMEOUT,
+    HEARTBEAT_INTERVAL,
 };
 use crate::audio::wake::Wake;
 use crate::audio::{self, DeviceSpec, StreamFormat};
-use crate::protocol::frame::{
-    Anchor, Codec, Direction, Goodbye, GoodbyeReason, Message, SessionParams, MAX_AUDIO_BYTES,
-};
-use crate::protocol::handshake::{HandshakeError, ServerHandshake};
-use crate::protocol::ident::{check_client_line, Ident, Status, MAX_IDENT_LEN};
-use crate::protocol::keys::ControlCipher;
+use crate::protocol::frame::MAX_AUDIO_BYTES;
+use crate::protocol::ident::{Ident, Status};
 use crate::store::atomic::write_atomic;
 use crate::store::bans::{canonical, BanList};
 
@@ -134,9 +131,6 @@ impl Shared {
         }
     }
 }
-
-/// Time for the handshake after a slow-lane turn.
-const TURN_GRACE: Duration = Duration::from_secs(2);
 
 /// Frames per Opus packet: 2.5 ms for `frame_ms` 2 or 3, else `frame_ms` (5, 10 or 20; the
 /// profile's validation allows no other).
@@ -414,7 +408,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let spawned = thread::Builder::new()
             .name(format!("control {peer}"))
             .spawn(move || {
-                serve(&s, stream, peer, slot);
+                control::serve(&s, stream, peer, slot);
                 s.live.fetch_sub(1, Ordering::AcqRel);
                 // The engine ends a finished stream once the last connection is gone.
                 s.ring_engine();
@@ -431,321 +425,5 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 fn turn_away(stream: TcpStream, why: Refusal) {
     if why != Refusal::Penalised && stream.set_nonblocking(true).is_ok() {
         let _ = (&stream).write(Status::ServiceUnavailable.to_line().as_bytes());
-    }
-}
-
-/// Sleeps until a slow-lane turn at `at`; false if the server stops first.
-fn wait_turn(shared: &Shared, at: Instant) -> bool {
-    while let Some(left) = at.checked_duration_since(Instant::now()) {
-        if shared.stop.load(Ordering::Acquire) {
-            return false;
-        }
-        thread::sleep(left.min(Duration::from_millis(50)));
-    }
-    !shared.stop.load(Ordering::Acquire)
-}
-
-fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, mut slot: Slot) {
-    let ip = canonical(peer.ip());
-    // The slot is held through a refusal's linger too (Conn::refuse), so a refused address
-    // keeps at most `per_addr` threads busy.
-    let mut conn = Conn::new(stream);
-    let banned = {
-        let mut list = shared.bans();
-        if let Err(e) = list.refresh() {
-            tracing::warn!("ban list: {e}");
-        }
-        list.contains(ip)
-    };
-    if banned {
-        tracing::info!("refused banned {ip}");
-        conn.refuse(&Status::Forbidden.to_line());
-        return;
-    }
-    if shared.cfg.password.is_empty() && !shared.cfg.allow_anonymous && !is_local_network(ip) {
-        tracing::warn!(
-            "{peer}: refused: without a password, clients are served from local networks only (set a password, or --allow-anonymous)"
-        );
-        conn.refuse(&Status::PasswordRequired.to_line());
-        return;
-    }
-    let accepted = Instant::now();
-    let mut deadline = accepted + HANDSHAKE_TIMEOUT;
-    let first_bytes = accepted + shared.guard.limits().first_bytes;
-    let line = match conn.read_line_within(MAX_IDENT_LEN, first_bytes, deadline) {
-        Ok(l) => l,
-        Err(ConnError::LineTooLong) => {
-            shared.fail(ip);
-            conn.refuse(&Status::BadRequest.to_line());
-            return;
-        }
-        Err(ConnError::TimedOut) => {
-            tracing::debug!("{peer}: no identification in time");
-            shared.guard.timed_out(ip, Instant::now());
-            return;
-        }
-        Err(e) => {
-            tracing::debug!("{peer}: no identification: {e}");
-            return;
-        }
-    };
-    let full = shared.active.load(Ordering::Acquire) >= shared.cfg.max_clients;
-    if let Err(status) = check_client_line(&line, &shared.ident, full) {
-        tracing::info!("{peer}: {}", status.to_line().trim_end());
-        if let Status::Conflict { .. } = status {
-            let detail = status.to_line().trim_end().to_owned();
-            let _ = shared
-                .events
-                .send(Event::VersionMismatch { peer: ip, detail });
-        }
-        if matches!(status, Status::BadRequest | Status::Conflict { .. }) {
-            shared.fail(ip);
-        }
-        conn.refuse(&status.to_line());
-        return;
-    }
-    // Once failures pile up, a handshake waits for its turn before anything is answered.
-    match shared.guard.turn(ip, Instant::now()) {
-        Ok(None) => {}
-        Ok(Some(at)) => {
-            tracing::debug!("{peer}: slow lane, {:?}", at - Instant::now());
-            if !wait_turn(shared, at) {
-                return;
-            }
-            deadline = deadline.max(at + TURN_GRACE);
-        }
-        Err(()) => {
-            tracing::info!("{peer}: refused for now: too many failed logins of late");
-            conn.refuse(&Status::ServiceUnavailable.to_line());
-            return;
-        }
-    }
-    let our_line = shared.ident.to_line();
-    if conn.write_all(our_line.as_bytes()).is_err() {
-        return;
-    }
-    let client_line = String::from_utf8_lossy(&line).into_owned();
-    // What the client's protocol minor knows of (check_client_line has parsed it already).
-    let minor = Ident::parse(&line).map_or(0, |i| i.minor);
-    let keys = match handshake(shared, &mut conn, &client_line, &our_line, deadline) {
-        Ok(k) => k,
-        Err(HandshakeFailure::Password) => {
-            let _ = conn.send(&Message::AuthFailed);
-            tracing::warn!("{peer}: wrong password");
-            shared.fail(ip);
-            return;
-        }
-        Err(HandshakeFailure::Malformed(why)) => {
-            tracing::info!("{peer}: handshake failed: {why}");
-            shared.fail(ip);
-            return;
-        }
-        Err(HandshakeFailure::Gone(why)) => {
-            tracing::debug!("{peer}: left during the handshake: {why}");
-            return;
-        }
-        Err(HandshakeFailure::TimedOut) => {
-            tracing::debug!("{peer}: handshake timed out");
-            shared.guard.timed_out(ip, Instant::now());
-            return;
-        }
-    };
-    shared.guard.succeeded(ip, Instant::now());
-    slot.release();
-
-    if shared.active.fetch_add(1, Ordering::AcqRel) >= shared.cfg.max_clients {
-        shared.active.fetch_sub(1, Ordering::AcqRel);
-        tracing::info!("{peer}: server became full during the handshake");
-        return;
-    }
-    conn.secure(
-        ControlCipher::new(&keys.server_to_client.control),
-        ControlCipher::new(&keys.client_to_server.control),
-    );
-    let reason = session(shared, &mut conn, (peer, ip), keys, minor);
-    shared.active.fetch_sub(1, Ordering::AcqRel);
-    tracing::info!("{peer} left: {reason}");
-    let _ = shared.events.send(Event::ClientLeft { peer, reason });
-}
-
-enum HandshakeFailure {
-    Password,
-    Malformed(String),
-    Gone(String),
-    TimedOut,
-}
-
-fn handshake(
-    shared: &Shared,
-    conn: &mut Conn,
-    client_line: &str,
-    our_line: &str,
-    deadline: Instant,
-) -> Result<crate::protocol::keys::SessionKeys, HandshakeFailure> {
-    let gone = |e: ConnError| match e {
-        ConnError::Wire(w) => HandshakeFailure::Malformed(w.to_string()),
-        ConnError::TimedOut => HandshakeFailure::TimedOut,
-        other => HandshakeFailure::Gone(other.to_string()),
-    };
-    let mut hs = ServerHandshake::new(shared.cfg.password.expose(), client_line, our_line);
-    let Message::Pake(m) = conn.expect(deadline).map_err(gone)? else {
-        return Err(HandshakeFailure::Malformed(
-            "expected the PAKE message".into(),
-        ));
-    };
-    let ours = hs
-        .handle_client_pake(&m)
-        .map_err(|e| HandshakeFailure::Malformed(e.to_string()))?;
-    conn.send(&Message::Pake(ours)).map_err(gone)?;
-    let Message::Confirm(tag) = conn.expect(deadline).map_err(gone)? else {
-        return Err(HandshakeFailure::Malformed(
-            "expected key confirmation".into(),
-        ));
-    };
-    match hs.handle_client_confirm(&tag) {
-        Ok((server_tag, keys)) => {
-            conn.send(&Message::Confirm(server_tag)).map_err(gone)?;
-            Ok(keys)
-        }
-        Err(HandshakeError::AuthFailed) => Err(HandshakeFailure::Password),
-        Err(e) => Err(HandshakeFailure::Malformed(e.to_string())),
-    }
-}
-
-fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    // Session ids only need to be unpredictable enough to tell sessions apart; the keys protect them.
-    if getrandom::fill(&mut b).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        b = t.to_be_bytes();
-    }
-    u32::from_be_bytes(b)
-}
-
-/// Runs one authenticated session until it ends; returns why it ended.
-fn session(
-    shared: &Shared,
-    conn: &mut Conn,
-    peer: (SocketAddr, IpAddr),
-    keys: crate::protocol::keys::SessionKeys,
-    minor: u16,
-) -> String {
-    let params = SessionParams {
-        direction: Direction::ServerToClient,
-        codec: if shared.cfg.opus_kbps.is_some() {
-            Codec::Opus
-        } else if shared.cfg.redundancy {
-            Codec::PcmS16Redundant
-        } else {
-            Codec::PcmS16
-        },
-        mode: shared.cfg.mode,
-        sample_rate: shared.format.sample_rate,
-        channels: shared.format.channels as u8,
-        frame_frames: shared.frame_frames,
-        session_id: random_u32(),
-    };
-    // The media thread and the engine ring this when they have news for the session.
-    let bell = Wake::new().map(Arc::new);
-    if let Some(b) = &bell {
-        shared.session_bells().insert(params.session_id, b.clone());
-    }
-    let reason = run_session(shared, conn, peer, keys, params, bell.as_deref(), minor);
-    shared.session_bells().remove(&params.session_id);
-    let _ = shared.media.send(MediaCommand::Remove {
-        session_id: params.session_id,
-    });
-    reason
-}
-
-/// [`session`]'s loop: it wakes for a heartbeat, a message from the client, or `bell`. A client
-/// of protocol minor 1 or later (`minor`) gets the capture anchor in every heartbeat.
-fn run_session(
-    shared: &Shared,
-    conn: &mut Conn,
-    (peer, ip): (SocketAddr, IpAddr),
-    keys: crate::protocol::keys::SessionKeys,
-    params: SessionParams,
-    bell: Option<&Wake>,
-    minor: u16,
-) -> String {
-    // Register with the media thread before announcing: the client's hello may follow at once.
-    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
-    let _ = shared.media.send(MediaCommand::Add {
-        params,
-        ip,
-        keys: Box::new(keys),
-        ready: ready_tx,
-    });
-    if let Err(e) = conn.send(&Message::Params(params)) {
-        return format!("could not send session parameters: {e}");
-    }
-    tracing::info!("{peer} joined (session {:08x})", params.session_id);
-    let _ = shared.events.send(Event::ClientJoined(peer));
-
-    let mut last_heard = Instant::now();
-    let mut heartbeat = HeartbeatClock::new(Instant::now());
-    let mut eos_deadline: Option<Instant> = None;
-    loop {
-        let now = Instant::now();
-        if shared.stop.load(Ordering::Acquire) {
-            let _ = conn.send(&Message::Goodbye(Goodbye {
-                reason: GoodbyeReason::Shutdown,
-                end_position: 0,
-            }));
-            break "server stopping".to_owned();
-        }
-        let end = shared.end_position.load(Ordering::Acquire);
-        if end != NOT_ENDED && eos_deadline.is_none() {
-            let _ = conn.send(&Message::Goodbye(Goodbye {
-                reason: GoodbyeReason::EndOfStream,
-                end_position: end,
-            }));
-            // The client plays out what it holds, then closes; do not wait for ever.
-            eos_deadline = Some(now + Duration::from_secs(10));
-        }
-        if eos_deadline.is_some_and(|d| now >= d) {
-            break "end of stream".to_owned();
-        }
-        if ready_rx.try_recv().is_ok() {
-            if let Err(e) = conn.send(&Message::UdpReady) {
-                break format!("control channel: {e}");
-            }
-        }
-        if let Some(mut hb) = heartbeat.poll(now, 0, 0) {
-            if minor >= 1 && shared.ident.minor >= 1 {
-                hb.anchor = shared.anchor.read().map(|(position, at)| Anchor {
-                    position,
-                    time_us: heartbeat.clock_us(at),
-                });
-            }
-            if let Err(e) = conn.send(&Message::Heartbeat(hb)) {
-                break format!("control channel: {e}");
-            }
-        }
-        let due = eos_deadline.map_or(heartbeat.next_at(), |d| d.min(heartbeat.next_at()));
-        match conn.recv_until(wait_until(now, due, bell), bell) {
-            Ok(Some(msg)) => {
-                last_heard = Instant::now();
-                match msg {
-                    Message::Goodbye(_) => break "said goodbye".to_owned(),
-                    Message::Heartbeat(h) => {
-                        tracing::trace!("{peer}: heartbeat {h:?}");
-                        heartbeat.on_peer(&h, Instant::now());
-                    }
-                    other => tracing::debug!("{peer}: unexpected {other:?}"),
-                }
-            }
-            Ok(None) => {}
-            Err(ConnError::Closed) if eos_deadline.is_some() => break "end of stream".to_owned(),
-            Err(ConnError::Closed) => break "connection closed".to_owned(),
-            Err(e) => break format!("control channel: {e}"),
-        }
-        if last_heard.elapsed() > PEER_TIMEOUT {
-            break format!("silent for {} s", PEER_TIMEOUT.as_secs());
-        }
     }
 }
