@@ -9,8 +9,7 @@
 
 mod common;
 use common::login::{
-    connect_between, connect_from, login_between, login_from, occupy, read_frame, read_line,
-    send_frame, Login,
+    connect_between, connect_from, login_between, login_from, occupy, read_line, send_frame, Login,
 };
 use common::*;
 
@@ -22,8 +21,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echowarp::protocol::frame::{FrameDecoder, Message};
-use echowarp::protocol::handshake::ServerHandshake;
+use echowarp::protocol::frame::Message;
+use echowarp::protocol::ident::Ident;
+use echowarp::protocol::session::{LoginFailure, ServerEvent, ServerSession, Session};
+use echowarp::protocol::Password;
 
 /// The file's text once it holds `line` (the server writes its ban list off the connection
 /// path), or as it is when `within` has passed.
@@ -217,6 +218,39 @@ enum Rogue {
     Garbles,
 }
 
+/// Runs the real server session with a guessed password over `t` up to the client's key
+/// confirmation, and withholds what the session answers to it (the 401). False if the client
+/// never got that far.
+fn rogue_login(t: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    let ours = Ident {
+        app_version: "rogue".into(),
+        ..Ident::ours(None)
+    };
+    let mut s = ServerSession::new(ours, Password::from("a guess"), SECS(1), Instant::now());
+    loop {
+        while let Some(event) = s.poll_event() {
+            match event {
+                ServerEvent::Identified(_) => s.accept(Instant::now(), None),
+                // The client's confirmation is in; the 401 the session queued stays unsent.
+                ServerEvent::LoginFailed(LoginFailure::WrongPassword) => return true,
+                _ => return false,
+            }
+        }
+        while let Some(bytes) = s.poll_transmit() {
+            if t.write_all(&bytes).is_err() {
+                return false;
+            }
+        }
+        let _ = t.set_read_timeout(Some(SECS(5)));
+        let mut buf = [0u8; 1024];
+        match t.read(&mut buf) {
+            Ok(n) if n > 0 => s.handle_input(Instant::now(), &buf[..n]),
+            _ => return false,
+        }
+    }
+}
+
 /// A server that knows no password: it runs the PAKE with a guess, takes the client's key
 /// confirmation (enough to test one guess offline) and then behaves as `how`. Returns its port
 /// and the number of connections it has had.
@@ -230,21 +264,9 @@ fn rogue_server(how: Rogue) -> (u16, Arc<AtomicUsize>) {
             let Ok(mut t) = stream else { continue };
             seen.fetch_add(1, Ordering::SeqCst);
             thread::spawn(move || {
-                let client_line = read_line(&mut t, SECS(5)).unwrap_or_default();
-                let ours = "ECHOWARP/1.1 rogue\n";
-                let _ = t.write_all(ours.as_bytes());
-                let mut dec = FrameDecoder::new();
-                let mut hs = ServerHandshake::new("a guess", &client_line, ours);
-                let Some(Message::Pake(m)) = read_frame(&mut t, &mut dec, None, SECS(5)) else {
+                if !rogue_login(&mut t) {
                     return;
-                };
-                let Ok(reply) = hs.handle_client_pake(&m) else {
-                    return;
-                };
-                send_frame(&mut t, &Message::Pake(reply));
-                let Some(Message::Confirm(_)) = read_frame(&mut t, &mut dec, None, SECS(5)) else {
-                    return;
-                };
+                }
                 match how {
                     Rogue::Silent => thread::sleep(SECS(30)),
                     Rogue::Closes => {}

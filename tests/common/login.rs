@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use std::io::ErrorKind;
 
-use echowarp::protocol::frame::{encode_frame, FrameDecoder, Message, SessionParams};
+use echowarp::protocol::frame::{encode_frame, Message, SessionParams};
 use echowarp::protocol::ident::Ident;
-use echowarp::protocol::keys::{ControlCipher, SessionKeys};
+use echowarp::protocol::keys::SessionKeys;
 use echowarp::protocol::session::{ClientEnd, ClientEvent, ClientSession, Session};
 use echowarp::protocol::Password;
 
@@ -33,33 +33,7 @@ pub fn connect_between(local: &str, remote: SocketAddr) -> std::io::Result<TcpSt
     Ok(s.into())
 }
 
-/// The next frame's message, within `timeout`; `None` if the connection closes or the time runs
-/// out first.
-pub fn read_frame(
-    tcp: &mut TcpStream,
-    dec: &mut FrameDecoder,
-    open: Option<&mut ControlCipher>,
-    timeout: Duration,
-) -> Option<Message> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(mut body) = dec.next_frame().expect("well-formed frame") {
-            if let Some(c) = open {
-                c.open(&mut body).expect("genuine frame");
-            }
-            return Some(Message::decode(&body).expect("known message"));
-        }
-        let left = deadline.checked_duration_since(Instant::now())?;
-        tcp.set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .ok()?;
-        let mut buf = [0u8; 4096];
-        match tcp.read(&mut buf) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => dec.push(&buf[..n]),
-        }
-    }
-}
-
+/// Sends one control frame in the clear (a rogue peer's words).
 pub fn send_frame(tcp: &mut TcpStream, msg: &Message) {
     let mut body = Vec::new();
     msg.encode(&mut body);
