@@ -46,12 +46,33 @@ cargo clippy --all-targets --locked --features wine-tests --target "$windows" --
 mkdir -p target/no-libopus
 LIBOPUS_LIB_DIR="$PWD/target/no-libopus" cargo clippy --all-targets --locked --target "$macos" \
   --no-default-features --features tray,no-c -- -D warnings
+echo "== the oldest Rust the crate claims (rust-version in Cargo.toml) builds it"
+msrv=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
+rustup toolchain list | grep -q "^$msrv" || rustup toolchain install "$msrv" --profile minimal
+cargo +"$msrv" check --locked --all-targets --features wine-tests
+echo "== the library's tests and the session harness on a plain machine: an unprivileged user, an"
+echo "   empty environment (no root, no sound server, no display)"
+lib_tests=$(cargo test --lib --locked --no-run --message-format=json |
+  grep '"kind":\["lib"\]' | grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | head -n 1)
+plain_dir=$(mktemp -d)
+install -m 755 "$lib_tests" "$plain_dir/lib-tests"
+chmod 755 "$plain_dir"
+plain=(env -i PATH=/usr/bin:/bin HOME="$plain_dir")
+if [ "$(id -u)" = 0 ]; then
+  plain=(setpriv --reuid=65534 --regid=65534 --clear-groups "${plain[@]}")
+  chown 65534 "$plain_dir"
+fi
+(cd "$plain_dir" && "${plain[@]}" ./lib-tests -q)
+rm -rf "$plain_dir"
 echo "== the Windows exe (release, $windows)"
 cargo build --release --locked --target "$windows"
 export ECHOWARP_WINDOWS_EXE="$PWD/target/$windows/release/echowarp.exe"
 echo "== the Linux binary (release: the hostile-peer tests attack it; the .deb packages it)"
 cargo build --release --locked
 export ECHOWARP_RELEASE_BIN="$PWD/target/release/echowarp"
+echo "== an earlier build (tests/compat.rs streams between it and today's, both ways)"
+ECHOWARP_PREVIOUS_BIN=$(bash scripts/build-previous.sh)
+export ECHOWARP_PREVIOUS_BIN
 echo "== cargo test (tests/windows.rs runs that exe under Wine)"
 # pipefail makes a failing test fail the script even through tee.
 cargo test --locked --all-targets --features wine-tests 2>&1 | tee /tmp/echowarp-test.log

@@ -8,7 +8,6 @@
 
 pub mod audio;
 pub mod engine;
-pub mod netem;
 pub mod protocol;
 pub mod store;
 pub mod ui;

@@ -1,5 +1,8 @@
 //! The control channel through real processes: passwords, bans, version checks, slots,
 //! reconnection, and the exit codes of DESIGN.md §3.1.
+//!
+//! Needs: root and tcpdump (the password test reads the loopback traffic); the release binary
+//! (`ECHOWARP_RELEASE_BIN`, built by scripts/test.sh).
 
 mod common;
 use common::*;

@@ -2,6 +2,9 @@
 //! ALSA host through the ALSA pulse plugin (testing.md). A tone played into sink A is captured by
 //! the server from A's monitor, played by the client into sink B (or C, at 44.1 kHz), and found in
 //! that sink's monitor at the right frequency and level.
+//!
+//! Needs: PipeWire, WirePlumber, pipewire-pulse and the ALSA pulse plug-in installed (each test
+//! starts a private session of its own); no sound card.
 
 mod common;
 use common::pipewire::*;

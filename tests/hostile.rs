@@ -2,6 +2,8 @@
 //! and replayed hellos, TCP garbage, connections that never finish identifying. The legitimate
 //! stream must stay sample-exact, memory flat, nothing may panic, and the server must never send
 //! UDP to an address that has not proved a session key.
+//!
+//! Needs: the release binary (`ECHOWARP_RELEASE_BIN`); 127.0.0.2 on loopback (Linux has it).
 
 mod common;
 use common::*;
@@ -118,7 +120,7 @@ fn hostile_traffic_leaves_the_legitimate_stream_exact() {
                 _ => (rng.next() % 1_400) as usize,         // random
             };
             let mut junk = rng.bytes(len);
-            if len >= HEADER_LEN && rng.next() % 2 == 0 {
+            if len >= HEADER_LEN && rng.next().is_multiple_of(2) {
                 junk[0] = MAGIC; // header-shaped junk gets past the first check
                 junk[1] = 2;
                 junk[2] = 2;

@@ -1,6 +1,8 @@
 //! The installers' icons are what they claim to be: every image inside `echowarp.ico` and
 //! `echowarp.icns` is a PNG that decodes to the size its entry states, and the tray's state
 //! icons are 64x64 RGBA (what `tray.rs` loads).
+//!
+//! Needs: nothing but the repository.
 
 use std::path::Path;
 

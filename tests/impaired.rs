@@ -1,11 +1,13 @@
-//! Streaming through the impairment relay (`echowarp::netem`) on 127.0.0.1: real binaries,
+//! Streaming through the impairment relay (tests/common/netem.rs) on 127.0.0.1: real binaries,
 //! real sockets, a network that loses, delays, reorders and duplicates datagrams with a fixed
 //! seed. What the client records is measured against what the server sent, block by block.
+//!
+//! Needs: nothing but loopback sockets.
 
 mod common;
 use common::*;
 
-use echowarp::netem::{Impairment, Relay};
+use common::netem::{Impairment, Relay};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 

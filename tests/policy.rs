@@ -3,6 +3,9 @@
 //! trickling connections, password guessing from rotating addresses, failures from thousands
 //! of addresses, a rogue server, a server without a password. Rates and times are measured by
 //! bench/attack.sh; these tests assert what must hold, by counts.
+//!
+//! Needs: root and iproute2 (network namespaces, AnyIP routes); the release binary
+//! (`ECHOWARP_RELEASE_BIN`).
 
 // Network namespaces, /proc and AnyIP routes are Linux's.
 #![cfg(target_os = "linux")]

@@ -1,5 +1,7 @@
 //! Profiles through the binary: save and load, bad values, the EchoWarp 0.4 INI example,
 //! interactive setup on end of input.
+//!
+//! Needs: nothing but the binary.
 
 mod common;
 use common::*;

@@ -1,5 +1,7 @@
 //! Streaming through the real binary over 127.0.0.1: WAV in, WAV out, in every security mode,
 //! and recordings finalised on signals.
+//!
+//! Needs: nothing but loopback sockets.
 
 mod common;
 use common::*;

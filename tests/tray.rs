@@ -1,6 +1,9 @@
 //! The tray through a real X server: Xvfb, the trayer tray host and a private D-Bus session
 //! (testing.md). Clicks go through xdotool as a person's would; screenshots are saved under
 //! `target/tray-screenshots/` (the ones in docs/ come from here).
+//!
+//! Needs: Xvfb, trayer, xdotool, ImageMagick, dbus-daemon and dunst (scripts/test.sh installs
+//! them); each test starts its own display and bus.
 #![cfg(feature = "tray")]
 
 mod common;

@@ -1,6 +1,9 @@
 //! The real Windows binary (`x86_64-pc-windows-gnu`, cross-built) under Wine, against the Linux
 //! binary over 127.0.0.1 (issue 16). Built only with the feature `wine-tests`, which
 //! scripts/test.sh turns on after building the exe; see tests/common/wine.rs for what it needs.
+//!
+//! Needs: Wine, the cross-built exe (`ECHOWARP_WINDOWS_EXE`) and, for the device tests,
+//! PipeWire as tests/devices.rs.
 
 mod common;
 use common::wine::{win_path, Wine};

@@ -135,7 +135,7 @@ impl LatencyTuner {
         let need_new = self
             .buckets
             .back()
-            .map_or(true, |b| now.saturating_duration_since(b.start) >= BUCKET);
+            .is_none_or(|b| now.saturating_duration_since(b.start) >= BUCKET);
         if need_new {
             self.buckets.push_back(Bucket {
                 start: now,

@@ -604,12 +604,12 @@ impl PlayoutCore {
 
     /// An audio datagram's body arrived. Returns false for a malformed position.
     pub(crate) fn on_audio(&mut self, position: u64, samples: &[u8], now: Instant) -> bool {
-        if position % self.ff != 0 {
+        if !position.is_multiple_of(self.ff) {
             return false;
         }
         // PCM is whole 16-bit samples; an Opus packet is any length but empty.
         let pcm = self.redundant_frame_bytes.is_some() || !self.opus;
-        if (pcm && samples.len() % 2 != 0) || samples.is_empty() {
+        if (pcm && !samples.len().is_multiple_of(2)) || samples.is_empty() {
             return false;
         }
         let seq = position / self.ff;
@@ -1609,7 +1609,7 @@ mod tests {
         // device's queue is what its next callback plays first.
         let mut said: Vec<(u64, usize)> = Vec::new();
         let mut note = |ms: u64, core: &PlayoutCore, device: &mut SimDevice| {
-            if ms % 100 != 0 || ms < 2_000 {
+            if !ms.is_multiple_of(100) || ms < 2_000 {
                 return;
             }
             let queued = if pulled {
@@ -1999,7 +1999,7 @@ mod tests {
                 if let Some((_, len)) = stalls.iter().find(|(at, _)| *at == ms) {
                     device.stall(Duration::from_millis(*len));
                 }
-                if ms % 100 == 0 {
+                if ms.is_multiple_of(100) {
                     let f = core.figures();
                     over.push((ms, f.depth.as_secs_f64() - f.target.as_secs_f64()));
                 }
@@ -2074,7 +2074,7 @@ mod tests {
                     if ms == 7_000 {
                         at_7 = Some((core.stats().lost, core.stats().late));
                     }
-                    if ms % 100 == 0 && ms >= 7_000 {
+                    if ms.is_multiple_of(100) && ms >= 7_000 {
                         let f = core.figures();
                         over.push((f.depth.as_secs_f64() - f.target.as_secs_f64()).abs());
                     }

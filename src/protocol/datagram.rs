@@ -321,7 +321,7 @@ pub fn read_audio_body(body: &[u8]) -> Result<(u64, &[u8]), DropReason> {
     let mut r = Reader::new(body);
     let position = r.u64().map_err(|_| DropReason::BadLength)?;
     let samples = r.rest();
-    if samples.len() % 2 != 0 {
+    if !samples.len().is_multiple_of(2) {
         return Err(DropReason::BadLength);
     }
     Ok((position, samples))

@@ -11,6 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub mod login;
+pub mod netem;
 pub mod pipewire;
 pub mod wine;
 
@@ -28,6 +29,15 @@ impl Sandbox {
         Self {
             dir: tempfile::tempdir().expect("tempdir"),
             bin: PathBuf::from(BIN),
+        }
+    }
+
+    /// A sandbox that runs `bin`.
+    pub fn of(bin: &Path) -> Self {
+        assert!(bin.is_file(), "no binary at {}", bin.display());
+        Self {
+            bin: bin.to_owned(),
+            ..Self::new()
         }
     }
 

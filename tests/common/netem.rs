@@ -1,9 +1,7 @@
-//! A network impairment relay on the loopback interface, for tests and benchmarks (netem's job
-//! without root or a network namespace): clients connect to the relay's port as if it were the
+//! A network impairment relay on the loopback interface, for the tests (netem's job without
+//! root or a network namespace): clients connect to the relay's port as if it were the
 //! server's; TCP is piped through untouched, UDP datagrams are lost, delayed, jittered, held
 //! back (reordered) and duplicated with a seeded generator, so a run can be repeated exactly.
-//!
-//! `cargo run --release --example netem -- --help` runs one by hand.
 
 use std::collections::BinaryHeap;
 use std::io;
