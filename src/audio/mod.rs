@@ -13,6 +13,7 @@ pub mod convert;
 pub mod cpal_backend;
 pub mod jitter;
 pub mod paced;
+pub mod playout;
 pub mod resample;
 pub mod stamp;
 pub mod wake;
@@ -475,6 +476,10 @@ pub trait Pull: Send {
     /// Fills `out` (interleaved, in the sink's format) with what plays next; `now` is the
     /// callback's time.
     fn pull(&mut self, out: &mut [f32], now: std::time::Instant);
+    /// How many frames at the head of the last `out` were the stream's (the rest was silence:
+    /// before it started, past its end, or nothing to play). A pump that writes to a file
+    /// writes only those.
+    fn frames(&self) -> usize;
 }
 
 /// The shortest device period asked for.

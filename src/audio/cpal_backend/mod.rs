@@ -1,7 +1,11 @@
 //! Real devices through cpal. The only module that names cpal.
 //!
-//! Capture and playback callbacks run on the host's real-time thread: they only move samples
-//! through a preallocated rtrb ring and bump atomic counters. cpal streams may not be `Send`, so
+//! Callbacks run on the host's real-time thread. A capture callback only moves samples into a
+//! preallocated rtrb ring and bumps atomic counters. A playback callback runs the client's
+//! playout ([`Pull`], `audio::playout`): it takes the network thread's arrivals from a ring,
+//! then decodes, conceals and resamples what it plays, with buffers sized in advance; it never
+//! blocks, locks, logs or makes a system call (a sink with nothing attached plays what a ring
+//! holds). cpal streams may not be `Send`, so
 //! each one lives on a small thread of its own that parks until the stream is dropped.
 
 mod devices;
