@@ -36,28 +36,7 @@ fn previous() -> &'static PathBuf {
 /// A WAV from a server run by `server` to a client run by `client`, with `mode` flags on the
 /// server: it must arrive sample-exact.
 fn stream(server: &Sandbox, client: &Sandbox, mode: &[&str]) {
-    let want = write_test_wav(&server.path("in.wav"), 1.0, 48_000, 2);
-    let port = free_port().to_string();
-    let mut args = vec!["-d", "wav:in.wav", "-u", &port, "-p", "s3cret"];
-    args.extend_from_slice(mode);
-    let mut s = server.spawn(&args);
-    s.wait_for("listening on", SECS(10));
-    let mut c = client.spawn(&[
-        "-c",
-        "-a",
-        "127.0.0.1",
-        "-u",
-        &port,
-        "-p",
-        "s3cret",
-        "-d",
-        "wav:out.wav",
-    ]);
-    let cs = c.wait_timeout(SECS(20));
-    let ss = s.wait_timeout(SECS(10));
-    assert!(cs.success(), "client {mode:?}: {cs}\n{}", c.stderr());
-    assert!(ss.success(), "server {mode:?}: {ss}\n{}", s.stderr());
-    let (_, got) = read_wav(&client.path("out.wav"));
+    let (want, got, _) = wav_between(server, client, mode, 1.0);
     assert_sample_exact(&want, &got);
 }
 

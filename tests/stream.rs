@@ -8,29 +8,7 @@ use common::*;
 
 fn round_trip(extra_server_args: &[&str]) {
     let sb = Sandbox::new();
-    let input = sb.path("in.wav");
-    let want = write_test_wav(&input, 1.5, 48_000, 2);
-    let port = free_port().to_string();
-    let mut server_args = vec!["-d", "wav:in.wav", "-u", &port, "-p", "s3cret"];
-    server_args.extend_from_slice(extra_server_args);
-    let mut server = sb.spawn(&server_args);
-    server.wait_for("listening on", SECS(10));
-    let mut client = sb.spawn(&[
-        "-c",
-        "-a",
-        "127.0.0.1",
-        "-u",
-        &port,
-        "-p",
-        "s3cret",
-        "-d",
-        "wav:out.wav",
-    ]);
-    let c = client.wait_timeout(SECS(20));
-    let s = server.wait_timeout(SECS(10));
-    assert!(c.success(), "client: {c}\n{}", client.stderr());
-    assert!(s.success(), "server: {s}\n{}", server.stderr());
-    let (spec, got) = read_wav(&sb.path("out.wav"));
+    let (want, got, spec) = wav_between(&sb, &sb, extra_server_args, 1.5);
     assert_eq!(
         (spec.sample_rate, spec.channels, spec.bits_per_sample),
         (48_000, 2, 16)

@@ -2,17 +2,14 @@
 //! as defaults < profile < flags, exit codes that name the problem and the remedy.
 
 use std::io::{BufRead, IsTerminal};
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use zeroize::Zeroizing;
 
 use crate::audio::{DeviceKind, DeviceSpec};
 use crate::engine::{
     ClientConfig, EngineError, EngineHandle, Event, Outcome, Role as EngineRole, ServerConfig,
-    Stats,
 };
 use crate::protocol::frame::SecurityMode;
 use crate::protocol::Password;
@@ -26,182 +23,8 @@ pub const EXIT_USAGE: i32 = 2;
 /// Exit code: a runtime error.
 pub const EXIT_RUNTIME: i32 = 1;
 
-fn parse_codec(s: &str) -> Result<CodecName, String> {
-    match s {
-        "pcm" => Ok(CodecName::Pcm),
-        "opus" => Ok(CodecName::Opus),
-        other => Err(format!("`{other}`: the codecs are pcm and opus")),
-    }
-}
-
-/// The end of `--help` (and of the man page, which help2man makes from it).
-const AFTER_HELP: &str = "\
-With no arguments: the tray on a desktop, else interactive setup on a terminal, else headless \
-from the saved profile.
-
-Files:
-  profile.toml           settings, in the config folder (~/.config/echowarp on Linux); the tray
-                         picks up edits while it runs
-  echowarp_ban_list.txt  banned IPs, one per line, in the data folder (~/.local/share/echowarp)
-  logs/                  log files (-l), in the data folder
-
-Exit status:
-  0 done or stopped, 1 runtime error, 2 bad usage or profile, 3 wrong password (401),
-  4 banned (403), 5 version mismatch (409), 6 could not connect or timed out
-
-Examples:
-  echowarp -p secret                      server: stream the default input
-  echowarp -o -p secret                   server: stream what this computer plays
-  echowarp -c -a 192.168.1.20 -p secret   client: play that stream";
-
-/// EchoWarp: stream live audio from one computer to another.
-#[derive(Debug, Parser, Default)]
-#[command(name = "echowarp", version, about, long_about = None, after_help = AFTER_HELP)]
-pub struct Args {
-    /// Client mode: receive and play (default: server mode, capture and send)
-    #[arg(short = 'c', long = "client")]
-    pub client: bool,
-    /// Server: capture what an output device plays; client: play on an output (always so)
-    #[arg(short = 'o', long = "output")]
-    pub output: bool,
-    /// One port for TCP control and UDP audio [default: 4415]
-    #[arg(
-        short = 'u',
-        long = "udp-port",
-        visible_alias = "port",
-        alias = "udp_port",
-        value_name = "PORT"
-    )]
-    pub port: Option<u16>,
-    /// Client: the server's host name or IP (IPv4 or IPv6)
-    #[arg(
-        short = 'a',
-        long = "server-address",
-        alias = "server_address",
-        value_name = "HOST"
-    )]
-    pub server_address: Option<String>,
-    /// Server: listen only on this address (default: all interfaces, IPv4 and IPv6)
-    #[arg(long = "bind", value_name = "ADDR")]
-    pub bind: Option<IpAddr>,
-    /// Device: index or name from --list-devices, default, wav:PATH, tone:HZ or null
-    #[arg(
-        short = 'd',
-        long = "device-id",
-        visible_alias = "device",
-        alias = "device_id",
-        value_name = "DEVICE"
-    )]
-    pub device: Option<String>,
-    /// Shared password (never sent over the network); `-p -` reads it from a line on standard
-    /// input, and without -p it is taken from ECHOWARP_PASSWORD if set
-    #[arg(short = 'p', long = "password")]
-    pub password: Option<crate::protocol::Password>,
-    /// Server: encrypt audio (the default; accepted for compatibility)
-    #[arg(long = "ssl")]
-    pub ssl: bool,
-    /// Server without a password: serve clients from public addresses too (else only from loopback, private, link-local, CGNAT and unique-local ones)
-    #[arg(long = "allow-anonymous", alias = "allow_anonymous")]
-    pub allow_anonymous: bool,
-    /// Server: do not encrypt audio
-    #[arg(
-        long = "no-encryption",
-        alias = "no_encryption",
-        conflicts_with = "ssl"
-    )]
-    pub no_encryption: bool,
-    /// Server, with encryption off: a keyed BLAKE3 tag on every packet
-    #[arg(short = 'i', long = "integrity-control", alias = "integrity_control")]
-    pub integrity: bool,
-    /// Client: attempts before giving up; server: failed logins before a ban; 0 = unlimited / never [default: 5]
-    #[arg(short = 'r', long = "reconnect", value_name = "N")]
-    pub reconnect: Option<u32>,
-    /// Server: most clients served at once [default: 1]
-    #[arg(short = 'w', long = "workers", value_name = "N")]
-    pub workers: Option<u32>,
-    /// UDP socket buffer in bytes (0 = OS default)
-    #[arg(
-        short = 'b',
-        long = "socket-buffer-size",
-        alias = "socket_buffer_size",
-        value_name = "BYTES"
-    )]
-    pub socket_buffer_size: Option<u32>,
-    /// Read a TOML profile (or an EchoWarp 0.4 INI .conf); flags beside it override it
-    #[arg(
-        short = 'f',
-        long = "config-file",
-        visible_alias = "profile",
-        alias = "config_file",
-        value_name = "PATH"
-    )]
-    pub config_file: Option<PathBuf>,
-    /// Write the effective settings as a TOML profile (default: the profile path) and continue
-    #[arg(short = 's', long = "save-config", alias = "save_config", value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
-    pub save_config: Option<String>,
-    /// Also write warnings and errors to the log file
-    #[arg(short = 'l', long = "is-error-log", alias = "is_error_log")]
-    pub error_log: bool,
-    /// Accepted for compatibility: device names are Unicode here
-    #[arg(
-        short = 'e',
-        long = "device-encoding-names",
-        alias = "device_encoding_names",
-        value_name = "CHARSET"
-    )]
-    pub device_encoding_names: Option<String>,
-    /// Accepted for compatibility: device names are Unicode here
-    #[arg(
-        long = "ignore-device-encoding-names",
-        alias = "ignore_device_encoding_names"
-    )]
-    pub ignore_device_encoding_names: bool,
-    /// Print input and output devices and exit
-    #[arg(long = "list-devices", alias = "list_devices")]
-    pub list_devices: bool,
-    /// Print the ban list and exit
-    #[arg(long = "bans")]
-    pub bans: bool,
-    /// Lift the ban of an IP (or a network, as the ban list shows it: 10.1.2.0/24) and exit
-    #[arg(long = "unban", value_name = "IP", value_parser = crate::store::bans::parse_ban_entry)]
-    pub unban: Option<ipnet::IpNet>,
-    /// Lift every ban and exit
-    #[arg(long = "clear-bans", alias = "clear_bans")]
-    pub clear_bans: bool,
-    /// Ask for every setting in the terminal, then run
-    #[arg(short = 'I', long = "interactive")]
-    pub interactive: bool,
-    /// Print the effective settings as a TOML profile and exit
-    #[arg(long = "show-config")]
-    pub show_config: bool,
-    /// Run in the system tray
-    #[arg(long = "tray")]
-    pub tray: bool,
-    /// Server: each packet also carries the previous one, so single losses cost nothing
-    #[arg(long = "redundancy")]
-    pub redundancy: bool,
-    /// Server: audio codec on the wire, pcm (the default, for a LAN) or opus (compressed)
-    #[arg(long = "codec", value_parser = parse_codec)]
-    pub codec: Option<CodecName>,
-    /// Server, opus: bitrate in kbit/s [default: 128]
-    #[arg(long = "bitrate", value_name = "KBPS")]
-    pub bitrate: Option<u32>,
-    /// Print live figures as one JSON object per line on stdout, every second
-    #[arg(long = "stats-json")]
-    pub stats_json: bool,
-    /// Only warnings and errors
-    #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
-    pub quiet: bool,
-    /// Debug output
-    #[arg(short = 'v', long = "verbose")]
-    pub verbose: bool,
-    /// Claim another protocol major version (for testing version checks)
-    #[arg(long = "protocol-major", hide = true)]
-    pub protocol_major: Option<u16>,
-    /// Claim another protocol minor version (for testing what older peers get)
-    #[arg(long = "protocol-minor", hide = true)]
-    pub protocol_minor: Option<u16>,
-}
+pub use super::args::Args;
+use super::status::{print_stats_json, status_text};
 
 /// Why the command line failed: carries its exit code.
 #[derive(Debug)]
@@ -558,73 +381,6 @@ pub fn save_profile(p: &Profile, target: &str) -> Result<PathBuf, CliError> {
     Ok(path)
 }
 
-/// Percent of `part` in `part + rest`.
-fn percent(part: u64, rest: u64) -> f64 {
-    let total = part + rest;
-    if total == 0 {
-        0.0
-    } else {
-        100.0 * part as f64 / total as f64
-    }
-}
-
-/// One line of `--stats-json`: the engine's figures with the time, role and rates added.
-fn print_stats_json(s: &Stats, client: bool, t: Duration) {
-    #[derive(serde::Serialize)]
-    struct Line<'a> {
-        t: f64,
-        role: &'static str,
-        loss_pct: f64,
-        late_pct: f64,
-        #[serde(flatten)]
-        stats: &'a Stats,
-    }
-    let line = Line {
-        t: (t.as_secs_f64() * 1e3).round() / 1e3,
-        role: if client { "client" } else { "server" },
-        loss_pct: percent(s.lost, s.packets),
-        late_pct: percent(s.late, s.packets),
-        stats: s,
-    };
-    if let Ok(text) = serde_json::to_string(&line) {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{text}");
-        let _ = out.flush();
-    }
-}
-
-fn status_text(s: &Stats, client: bool) -> String {
-    if client {
-        let latency = s
-            .latency_ms
-            .map(|l| format!(", latency ~{l:.0} ms"))
-            .unwrap_or_default();
-        format!(
-            "{} | {} | {:.0} kb/s, loss {:.1}%, late {:.1}%, jitter {:.1} ms, buffer {:.0}/{:.0} ms{latency}",
-            s.peer,
-            s.format,
-            s.kbps,
-            percent(s.lost, s.packets),
-            percent(s.late, s.packets),
-            s.jitter_ms,
-            s.depth_ms,
-            s.target_ms,
-        )
-    } else {
-        format!(
-            "{} | {} | {} client{}, {} packets sent ({:.0} kb/s), {} dropped",
-            s.peer,
-            s.format,
-            s.clients,
-            if s.clients == 1 { "" } else { "s" },
-            s.packets,
-            s.kbps,
-            s.dropped
-        )
-    }
-}
-
 /// Runs the engine until it stops, Ctrl-C or SIGTERM arrives, printing a status line.
 ///
 /// # Errors
@@ -698,6 +454,7 @@ mod tests {
     use super::*;
     use crate::protocol::handshake::{ClientHandshake, ServerHandshake};
     use crate::ui::interactive;
+    use clap::Parser;
 
     const CANARY: &str = "hunter2-canary";
 

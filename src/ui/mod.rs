@@ -1,9 +1,11 @@
 //! Front ends over the engine: the headless command line, the interactive setup and the tray.
 
+mod args;
 pub mod autostart;
 pub mod cli;
 pub mod interactive;
 pub mod notice;
+mod status;
 pub mod stop;
 #[cfg(feature = "tray")]
 pub mod tray;

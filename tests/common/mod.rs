@@ -368,6 +368,40 @@ pub fn assert_sample_exact(want: &[i16], got: &[i16]) {
 
 pub const SECS: fn(u64) -> Duration = Duration::from_secs;
 
+/// Streams `seconds` of a 48 kHz stereo WAV from a server run in `server` (with `server_args`
+/// added, password "s3cret") to a client run in `client`, which records it; both must exit 0.
+/// Returns what was sent and what was recorded, with the recording's format.
+pub fn wav_between(
+    server: &Sandbox,
+    client: &Sandbox,
+    server_args: &[&str],
+    seconds: f32,
+) -> (Vec<i16>, Vec<i16>, hound::WavSpec) {
+    let want = write_test_wav(&server.path("in.wav"), seconds, 48_000, 2);
+    let port = free_port().to_string();
+    let mut args = vec!["-d", "wav:in.wav", "-u", &port, "-p", "s3cret"];
+    args.extend_from_slice(server_args);
+    let mut s = server.spawn(&args);
+    s.wait_for("listening on", SECS(10));
+    let mut c = client.spawn(&[
+        "-c",
+        "-a",
+        "127.0.0.1",
+        "-u",
+        &port,
+        "-p",
+        "s3cret",
+        "-d",
+        "wav:out.wav",
+    ]);
+    let cs = c.wait_timeout(SECS(20));
+    let ss = s.wait_timeout(SECS(10));
+    assert!(cs.success(), "client {server_args:?}: {cs}\n{}", c.stderr());
+    assert!(ss.success(), "server {server_args:?}: {ss}\n{}", s.stderr());
+    let (spec, got) = read_wav(&client.path("out.wav"));
+    (want, got, spec)
+}
+
 /// A private D-Bus session bus for one test (PipeWire, GTK and notifications want one).
 pub struct DbusSession {
     pub address: String,

@@ -6,9 +6,9 @@
 //! loop sleeps until one arrives (STYLE.md habit 14).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tao::event::{Event as TaoEvent, StartCause};
 use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy};
@@ -16,6 +16,13 @@ use tray_icon::menu::{
     CheckMenuItem, IsMenuItem, Menu, MenuEvent, MenuId, MenuItem, PredefinedMenuItem, Submenu,
 };
 use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
+
+mod desktop;
+mod watch;
+
+use desktop::{decode_icon, open_with_desktop, spawn_notifier, ICONS};
+pub use desktop::{desktop_present, APP_USER_MODEL_ID};
+use watch::watch_profile;
 
 use super::autostart;
 use super::cli::{self, Args, CliError};
@@ -35,126 +42,6 @@ enum UserEvent {
     EngineReleased,
     /// The profile file changed on disk (after the writes settled).
     ProfileChanged,
-}
-
-/// Writes closer together than this are one change (editors write, rename and chmod in a burst).
-const PROFILE_DEBOUNCE: Duration = Duration::from_millis(300);
-
-/// Watches the profile's folder, not the file: editors (and our own atomic writes) replace the
-/// file by renaming a new one over it, which ends a watch on the old file. One
-/// [`UserEvent::ProfileChanged`] is sent per burst of writes.
-fn watch_profile(
-    path: &Path,
-    proxy: EventLoopProxy<UserEvent>,
-) -> Result<notify::RecommendedWatcher, String> {
-    use notify::{EventKind, RecursiveMode, Watcher};
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let name = path.file_name().map(ToOwned::to_owned);
-    let (tx, rx) = crossbeam_channel::unbounded::<()>();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let Ok(event) = res else { return };
-        let ours = event.paths.iter().any(|p| p.file_name() == name.as_deref());
-        let written = matches!(
-            event.kind,
-            EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
-        );
-        if ours && written {
-            let _ = tx.send(());
-        }
-    })
-    .map_err(|e| e.to_string())?;
-    watcher
-        .watch(dir, RecursiveMode::NonRecursive)
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
-    thread::Builder::new()
-        .name("profile watch".into())
-        .spawn(move || {
-            // Ends when the watcher (and with it `tx`) is dropped.
-            while rx.recv().is_ok() {
-                while rx.recv_timeout(PROFILE_DEBOUNCE).is_ok() {}
-                if proxy.send_event(UserEvent::ProfileChanged).is_err() {
-                    break;
-                }
-            }
-        })
-        .map_err(|e| e.to_string())?;
-    Ok(watcher)
-}
-
-const ICONS: [(&str, &[u8]); 4] = [
-    ("idle", include_bytes!("../../icons/idle.png")),
-    ("connecting", include_bytes!("../../icons/connecting.png")),
-    ("streaming", include_bytes!("../../icons/streaming.png")),
-    ("error", include_bytes!("../../icons/error.png")),
-];
-
-fn decode_icon(bytes: &[u8]) -> Option<Icon> {
-    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
-        .read_info()
-        .ok()?;
-    let mut buf = vec![0; reader.output_buffer_size()?];
-    let info = reader.next_frame(&mut buf).ok()?;
-    if info.color_type != png::ColorType::Rgba {
-        return None;
-    }
-    buf.truncate(info.buffer_size());
-    Icon::from_rgba(buf, info.width, info.height).ok()
-}
-
-/// The AppUserModelID toasts are sent under on Windows. The installer registers it with a name
-/// and an icon (installer/windows/main.wxs, `Software\Classes\AppUserModelId`): Windows shows an
-/// unpackaged program's toasts only for a registered id.
-pub const APP_USER_MODEL_ID: &str = "EchoWarp.EchoWarp";
-
-/// Shows one notice on the desktop.
-#[cfg(feature = "notifications")]
-fn show(n: &Notice) -> Result<(), notify_rust::error::Error> {
-    let mut note = notify_rust::Notification::new();
-    note.appname("EchoWarp")
-        .summary(&n.summary)
-        .body(&n.body)
-        .icon("audio-card");
-    #[cfg(windows)]
-    note.app_id(APP_USER_MODEL_ID);
-    note.show().map(drop)
-}
-
-/// Built without notifications: every notice fails, and is said in the log only.
-#[cfg(not(feature = "notifications"))]
-fn show(_: &Notice) -> Result<(), &'static str> {
-    Err("this build has no desktop notifications (built without the `notifications` feature)")
-}
-
-/// Shows notices on a thread of its own: a slow or missing notification service never stalls the
-/// loop. Where there is no service, each failure is logged and the tray carries on.
-fn spawn_notifier() -> crossbeam_channel::Sender<Notice> {
-    let (tx, rx) = crossbeam_channel::unbounded::<Notice>();
-    let spawned = thread::Builder::new()
-        .name("notifications".into())
-        .spawn(move || {
-            let mut told = false;
-            for n in rx.iter() {
-                tracing::info!("notification: {}: {}", n.summary, n.body);
-                match show(&n) {
-                    // Said once as a warning (with why), then quietly: the notices themselves
-                    // are in the log line above.
-                    Err(e) if !told => {
-                        told = true;
-                        tracing::warn!("no notification service, notices go to the log only: {e}");
-                    }
-                    Err(e) => tracing::debug!("notification not shown: {e}"),
-                    Ok(_) => {}
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!("notifications are off: {e}");
-    }
-    tx
 }
 
 struct App {
@@ -483,26 +370,6 @@ fn build_item(item: &Item, actions: &mut HashMap<MenuId, Action>) -> Box<dyn IsM
         }
         Item::Separator => Box::new(PredefinedMenuItem::separator()),
     }
-}
-
-fn open_with_desktop(path: PathBuf) {
-    let opener = if cfg!(target_os = "macos") {
-        "open"
-    } else if cfg!(windows) {
-        "explorer"
-    } else {
-        "xdg-open"
-    };
-    if let Err(e) = std::process::Command::new(opener).arg(&path).spawn() {
-        tracing::warn!("cannot open {}: {e}", path.display());
-    }
-}
-
-/// Whether a desktop session is there to show a tray in.
-pub fn desktop_present() -> bool {
-    cfg!(any(windows, target_os = "macos"))
-        || std::env::var_os("DISPLAY").is_some()
-        || std::env::var_os("WAYLAND_DISPLAY").is_some()
 }
 
 /// Runs the tray until Quit. Streams at once when the profile says `start_streaming`.
