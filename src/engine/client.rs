@@ -206,11 +206,9 @@ fn stream(
         params: p,
         keys,
     } = e;
-    let udp = sock::client_udp(peer, cfg.socket_buffer_size)
-        .map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
-    let hello_socket = udp
-        .try_clone()
-        .map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
+    let udp =
+        sock::client_udp(peer, cfg.socket_buffer_size).map_err(EngineError::io("UDP socket"))?;
+    let hello_socket = udp.try_clone().map_err(EngineError::io("UDP socket"))?;
     let sink = player.begin(p, &keys.server_to_client, udp)?;
     drop(keys);
     let format = format!(

@@ -94,7 +94,7 @@ pub(crate) fn run(
     let mut body = Vec::with_capacity(MAX_DATAGRAM);
     let mut out = [0u8; MAX_DATAGRAM];
     let mut rx = [0u8; 2048];
-    sock::prepare_for_polling(&udp).map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
+    sock::prepare_for_polling(&udp).map_err(EngineError::io("UDP socket"))?;
     let mut last_audio = Instant::now();
     // Since when a running capture has had nobody to send to.
     let mut unheard_since: Option<Instant> = None;
@@ -171,7 +171,7 @@ pub(crate) fn run(
                     Frame::Wait(d) => {
                         wait = d.min(IDLE_WAIT);
                         if last_audio.elapsed() > SILENT_DEVICE {
-                            return Err(EngineError::Audio(format!(
+                            return Err(EngineError::Media(format!(
                                 "the capture device delivered no audio for {} s (is it connected, and is it the right one?)",
                                 SILENT_DEVICE.as_secs()
                             )));
@@ -243,7 +243,7 @@ pub(crate) const RELEASE_AFTER: Duration = Duration::from_secs(5);
 fn reopened(open: &mut Reopen, format: StreamFormat) -> Result<Box<dyn Source>, EngineError> {
     let src = open(format)?;
     if src.format() != format {
-        return Err(EngineError::Audio(format!(
+        return Err(EngineError::Media(format!(
             "the capture device, opened again, delivers {} Hz {} ch instead of the {} Hz {} ch this server announces",
             src.format().sample_rate,
             src.format().channels,

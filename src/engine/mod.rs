@@ -282,37 +282,52 @@ pub enum EngineError {
     },
     /// The audio device or file failed.
     #[error("audio: {0}")]
-    Audio(String),
-    /// A socket or file failed.
-    #[error("{0}")]
-    Io(String),
+    Audio(#[source] Arc<AudioError>),
+    /// The audio path failed in the engine's own terms (a format a codec cannot take, a thread
+    /// that ended).
+    #[error("audio: {0}")]
+    Media(String),
+    /// A socket or a thread failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The system's error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The profile's files or the ban list failed.
+    #[error(transparent)]
+    Store(Arc<StoreError>),
+    /// The engine stopped without saying why.
+    #[error("the engine stopped unexpectedly")]
+    Vanished,
     /// The peer broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
 }
 
+impl EngineError {
+    /// A failed socket or thread call: `what` was being done.
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| EngineError::Io {
+            what,
+            source: Arc::new(source),
+        }
+    }
+}
+
+// Errors travel in events, which are cloned: sources are shared.
 impl From<AudioError> for EngineError {
     fn from(e: AudioError) -> Self {
-        EngineError::Audio(crate::ui::display_chain(&e))
+        EngineError::Audio(Arc::new(e))
     }
 }
 
 impl From<StoreError> for EngineError {
     fn from(e: StoreError) -> Self {
-        EngineError::Io(crate::ui::display_chain(&e))
-    }
-}
-
-impl EngineError {
-    /// The process exit code for this error (DESIGN.md §3.1).
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            EngineError::Unauthorized | EngineError::NotConfirmed(_) => 3,
-            EngineError::Banned | EngineError::PasswordRequired => 4,
-            EngineError::VersionMismatch { .. } => 5,
-            EngineError::ConnectFailed { .. } => 6,
-            _ => 1,
-        }
+        EngineError::Store(Arc::new(e))
     }
 }
 
@@ -412,7 +427,7 @@ impl EngineHandle {
                 };
                 let _ = ev_tx.send(Event::Stopped(result));
             })
-            .map_err(|e| EngineError::Io(format!("cannot start the engine thread: {e}")))?;
+            .map_err(EngineError::io("cannot start the engine thread"))?;
         Ok(Self {
             commands: CommandSender {
                 commands: cmd_tx,

@@ -117,7 +117,7 @@ impl Player {
             if let Some(mut old) = self.sink.take() {
                 if matches!(self.device, DeviceSpec::Wav(_)) && self.stream != Some(format) {
                     let _ = old.finish();
-                    return Err(EngineError::Audio(
+                    return Err(EngineError::Media(
                         "the stream's format changed; a WAV recording cannot follow".into(),
                     ));
                 }
@@ -158,7 +158,7 @@ impl Player {
                 super::ring(bell.as_deref());
                 (sink, r)
             })
-            .map_err(|e| EngineError::Io(e.to_string()))?;
+            .map_err(EngineError::io("cannot start the playout thread"))?;
         self.running = Some(Running {
             stop,
             end,
@@ -193,7 +193,7 @@ impl Player {
                 self.sink = Some(sink);
                 result
             }
-            Err(_) => Err(EngineError::Audio("the playout thread panicked".into())),
+            Err(_) => Err(EngineError::Media("the playout thread panicked".into())),
         }
     }
 
@@ -354,8 +354,7 @@ fn playout(
     end: &Arc<AtomicU64>,
     stats: &Arc<PlayStats>,
 ) -> Result<(), EngineError> {
-    super::sock::prepare_for_polling(udp)
-        .map_err(|e| EngineError::Io(format!("UDP socket: {e}")))?;
+    super::sock::prepare_for_polling(udp).map_err(EngineError::io("UDP socket"))?;
     let format = sink.format();
     let core = PlayoutCore::new(params, target, format, sink.clocked(), Instant::now())?;
     let (arrivals, from_network) = rtrb::RingBuffer::<Arrival>::new(ARRIVALS);
@@ -500,7 +499,7 @@ fn receive(
             p.run(sink, arrived)?;
         }
         if flags.failed.load(Ordering::Acquire) {
-            return Err(EngineError::Audio(
+            return Err(EngineError::Media(
                 "converting the audio for the device failed".into(),
             ));
         }

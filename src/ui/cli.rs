@@ -23,6 +23,18 @@ pub const EXIT_USAGE: i32 = 2;
 /// Exit code: a runtime error.
 pub const EXIT_RUNTIME: i32 = 1;
 
+/// The process exit code for an engine's error (DESIGN.md §3.1): 3 wrong password, 4 banned
+/// (or a password required), 5 version mismatch, 6 no connection; else 1.
+pub fn exit_code(e: &EngineError) -> i32 {
+    match e {
+        EngineError::Unauthorized | EngineError::NotConfirmed(_) => 3,
+        EngineError::Banned | EngineError::PasswordRequired => 4,
+        EngineError::VersionMismatch { .. } => 5,
+        EngineError::ConnectFailed { .. } => 6,
+        _ => EXIT_RUNTIME,
+    }
+}
+
 pub use super::args::Args;
 use super::status::{print_stats_json, status_text};
 
@@ -99,8 +111,8 @@ impl From<EngineError> for CliError {
             _ => Vec::new(),
         };
         Self {
-            code: e.exit_code(),
-            message: e.to_string(),
+            code: exit_code(&e),
+            message: super::display_chain(&e),
             hints,
         }
     }
@@ -437,7 +449,7 @@ pub fn run_engine(role: EngineRole, quiet: bool, stats_json: bool) -> Result<Out
             }
             Ok(_) => {}
             Err(crossbeam_channel::RecvError) => {
-                break Err(EngineError::Io("the engine stopped unexpectedly".into()));
+                break Err(EngineError::Vanished);
             }
         }
     };

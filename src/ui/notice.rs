@@ -108,7 +108,7 @@ impl Notifier {
                 | EngineError::PasswordRequired
                 | EngineError::VersionMismatch { .. }),
             )) => n("EchoWarp: cannot connect", e.to_string()),
-            Event::Stopped(Err(e)) => n("EchoWarp stopped", e.to_string()),
+            Event::Stopped(Err(e)) => n("EchoWarp stopped", super::display_chain(e)),
             _ => None,
         }
     }

@@ -230,7 +230,7 @@ impl TrayView {
             Event::Stopped(Err(e)) => {
                 self.state = TrayState::Error;
                 self.running = false;
-                self.detail = e.to_string();
+                self.detail = super::display_chain(e);
                 self.no_password = None;
             }
             _ => {}
@@ -499,9 +499,16 @@ mod tests {
             texts(bans),
             ["Unban 10.0.0.7", "Unban 10.0.1.0/24", "---", "Clear all"]
         );
-        assert!(v.apply(&Event::Stopped(Err(EngineError::Io("port in use".into())))));
+        let in_use = std::io::Error::new(std::io::ErrorKind::AddrInUse, "port in use");
+        let e = EngineError::io("cannot listen on port 4999")(in_use);
+        assert!(v.apply(&Event::Stopped(Err(e))));
         assert_eq!((v.state, v.running), (TrayState::Error, false));
-        assert!(v.status_line().ends_with("port in use"));
+        assert!(
+            v.status_line()
+                .ends_with("cannot listen on port 4999: port in use"),
+            "{}",
+            v.status_line()
+        );
         v.apply(&Event::Stopped(Ok(Outcome::Stopped)));
         assert_eq!(v.state.icon_name(), "idle");
     }

@@ -138,12 +138,12 @@ fn opus_frames(format: StreamFormat, frame_ms: u32) -> Result<u16, EngineError> 
     let tenths_ms = if frame_ms <= 3 { 25 } else { frame_ms * 10 };
     let frames = format.sample_rate * tenths_ms / 10_000;
     if !crate::protocol::frame::opus_frame_ok(format.sample_rate, frames) {
-        return Err(EngineError::Audio(format!(
+        return Err(EngineError::Media(format!(
             "opus codes 8, 12, 16, 24 or 48 kHz in frames of 2.5, 5, 10 or 20 ms; the source gives {} Hz (frame_ms {frame_ms}): use codec pcm or set [audio] sample_rate = 48000",
             format.sample_rate
         )));
     }
-    u16::try_from(frames).map_err(|_| EngineError::Audio("frame too long".into()))
+    u16::try_from(frames).map_err(|_| EngineError::Media("frame too long".into()))
 }
 
 /// Frames per datagram: `frame_ms` of audio, capped so a datagram fits the MTU (with
@@ -186,11 +186,11 @@ pub(crate) fn run(
                 || format!("port {}", cfg.port),
                 |ip| format!("{}", SocketAddr::new(ip, cfg.port)),
             );
-            EngineError::Io(format!("cannot listen on {where_}: {e}"))
+            EngineError::io(format!("cannot listen on {where_}"))(e)
         })?;
     let local = listener
         .local_addr()
-        .map_err(|e| EngineError::Io(e.to_string()))?;
+        .map_err(EngineError::io("the listening address"))?;
     let bans = BanList::load(&cfg.ban_list)?;
     let (media_tx, media_rx) = crossbeam_channel::unbounded();
     let (ban_tx, ban_rx) = crossbeam_channel::unbounded();
@@ -250,17 +250,17 @@ pub(crate) fn run(
                 media_shared,
             )
         })
-        .map_err(|e| EngineError::Io(e.to_string()))?;
+        .map_err(EngineError::io("cannot start the media thread"))?;
     let writer_shared = shared.clone();
     let ban_writer = thread::Builder::new()
         .name("ban list".into())
         .spawn(move || write_bans(&writer_shared, &ban_rx))
-        .map_err(|e| EngineError::Io(e.to_string()))?;
+        .map_err(EngineError::io("cannot start the ban list's thread"))?;
     let accept_shared = shared.clone();
     let acceptor = thread::Builder::new()
         .name("accept".into())
         .spawn(move || accept_loop(listener, accept_shared))
-        .map_err(|e| EngineError::Io(e.to_string()))?;
+        .map_err(EngineError::io("cannot start the accept thread"))?;
 
     let mut outcome = Ok(Outcome::Stopped);
     let mut next_stats = Instant::now() + HEARTBEAT_INTERVAL;
@@ -272,7 +272,7 @@ pub(crate) fn run(
             break;
         }
         if shared.media_ended.load(Ordering::Acquire) || media.is_finished() {
-            outcome = Err(EngineError::Audio("the capture stopped".into()));
+            outcome = Err(EngineError::Media("the capture stopped".into()));
             break;
         }
         if shared.end_position.load(Ordering::Acquire) != NOT_ENDED
@@ -353,7 +353,7 @@ pub(crate) fn run(
     match media.join() {
         // The media thread's own error says more than "the capture stopped".
         Ok(Err(e)) => outcome = Err(e),
-        Err(_) => outcome = Err(EngineError::Audio("the media thread panicked".into())),
+        Err(_) => outcome = Err(EngineError::Media("the media thread panicked".into())),
         _ => {}
     }
     outcome
