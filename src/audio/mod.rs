@@ -433,10 +433,6 @@ pub trait Sink: Send {
     /// True for a device that consumes in real time; false for a file, which takes data as fast
     /// as it comes and so needs no pacing.
     fn clocked(&self) -> bool;
-    /// Frames written but not yet played (clocked sinks); 0 for files.
-    fn queued_frames(&self) -> usize;
-    /// Frames a clocked sink should hold ahead of its callback for steady playback.
-    fn low_water_frames(&self) -> usize;
     /// Writes interleaved samples; returns the frames taken (a full device ring takes fewer).
     ///
     /// # Errors

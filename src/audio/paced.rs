@@ -95,12 +95,6 @@ impl Sink for NullSink {
     fn clocked(&self) -> bool {
         false
     }
-    fn queued_frames(&self) -> usize {
-        0
-    }
-    fn low_water_frames(&self) -> usize {
-        0
-    }
     fn write(&mut self, samples: &[f32]) -> Result<usize, AudioError> {
         Ok(samples.len() / usize::from(self.format.channels.max(1)))
     }

@@ -210,12 +210,6 @@ impl Sink for WavSink {
     fn clocked(&self) -> bool {
         false
     }
-    fn queued_frames(&self) -> usize {
-        0
-    }
-    fn low_water_frames(&self) -> usize {
-        0
-    }
     fn write(&mut self, samples: &[f32]) -> Result<usize, AudioError> {
         let path = self.path.clone();
         if let Some(w) = self.writer.as_mut() {

@@ -10,7 +10,7 @@
 
 mod devices;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -310,10 +310,6 @@ pub struct CpalSink {
     capacity: usize,
     /// Samples the callback had to make up with silence.
     pub underruns: Arc<AtomicU64>,
-    /// The largest number of frames one callback asked for.
-    callback_frames: Arc<AtomicUsize>,
-    /// The period asked of the device (the callbacks may prove larger).
-    period_frames: usize,
     /// What the device reports between a callback and the playing of its first sample.
     delay: Arc<crate::audio::DelayCell>,
     /// Pullers for the callback to take up (`None`: back to the queue).
@@ -367,9 +363,7 @@ impl OutputFeed {
 fn output_callback<T>(
     mut feed: OutputFeed,
     underruns: Arc<AtomicU64>,
-    callback_frames: Arc<AtomicUsize>,
     delay: Arc<crate::audio::DelayCell>,
-    channels: usize,
 ) -> impl FnMut(&mut [T], &cpal::OutputCallbackInfo) + Send + 'static
 where
     T: SizedSample + FromSample<f32>,
@@ -377,9 +371,6 @@ where
     move |data: &mut [T], info| {
         let t = info.timestamp();
         delay.set(t.playback.duration_since(t.callback));
-        // Fed without a puller, the playout keeps this much queued: the largest request seen
-        // (an atomic max, RT-safe).
-        callback_frames.fetch_max(data.len() / channels.max(1), Ordering::Relaxed);
         feed.take_handoffs();
         if let Some(puller) = feed.puller.as_mut() {
             if feed.scratch.len() < data.len() {
@@ -462,31 +453,28 @@ fn start_playback(
         scratch: Vec::with_capacity(4_800),
     };
     let underruns = Arc::new(AtomicU64::new(0));
-    let callback_frames = Arc::new(AtomicUsize::new(0));
     let delay = Arc::new(crate::audio::DelayCell::default());
-    let (under, frames, callback_delay) =
-        (underruns.clone(), callback_frames.clone(), delay.clone());
+    let (under, callback_delay) = (underruns.clone(), delay.clone());
     let name = id.to_owned();
     let device = device.clone();
-    let ch = usize::from(config.channels);
     let guard = run_stream(name.clone(), move || {
         let on_err = |e: cpal::Error| eprintln!("audio device error: {e}");
         let s = match sample_format {
             SampleFormat::F32 => device.build_output_stream(
                 config,
-                output_callback::<f32>(feed, under, frames, callback_delay, ch),
+                output_callback::<f32>(feed, under, callback_delay),
                 on_err,
                 None,
             ),
             SampleFormat::I16 => device.build_output_stream(
                 config,
-                output_callback::<i16>(feed, under, frames, callback_delay, ch),
+                output_callback::<i16>(feed, under, callback_delay),
                 on_err,
                 None,
             ),
             SampleFormat::I32 => device.build_output_stream(
                 config,
-                output_callback::<i32>(feed, under, frames, callback_delay, ch),
+                output_callback::<i32>(feed, under, callback_delay),
                 on_err,
                 None,
             ),
@@ -500,12 +488,6 @@ fn start_playback(
         producer,
         capacity,
         underruns,
-        callback_frames,
-        period_frames: match config.buffer_size {
-            cpal::BufferSize::Fixed(n) => n as usize,
-            // Unknown until the first callback: assume a common 10 ms.
-            cpal::BufferSize::Default => format.sample_rate as usize / 100,
-        },
         delay,
         handoff,
         retired,
@@ -531,18 +513,6 @@ impl Sink for CpalSink {
     }
     fn device_delay(&self) -> Option<std::time::Duration> {
         self.delay.get()
-    }
-    fn queued_frames(&self) -> usize {
-        (self.capacity - self.producer.slots()) / usize::from(self.format.channels)
-    }
-    fn low_water_frames(&self) -> usize {
-        // Enough for the next callback, and for the feeder to wake late: it polls every 2 ms.
-        let rate = self.format.sample_rate as usize;
-        let period = self
-            .callback_frames
-            .load(Ordering::Relaxed)
-            .max(self.period_frames);
-        period + (period / 2).max(rate / 500)
     }
     fn write(&mut self, samples: &[f32]) -> Result<usize, AudioError> {
         let ch = usize::from(self.format.channels);
@@ -572,7 +542,8 @@ impl Sink for CpalSink {
     fn finish(&mut self) -> Result<(), AudioError> {
         // Let what is queued play out (bounded: the ring holds at most half a second).
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(600);
-        while self.queued_frames() > 0 && std::time::Instant::now() < deadline {
+        let queued = |s: &Self| (s.capacity - s.producer.slots()) / usize::from(s.format.channels);
+        while queued(self) > 0 && std::time::Instant::now() < deadline {
             thread::sleep(std::time::Duration::from_millis(5));
         }
         Ok(())
