@@ -68,11 +68,12 @@ fn run(mut args: Args, no_args: bool) -> Result<Outcome, CliError> {
     if cli::run_admin(&args)? {
         return Ok(Outcome::Stopped);
     }
-    let profile = cli::effective_profile(&args);
+    let settings = args.settings();
+    let profile = settings.profile();
     #[cfg(feature = "tray")]
     if args.tray || (no_args && echowarp::ui::tray::desktop_present()) {
         // The tray shows a bad profile and waits for a fix instead of exiting.
-        echowarp::ui::tray::run(profile, args)?;
+        echowarp::ui::tray::run(profile, settings)?;
         return Ok(Outcome::Stopped);
     }
     let mut profile = profile?;
@@ -126,8 +127,8 @@ fn run(mut args: Args, no_args: bool) -> Result<Outcome, CliError> {
         print!("{}", profile.to_toml());
         return Ok(Outcome::Stopped);
     }
-    let role = cli::engine_role(&profile, &args)?;
-    cli::run_engine(role, args.quiet, args.stats_json)
+    let config = settings.config(&profile)?;
+    cli::run_engine(config, args.quiet, args.stats_json)
 }
 
 fn main() -> ExitCode {

@@ -9,7 +9,9 @@ use crossbeam_channel::Sender;
 
 use super::conn::Pump;
 use super::playout::Player;
-use super::{sock, ClientConfig, Command, EngineError, Event, Inbox, Outcome, Stats};
+use super::{
+    sock, Command, Common, ConnectConfig, EngineError, Event, Inbox, Outcome, PlaybackConfig, Stats,
+};
 use crate::protocol::datagram::HEADER_LEN;
 use crate::protocol::frame::{Heartbeat, SessionParams};
 use crate::protocol::ident::{Ident, Status};
@@ -19,6 +21,12 @@ use crate::protocol::session::{
 };
 /// Longest play-out after an end of stream (the jitter buffer holds far less).
 const END_PLAYOUT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Where to connect and how to log in.
+struct Dial {
+    connect: ConnectConfig,
+    common: Common,
+}
 
 enum Failure {
     /// Stop trying: 401, 403, 409, a broken server.
@@ -75,12 +83,13 @@ fn failure(why: ClientEnd, peer: SocketAddr) -> Failure {
     }
 }
 
-fn connect(cfg: &ClientConfig) -> Result<Established, Failure> {
-    let addrs: Vec<SocketAddr> = (cfg.server.as_str(), cfg.port)
+fn connect(dial: &Dial) -> Result<Established, Failure> {
+    let server = &dial.connect.server;
+    let addrs: Vec<SocketAddr> = (server.as_str(), dial.connect.port)
         .to_socket_addrs()
-        .map_err(|e| Failure::Retry(format!("cannot resolve {}: {e}", cfg.server)))?
+        .map_err(|e| Failure::Retry(format!("cannot resolve {server}: {e}")))?
         .collect();
-    let mut last = Failure::Retry(format!("{} has no address", cfg.server));
+    let mut last = Failure::Retry(format!("{server} has no address"));
     let mut stream = None;
     for a in &addrs {
         match TcpStream::connect_timeout(a, HANDSHAKE_TIMEOUT) {
@@ -96,8 +105,9 @@ fn connect(cfg: &ClientConfig) -> Result<Established, Failure> {
         .peer_addr()
         .map_err(|e| Failure::Retry(e.to_string()))?;
     let mut pump = Pump::new(stream);
-    let ours = Ident::ours(cfg.protocol_major).claiming_minor(cfg.protocol_minor);
-    let mut session = ClientSession::new(ours, cfg.password.clone(), Instant::now());
+    let claim = dial.common.claim;
+    let ours = Ident::ours(claim.major).claiming_minor(claim.minor);
+    let mut session = ClientSession::new(ours, dial.common.password.clone(), Instant::now());
     loop {
         while let Some(event) = session.poll_event() {
             match event {
@@ -122,14 +132,17 @@ fn connect(cfg: &ClientConfig) -> Result<Established, Failure> {
 }
 
 pub(crate) fn run(
-    cfg: ClientConfig,
+    connect: ConnectConfig,
+    play: PlaybackConfig,
+    common: Common,
     commands: &Inbox,
     events: &Sender<Event>,
 ) -> Result<Outcome, EngineError> {
-    let mut player = Player::new(cfg.device.clone(), cfg.device_rate, cfg.target_latency);
+    let mut player = Player::new(play.device, play.device_rate, play.target_latency);
     // A playout thread that ends (the stream played out, or its device failed) says so.
     player.bell = commands.bell.clone();
-    let result = run_inner(&cfg, commands, events, &mut player);
+    let dial = Dial { connect, common };
+    let result = run_inner(&dial, commands, events, &mut player);
     let finished = player.finish();
     tracing::info!(
         "received {} bytes of datagrams in all",
@@ -146,22 +159,23 @@ pub(crate) fn run(
 }
 
 fn run_inner(
-    cfg: &ClientConfig,
+    dial: &Dial,
     commands: &Inbox,
     events: &Sender<Event>,
     player: &mut Player,
 ) -> Result<Outcome, EngineError> {
-    let mut backoff = Backoff::new(cfg.reconnect_attempts);
+    let attempts = dial.connect.reconnect_attempts;
+    let mut backoff = Backoff::new(attempts);
     loop {
         let attempt = backoff.attempt();
         let _ = events.send(Event::Connecting {
             attempt,
-            of: cfg.reconnect_attempts,
+            of: attempts,
         });
-        let last = match connect(cfg) {
+        let last = match connect(dial) {
             Ok(session) => {
                 backoff.connected();
-                match stream(cfg, session, commands, events, player)? {
+                match stream(dial, session, commands, events, player)? {
                     SessionEnd::Stopped => return Ok(Outcome::Stopped),
                     SessionEnd::StreamEnded => return Ok(Outcome::StreamEnded),
                     SessionEnd::Lost(why) => {
@@ -176,7 +190,7 @@ fn run_inner(
                 tracing::info!("attempt {attempt}: {why}");
                 if backoff.exhausted() {
                     return Err(EngineError::ConnectFailed {
-                        addr: format!("{}:{}", cfg.server, cfg.port),
+                        addr: format!("{}:{}", dial.connect.server, dial.connect.port),
                         attempts: attempt,
                         last: why,
                     });
@@ -193,7 +207,7 @@ fn run_inner(
 }
 
 fn stream(
-    cfg: &ClientConfig,
+    dial: &Dial,
     e: Established,
     commands: &Inbox,
     events: &Sender<Event>,
@@ -206,8 +220,8 @@ fn stream(
         params: p,
         keys,
     } = e;
-    let udp =
-        sock::client_udp(peer, cfg.socket_buffer_size).map_err(EngineError::io("UDP socket"))?;
+    let udp = sock::client_udp(peer, dial.common.socket_buffer_size)
+        .map_err(EngineError::io("UDP socket"))?;
     let hello_socket = udp.try_clone().map_err(EngineError::io("UDP socket"))?;
     let sink = player.begin(p, &keys.server_to_client, udp)?;
     drop(keys);

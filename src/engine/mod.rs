@@ -1,19 +1,26 @@
 //! Threads and sockets: the server and the client, driven through an [`EngineHandle`].
 //!
-//! Front ends (the CLI today, the tray later, tests always) send [`Command`]s in and read
-//! [`Event`]s out; nothing else crosses the boundary. Dropping the handle stops the engine and
-//! joins its thread.
+//! An engine runs one [`Config`] (see [`config`] for how a profile becomes one). Front ends
+//! (the command line, the tray, tests) send [`Command`]s in and read [`Event`]s out; nothing else
+//! crosses the boundary. Dropping the handle stops the engine and joins its thread.
+//!
+//! - `server`: the accept loop, one control thread per connection (`server::control`, a pump
+//!   around a `ServerSession`), the media thread that captures, codes, seals and fans out
+//!   (`server::media`), and the ban list's writer.
+//! - `client`: connects with backoff, pumps a `ClientSession`, and feeds the playout
+//!   (`playout`) from its UDP socket.
+//! - `conn`, `sock`: the pump between a TCP stream and a session; socket set-up.
+//! - `guard`: pre-authentication limits and failure budgets.
 
 mod client;
+pub mod config;
 mod conn;
 mod guard;
-mod media;
 mod playout;
 mod server;
 mod sock;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -21,103 +28,18 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::audio::wake::Wake;
-use crate::audio::{AudioError, DeviceKind, DeviceSpec};
-use crate::protocol::frame::SecurityMode;
+use crate::audio::AudioError;
 use crate::store::StoreError;
+
+pub use config::{
+    CaptureConfig, Claim, Codec, Config, ConfigError, ConnectConfig, Extras, Link, ListenConfig,
+    Media, PlaybackConfig,
+};
+use config::{Common, Plan};
 
 pub use crate::protocol::session::{
     BACKOFF_MAX, BACKOFF_START, HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, PEER_TIMEOUT,
 };
-
-/// What a server needs to run.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Listen only here; `None`: every interface, IPv4 and IPv6.
-    pub bind: Option<IpAddr>,
-    /// TCP and UDP port (0: any free port, reported in [`Event::Listening`]).
-    pub port: u16,
-    /// What to capture.
-    pub device: DeviceSpec,
-    /// Capture an input, or what an output plays.
-    pub device_kind: DeviceKind,
-    /// Shared password (empty for none).
-    pub password: crate::protocol::Password,
-    /// Datagram protection.
-    pub mode: SecurityMode,
-    /// Clients served at once.
-    pub max_clients: usize,
-    /// Failed logins from one IP before a ban (0: never ban).
-    pub ban_threshold: u32,
-    /// Without a password, serve clients from public addresses too (else only loopback,
-    /// private, link-local, CGNAT and unique-local ones).
-    pub allow_anonymous: bool,
-    /// The ban list file.
-    pub ban_list: PathBuf,
-    /// Audio per datagram.
-    pub frame_ms: u32,
-    /// Each datagram also carries the previous frame (halves the frame size limit).
-    pub redundancy: bool,
-    /// Code audio with Opus at this bitrate (kbit/s), with in-band FEC if `opus_fec`;
-    /// `None`: PCM.
-    pub opus_kbps: Option<u32>,
-    /// Opus in-band forward error correction.
-    pub opus_fec: bool,
-    /// Capture at this rate if the device allows (`None`: 48 kHz if possible, else its own).
-    pub sample_rate: Option<u32>,
-    /// Capture this many channels if the device allows (`None`: stereo if possible).
-    pub channels: Option<u16>,
-    /// SO_SNDBUF/SO_RCVBUF in bytes (0: OS default).
-    pub socket_buffer_size: usize,
-    /// Claim another protocol major (testing 409).
-    pub protocol_major: Option<u16>,
-    /// Claim another protocol minor (testing what older peers get).
-    pub protocol_minor: Option<u16>,
-}
-
-impl ServerConfig {
-    /// The codec's name for logs and the status line.
-    pub fn codec_name(&self) -> &'static str {
-        match (self.opus_kbps, self.redundancy) {
-            (Some(_), _) => "opus",
-            (None, true) => "pcm+redundancy",
-            (None, false) => "pcm",
-        }
-    }
-}
-
-/// What a client needs to run.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// Server host name or IP.
-    pub server: String,
-    /// Server port.
-    pub port: u16,
-    /// Where to play.
-    pub device: DeviceSpec,
-    /// Shared password (empty for none).
-    pub password: crate::protocol::Password,
-    /// Connection attempts before giving up (0: forever).
-    pub reconnect_attempts: u32,
-    /// Jitter buffer depth.
-    pub target_latency: Duration,
-    /// Open the playback device at this rate (`None`: the stream's rate if the device allows).
-    pub device_rate: Option<u32>,
-    /// SO_RCVBUF in bytes (0: OS default).
-    pub socket_buffer_size: usize,
-    /// Claim another protocol major (testing 409).
-    pub protocol_major: Option<u16>,
-    /// Claim another protocol minor (testing what older peers get).
-    pub protocol_minor: Option<u16>,
-}
-
-/// What the engine is asked to run.
-#[derive(Debug, Clone)]
-pub enum Role {
-    /// Capture and send.
-    Server(ServerConfig),
-    /// Receive and play.
-    Client(ClientConfig),
-}
 
 /// Commands into a running engine.
 #[derive(Debug)]
@@ -299,6 +221,9 @@ pub enum EngineError {
     /// The profile's files or the ban list failed.
     #[error(transparent)]
     Store(Arc<StoreError>),
+    /// The configuration cannot run.
+    #[error(transparent)]
+    Config(Arc<ConfigError>),
     /// The engine stopped without saying why.
     #[error("the engine stopped unexpectedly")]
     Vanished,
@@ -322,6 +247,12 @@ impl EngineError {
 impl From<AudioError> for EngineError {
     fn from(e: AudioError) -> Self {
         EngineError::Audio(Arc::new(e))
+    }
+}
+
+impl From<ConfigError> for EngineError {
+    fn from(e: ConfigError) -> Self {
+        EngineError::Config(Arc::new(e))
     }
 }
 
@@ -409,8 +340,10 @@ impl EngineHandle {
     /// Starts the engine on its own thread.
     ///
     /// # Errors
+    /// [`EngineError::Config`] for a pairing of link and media not built yet;
     /// [`EngineError::Io`] if the thread cannot be spawned.
-    pub fn start(role: Role) -> Result<Self, EngineError> {
+    pub fn start(config: Config) -> Result<Self, EngineError> {
+        let (plan, common) = config.plan()?;
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
         let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
         let bell = Wake::new().map(Arc::new);
@@ -421,9 +354,11 @@ impl EngineHandle {
         let thread = thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
-                let result = match role {
-                    Role::Server(cfg) => server::run(cfg, &inbox, &ev_tx),
-                    Role::Client(cfg) => client::run(cfg, &inbox, &ev_tx),
+                let result = match plan {
+                    Plan::Serve(listen, capture) => {
+                        server::run(listen, capture, common, &inbox, &ev_tx)
+                    }
+                    Plan::Join(connect, play) => client::run(connect, play, common, &inbox, &ev_tx),
                 };
                 let _ = ev_tx.send(Event::Stopped(result));
             })

@@ -57,6 +57,17 @@ pub enum Codec {
     PcmS16Redundant = 2,
 }
 
+impl Codec {
+    /// A word for logs and the status line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::PcmS16 => "pcm",
+            Codec::PcmS16Redundant => "pcm+redundancy",
+            Codec::Opus => "opus",
+        }
+    }
+}
+
 /// How audio datagrams are protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecurityMode {
@@ -116,11 +127,7 @@ impl SessionParams {
 
     /// The codec's name for logs and the status line.
     pub fn codec_name(&self) -> &'static str {
-        match self.codec {
-            Codec::PcmS16 => "pcm",
-            Codec::PcmS16Redundant => "pcm+redundancy",
-            Codec::Opus => "opus",
-        }
+        self.codec.name()
     }
 
     /// Audio bytes in the largest datagram body: one frame, or two with redundancy.

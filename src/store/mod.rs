@@ -2,7 +2,6 @@
 
 pub mod atomic;
 pub mod bans;
-pub mod ini;
 pub mod paths;
 pub mod profile;
 

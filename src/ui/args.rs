@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::store::profile::CodecName;
+use super::settings::Settings;
+use crate::engine::{Claim, Extras};
+use crate::store::profile::{CodecName, Overrides};
 
 fn parse_codec(s: &str) -> Result<CodecName, String> {
     match s {
@@ -182,4 +184,42 @@ pub struct Args {
     /// Claim another protocol minor version (for testing what older peers get)
     #[arg(long = "protocol-minor", hide = true)]
     pub protocol_minor: Option<u16>,
+}
+
+impl Args {
+    /// The settings these flags ask for: the profile they name and the changes they make.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            profile_file: self.config_file.clone(),
+            overrides: Overrides {
+                client: self.client,
+                output: self.output,
+                port: self.port,
+                server_address: self.server_address.clone(),
+                device: self.device.clone(),
+                password: self.password.clone(),
+                encryption: if self.no_encryption {
+                    Some(false)
+                } else {
+                    self.ssl.then_some(true)
+                },
+                integrity: self.integrity,
+                allow_anonymous: self.allow_anonymous,
+                reconnect_attempts: self.reconnect,
+                max_clients: self.workers,
+                socket_buffer_size: self.socket_buffer_size,
+                error_log: self.error_log,
+                redundancy: self.redundancy,
+                codec: self.codec,
+                bitrate_kbps: self.bitrate,
+            },
+            extras: Extras {
+                bind: self.bind,
+                claim: Claim {
+                    major: self.protocol_major,
+                    minor: self.protocol_minor,
+                },
+            },
+        }
+    }
 }

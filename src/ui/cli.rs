@@ -7,15 +7,11 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-use crate::audio::{DeviceKind, DeviceSpec};
-use crate::engine::{
-    ClientConfig, EngineError, EngineHandle, Event, Outcome, Role as EngineRole, ServerConfig,
-};
-use crate::protocol::frame::SecurityMode;
+use crate::engine::{Config, ConfigError, EngineError, EngineHandle, Event, Outcome};
 use crate::protocol::Password;
 use crate::store::bans::BanList;
 use crate::store::paths;
-use crate::store::profile::{CodecName, Profile, Role};
+use crate::store::profile::Profile;
 use crate::store::StoreError;
 
 /// Exit code: bad usage or a bad profile.
@@ -31,6 +27,7 @@ pub fn exit_code(e: &EngineError) -> i32 {
         EngineError::Banned | EngineError::PasswordRequired => 4,
         EngineError::VersionMismatch { .. } => 5,
         EngineError::ConnectFailed { .. } => 6,
+        EngineError::Config(e) if !matches!(**e, ConfigError::Store(_)) => EXIT_USAGE,
         _ => EXIT_RUNTIME,
     }
 }
@@ -78,6 +75,27 @@ impl From<StoreError> for CliError {
             code,
             message: super::display_chain(&e),
             hints: Vec::new(),
+        }
+    }
+}
+
+#[cfg(feature = "tray")]
+impl From<super::tray::TrayError> for CliError {
+    fn from(e: super::tray::TrayError) -> Self {
+        use super::tray::TrayError;
+        match e {
+            TrayError::NoDesktop => Self::usage(e.to_string()),
+            TrayError::Profile(e) => e.into(),
+            TrayError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        match e {
+            ConfigError::Store(e) => e.into(),
+            e => Self::usage(e.to_string()),
         }
     }
 }
@@ -155,134 +173,6 @@ pub fn password_from(args: &Args, stdin: &mut dyn BufRead) -> Result<Option<Pass
 
 /// The environment variable a password can come from (after `-p`, before the profile).
 pub const PASSWORD_ENV: &str = "ECHOWARP_PASSWORD";
-
-/// Builds the effective profile: the profile file (-f, else the saved one), then the flags.
-///
-/// # Errors
-/// [`CliError`] with exit code 2 for a bad profile or contradictory flags.
-pub fn effective_profile(args: &Args) -> Result<Profile, CliError> {
-    let mut p = match &args.config_file {
-        Some(path) => Profile::load(path)?,
-        None => Profile::load_if_exists(&paths::profile_path()?)?.unwrap_or_default(),
-    };
-    if args.client {
-        p.role = Role::Client;
-    }
-    if args.output {
-        p.device_kind = DeviceKind::Output;
-    }
-    if let Some(v) = args.port {
-        p.port = v;
-    }
-    if let Some(v) = &args.server_address {
-        p.server_address = v.clone();
-    }
-    if let Some(v) = &args.device {
-        p.device = v.clone();
-    }
-    if let Some(v) = &args.password {
-        p.password = v.clone();
-    }
-    if args.ssl {
-        p.encryption = true;
-    }
-    if args.no_encryption {
-        p.encryption = false;
-    }
-    if args.integrity {
-        p.integrity = true;
-    }
-    if args.allow_anonymous {
-        p.allow_anonymous = true;
-    }
-    if let Some(v) = args.reconnect {
-        p.reconnect_attempts = v;
-    }
-    if let Some(v) = args.workers {
-        p.max_clients = v;
-    }
-    if let Some(v) = args.socket_buffer_size {
-        p.socket_buffer_size = v;
-    }
-    if args.error_log {
-        p.error_log = true;
-    }
-    if args.redundancy {
-        p.audio.redundancy = true;
-    }
-    if let Some(c) = args.codec {
-        p.audio.codec = c;
-    }
-    if let Some(kbps) = args.bitrate {
-        p.audio.bitrate_kbps = kbps;
-    }
-    p.validate()
-        .map_err(|(key, msg)| CliError::usage(format!("{key}: {msg}")))?;
-    Ok(p)
-}
-
-/// Turns a profile into what the engine runs.
-///
-/// # Errors
-/// [`CliError`] (exit 2) when a client has no server address or the device spec is bad.
-pub fn engine_role(p: &Profile, args: &Args) -> Result<EngineRole, CliError> {
-    let device = DeviceSpec::parse(&p.device).map_err(|e| CliError::usage(e.to_string()))?;
-    match p.role {
-        Role::Server => Ok(EngineRole::Server(ServerConfig {
-            bind: args.bind,
-            port: p.port,
-            device,
-            device_kind: p.device_kind,
-            password: p.password.clone(),
-            mode: if p.encryption {
-                SecurityMode::Encrypted
-            } else if p.integrity {
-                SecurityMode::Integrity
-            } else {
-                SecurityMode::Plain
-            },
-            max_clients: p.max_clients as usize,
-            ban_threshold: p.reconnect_attempts,
-            allow_anonymous: p.allow_anonymous,
-            ban_list: paths::ban_list_path()?,
-            frame_ms: p.audio.frame_ms,
-            redundancy: p.audio.redundancy,
-            opus_kbps: (p.audio.codec == CodecName::Opus).then_some(p.audio.bitrate_kbps),
-            opus_fec: p.audio.fec,
-            sample_rate: match (p.audio.sample_rate, p.audio.codec) {
-                (0, CodecName::Opus) => Some(48_000),
-                (0, _) => None,
-                (rate, _) => Some(rate),
-            },
-            channels: (p.audio.channels != 0).then_some(p.audio.channels),
-            socket_buffer_size: p.socket_buffer_size as usize,
-            protocol_major: args.protocol_major,
-            protocol_minor: args.protocol_minor,
-        })),
-        Role::Client => {
-            if p.server_address.trim().is_empty() {
-                return Err(CliError::usage("a client needs the server's address: -a HOST (or server_address in the profile)"));
-            }
-            Ok(EngineRole::Client(ClientConfig {
-                server: p
-                    .server_address
-                    .trim()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned(),
-                port: p.port,
-                device,
-                password: p.password.clone(),
-                reconnect_attempts: p.reconnect_attempts,
-                target_latency: Duration::from_millis(u64::from(p.audio.target_latency_ms)),
-                device_rate: (p.audio.sample_rate != 0).then_some(p.audio.sample_rate),
-                socket_buffer_size: p.socket_buffer_size as usize,
-                protocol_major: args.protocol_major,
-                protocol_minor: args.protocol_minor,
-            }))
-        }
-    }
-}
 
 /// Runs one of the list/ban commands if asked; `Ok(true)` when one ran.
 ///
@@ -397,9 +287,9 @@ pub fn save_profile(p: &Profile, target: &str) -> Result<PathBuf, CliError> {
 ///
 /// # Errors
 /// [`CliError`] carrying the exit code of DESIGN.md §3.1.
-pub fn run_engine(role: EngineRole, quiet: bool, stats_json: bool) -> Result<Outcome, CliError> {
-    let client = matches!(role, EngineRole::Client(_));
-    let handle = EngineHandle::start(role)?;
+pub fn run_engine(config: Config, quiet: bool, stats_json: bool) -> Result<Outcome, CliError> {
+    let client = !config.listens();
+    let handle = EngineHandle::start(config)?;
     // Ctrl-C, SIGTERM (and a console close on Windows) stop the engine from a thread of their
     // own: this thread only wakes for the engine's events.
     let stop_guard = super::stop::install(handle.sender()).map_err(CliError::runtime)?;
@@ -465,6 +355,7 @@ pub fn run_engine(role: EngineRole, quiet: bool, stats_json: bool) -> Result<Out
 mod tests {
     use super::*;
     use crate::protocol::handshake::{ClientHandshake, ServerHandshake};
+    use crate::store::profile::Role;
     use crate::ui::interactive;
     use clap::Parser;
 
@@ -490,7 +381,7 @@ mod tests {
             };
             shown.push(format!("{a:?}"));
             shown.push(format!("{p:?}"));
-            shown.push(format!("{:?}", engine_role(&p, &a).expect("a role")));
+            shown.push(format!("{:?}", a.settings().config(&p).expect("runs")));
         }
         let choice = interactive::setup(
             Profile::default(),

@@ -5,6 +5,7 @@ pub mod autostart;
 pub mod cli;
 pub mod interactive;
 pub mod notice;
+pub mod settings;
 mod status;
 pub mod stop;
 #[cfg(feature = "tray")]

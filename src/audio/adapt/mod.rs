@@ -209,7 +209,7 @@ impl LatencyTuner {
     }
 
     /// The worst lateness in the window: how far behind its best-case arrival a packet came
-    /// (spikes, not steps: see [`LatencyTuner::worst`]), the newest bucket's included as the
+    /// (spikes, not steps: see `LatencyTuner::worst`), the newest bucket's included as the
     /// tuner counts it.
     pub fn worst_lateness(&self) -> Duration {
         Duration::from_secs_f64(self.worst().max(self.newest_lateness()))
@@ -344,7 +344,7 @@ impl DriftControl {
 
     /// Something other than the clocks moved the depth (the playback device stalled while the
     /// stream went on, say): what it leaves off the target is not drift, and the integral term
-    /// does not learn it ([`DISTURBANCE_HOLD`]).
+    /// does not learn it (`DISTURBANCE_HOLD`).
     pub fn disturbed(&mut self, now: Instant) {
         self.hold_until = Some(now + DISTURBANCE_HOLD);
     }

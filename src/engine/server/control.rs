@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use super::super::conn::Pump;
 use super::super::guard::{is_local_network, Slot};
-use super::super::media::{MediaCommand, NOT_ENDED};
 use super::super::Event;
+use super::media::{MediaCommand, NOT_ENDED};
 use super::Shared;
 use crate::audio::wake::Wake;
-use crate::protocol::frame::{Codec, Direction, SessionParams};
+use crate::protocol::frame::{Direction, SessionParams};
 use crate::protocol::ident::Status;
 use crate::protocol::keys::SessionKeys;
 use crate::protocol::session::{LoginFailure, ServerEvent, ServerSession};
@@ -30,7 +30,7 @@ pub(super) fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, mut sl
     let mut pump = Pump::new(stream);
     let mut s = ServerSession::new(
         shared.ident.clone(),
-        shared.cfg.password.clone(),
+        shared.password.clone(),
         shared.guard.limits().first_bytes,
         Instant::now(),
     );
@@ -44,7 +44,7 @@ pub(super) fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, mut sl
     if banned {
         tracing::info!("refused banned {ip}");
         s.refuse(Status::Forbidden);
-    } else if shared.cfg.password.is_empty() && !shared.cfg.allow_anonymous && !is_local_network(ip)
+    } else if shared.password.is_empty() && !shared.listen.allow_anonymous && !is_local_network(ip)
     {
         tracing::warn!(
             "{peer}: refused: without a password, clients are served from local networks only (set a password, or --allow-anonymous)"
@@ -56,7 +56,7 @@ pub(super) fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, mut sl
     };
     shared.guard.succeeded(ip, Instant::now());
     slot.release();
-    if shared.active.fetch_add(1, Ordering::AcqRel) >= shared.cfg.max_clients {
+    if shared.active.fetch_add(1, Ordering::AcqRel) >= shared.listen.max_clients {
         shared.active.fetch_sub(1, Ordering::AcqRel);
         tracing::info!("{peer}: server became full during the handshake");
         return;
@@ -81,7 +81,7 @@ fn login(
             match event {
                 ServerEvent::Identified(theirs) => {
                     minor = theirs.minor;
-                    if shared.active.load(Ordering::Acquire) >= shared.cfg.max_clients {
+                    if shared.active.load(Ordering::Acquire) >= shared.listen.max_clients {
                         s.refuse(Status::ServiceUnavailable);
                         continue;
                     }
@@ -188,14 +188,8 @@ fn session(
 ) -> String {
     let params = SessionParams {
         direction: Direction::ServerToClient,
-        codec: if shared.cfg.opus_kbps.is_some() {
-            Codec::Opus
-        } else if shared.cfg.redundancy {
-            Codec::PcmS16Redundant
-        } else {
-            Codec::PcmS16
-        },
-        mode: shared.cfg.mode,
+        codec: shared.capture.codec.wire(),
+        mode: shared.listen.mode,
         sample_rate: shared.format.sample_rate,
         channels: shared.format.channels as u8,
         frame_frames: shared.frame_frames,

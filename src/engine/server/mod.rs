@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 mod control;
+mod media;
 
 use super::guard::{Guard, Limits, Refusal};
-use super::media::{self, MediaCommand, NOT_ENDED};
+use super::Codec;
 use super::{
-    ring, sock, Command, EngineError, Event, Inbox, Outcome, ServerConfig, Stats,
-    HEARTBEAT_INTERVAL,
+    ring, sock, CaptureConfig, Command, Common, EngineError, Event, Inbox, ListenConfig, Outcome,
+    Stats, HEARTBEAT_INTERVAL,
 };
 use crate::audio::wake::Wake;
 use crate::audio::{self, DeviceSpec, StreamFormat};
@@ -25,6 +26,7 @@ use crate::protocol::frame::MAX_AUDIO_BYTES;
 use crate::protocol::ident::{Ident, Status};
 use crate::store::atomic::write_atomic;
 use crate::store::bans::{canonical, BanList};
+use media::{MediaCommand, NOT_ENDED};
 
 /// Media counters, written by the media thread, read for the status line.
 #[derive(Debug, Default)]
@@ -38,7 +40,12 @@ pub(crate) struct Counters {
 
 /// State every server thread shares.
 pub(crate) struct Shared {
-    pub(crate) cfg: ServerConfig,
+    /// How it listens and whom it lets in.
+    listen: ListenConfig,
+    /// What it captures and how it codes it.
+    capture: CaptureConfig,
+    /// The shared password.
+    password: crate::protocol::Password,
     ident: Ident,
     format: StreamFormat,
     frame_frames: u16,
@@ -110,7 +117,7 @@ impl Shared {
         let _ = self.events.send(Event::AuthFailed {
             ip,
             count: verdict.count,
-            threshold: self.cfg.ban_threshold,
+            threshold: self.listen.ban_threshold,
         });
         let (addr, net) = {
             let mut list = self.bans();
@@ -156,51 +163,57 @@ fn frame_frames(format: StreamFormat, frame_ms: u32, redundancy: bool) -> u16 {
 }
 
 pub(crate) fn run(
-    cfg: ServerConfig,
+    listen: ListenConfig,
+    capture: CaptureConfig,
+    common: Common,
     inbox: &Inbox,
     events: &Sender<Event>,
 ) -> Result<Outcome, EngineError> {
-    let want = (cfg.sample_rate.is_some() || cfg.channels.is_some()).then(|| StreamFormat {
-        sample_rate: cfg.sample_rate.unwrap_or(48_000),
-        channels: cfg.channels.unwrap_or(2),
+    let cap = &capture;
+    let want = (cap.sample_rate.is_some() || cap.channels.is_some()).then(|| StreamFormat {
+        sample_rate: cap.sample_rate.unwrap_or(48_000),
+        channels: cap.channels.unwrap_or(2),
     });
-    let period = audio::device_period(Duration::from_millis(u64::from(cfg.frame_ms)));
-    let (spec, kind) = (cfg.device.clone(), cfg.device_kind);
+    let period = audio::device_period(Duration::from_millis(u64::from(cap.frame_ms)));
+    let (spec, kind) = (cap.device.clone(), cap.device_kind);
     let open = move |want| audio::open_source(&spec, kind, want, period);
     let source = open(want)?;
     // A device is let go while nobody listens and opened again (in the format announced) for
     // the next listener; a file's position is the stream's, so it runs on.
-    let reopen: Option<media::Reopen> = match cfg.device {
+    let reopen: Option<media::Reopen> = match cap.device {
         DeviceSpec::Wav(_) => None,
         _ => Some(Box::new(move |format| open(Some(format)))),
     };
     let format = source.format();
-    let frames = if cfg.opus_kbps.is_some() {
-        opus_frames(format, cfg.frame_ms)?
-    } else {
-        frame_frames(format, cfg.frame_ms, cfg.redundancy)
+    let frames = match cap.codec {
+        Codec::Opus { .. } => opus_frames(format, cap.frame_ms)?,
+        Codec::Pcm => frame_frames(format, cap.frame_ms, false),
+        Codec::PcmRedundant => frame_frames(format, cap.frame_ms, true),
     };
-    let (listener, udp) =
-        sock::bind_pair(cfg.bind, cfg.port, cfg.socket_buffer_size).map_err(|e| {
-            let where_ = cfg.bind.map_or_else(
-                || format!("port {}", cfg.port),
-                |ip| format!("{}", SocketAddr::new(ip, cfg.port)),
+    let (listener, udp) = sock::bind_pair(listen.bind, listen.port, common.socket_buffer_size)
+        .map_err(|e| {
+            let where_ = listen.bind.map_or_else(
+                || format!("port {}", listen.port),
+                |ip| format!("{}", SocketAddr::new(ip, listen.port)),
             );
             EngineError::io(format!("cannot listen on {where_}"))(e)
         })?;
     let local = listener
         .local_addr()
         .map_err(EngineError::io("the listening address"))?;
-    let bans = BanList::load(&cfg.ban_list)?;
+    let bans = BanList::load(&listen.ban_list)?;
     let (media_tx, media_rx) = crossbeam_channel::unbounded();
     let (ban_tx, ban_rx) = crossbeam_channel::unbounded();
     let shared = Arc::new(Shared {
-        ident: Ident::ours(cfg.protocol_major).claiming_minor(cfg.protocol_minor),
+        ident: Ident::ours(common.claim.major).claiming_minor(common.claim.minor),
         format,
         frame_frames: frames,
         bans: Mutex::new(bans),
         ban_writes: ban_tx,
-        guard: Arc::new(Guard::new(Limits::new(cfg.ban_threshold), Instant::now())),
+        guard: Arc::new(Guard::new(
+            Limits::new(listen.ban_threshold),
+            Instant::now(),
+        )),
         active: AtomicUsize::new(0),
         live: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
@@ -212,18 +225,20 @@ pub(crate) fn run(
         media_ended: AtomicBool::new(false),
         anchor: crate::audio::stamp::StampCell::default(),
         bells: Mutex::new(HashMap::new()),
-        cfg,
+        listen,
+        capture,
+        password: common.password,
     });
     tracing::info!(
         "server on {local}: {} Hz, {} ch, {} frames per packet, {} ({})",
         format.sample_rate,
         format.channels,
         frames,
-        shared.cfg.mode.name(),
+        shared.listen.mode.name(),
         source.describe()
     );
-    if shared.cfg.password.is_empty() {
-        let anyone = shared.cfg.allow_anonymous;
+    if shared.password.is_empty() {
+        let anyone = shared.listen.allow_anonymous;
         if anyone {
             tracing::warn!(
                 "no password: anyone who can reach port {} can listen, from any address (--allow-anonymous)",
@@ -293,8 +308,8 @@ pub(crate) fn run(
                     "{} Hz {} ch {} {}",
                     format.sample_rate,
                     format.channels,
-                    shared.cfg.codec_name(),
-                    shared.cfg.mode.name()
+                    shared.capture.codec.wire().name(),
+                    shared.listen.mode.name()
                 ),
                 packets: shared.counters.sent.load(Ordering::Relaxed),
                 dropped: shared.counters.dropped.load(Ordering::Relaxed),
@@ -376,7 +391,7 @@ fn flush_bans(shared: &Shared) {
     let Some((generation, text)) = shared.bans().pending_write() else {
         return;
     };
-    let path = shared.cfg.ban_list.clone();
+    let path = shared.listen.ban_list.clone();
     match write_atomic(&path, text.as_bytes(), false) {
         Ok(()) => shared.bans().wrote(generation),
         Err(e) => tracing::error!("could not save the ban list: {e}"),

@@ -25,14 +25,29 @@ pub use desktop::{desktop_present, APP_USER_MODEL_ID};
 use watch::watch_profile;
 
 use super::autostart;
-use super::cli::{self, Args, CliError};
 use super::notice::{Notice, Notifier};
+use super::settings::Settings;
 use super::tray_menu::{Action, Item, TrayState, TrayView};
 use crate::audio::DeviceKind;
-use crate::engine::{EngineHandle, Event};
+use crate::engine::{ConfigError, EngineHandle, Event};
 use crate::store::bans::BanList;
 use crate::store::paths;
 use crate::store::profile::{Profile, Role};
+use crate::store::StoreError;
+
+/// Why the tray could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrayError {
+    /// No display to put an icon on.
+    #[error("no desktop session for the tray (DISPLAY and WAYLAND_DISPLAY are unset); run headless instead")]
+    NoDesktop,
+    /// The profile given cannot run (told before the desktop is looked for).
+    #[error(transparent)]
+    Profile(#[from] ConfigError),
+    /// No folder for the profile.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 enum UserEvent {
     Menu(MenuId),
@@ -57,7 +72,7 @@ struct App {
     waiting_for_profile: bool,
     /// Start again once the stopping engine has let go of its port and device.
     restart_pending: bool,
-    args: Args,
+    settings: Settings,
     view: TrayView,
     engine: Option<EngineHandle>,
     generation: u64,
@@ -70,11 +85,11 @@ struct App {
 impl App {
     fn start(&mut self) {
         self.generation += 1;
-        let role = match cli::engine_role(&self.profile, &self.args) {
-            Ok(r) => r,
-            Err(e) => return self.fail(e.message),
+        let config = match self.settings.config(&self.profile) {
+            Ok(c) => c,
+            Err(e) => return self.fail(super::display_chain(&e)),
         };
-        match EngineHandle::start(role) {
+        match EngineHandle::start(config) {
             Ok(handle) => {
                 let (events, proxy, generation) =
                     (handle.events().clone(), self.proxy.clone(), self.generation);
@@ -96,7 +111,7 @@ impl App {
                 self.view.state = TrayState::Connecting;
                 self.view.detail = "starting".into();
             }
-            Err(e) => self.fail(e.to_string()),
+            Err(e) => self.fail(super::display_chain(&e)),
         }
     }
 
@@ -181,16 +196,14 @@ impl App {
     /// The profile file changed: take the new settings, restarting the stream if they touch it;
     /// a file that does not load leaves everything running as it is and says why.
     fn reload_profile(&mut self) {
-        let fresh = match cli::effective_profile(&self.args) {
+        let fresh = match self.settings.profile() {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(
-                    "profile not loaded, keeping the running settings: {}",
-                    e.message
-                );
-                if self.profile_error.as_deref() != Some(e.message.as_str()) {
-                    self.profile_error = Some(e.message.clone());
-                    let body = format!("{}. The running settings are kept.", e.message);
+                let message = super::display_chain(&e);
+                tracing::warn!("profile not loaded, keeping the running settings: {message}");
+                if self.profile_error.as_deref() != Some(message.as_str()) {
+                    self.profile_error = Some(message.clone());
+                    let body = format!("{message}. The running settings are kept.");
                     self.tell("EchoWarp: profile error", body);
                 }
                 return;
@@ -378,23 +391,17 @@ fn build_item(item: &Item, actions: &mut HashMap<MenuId, Action>) -> Box<dyn IsM
 /// and starts once the file is fixed.
 ///
 /// # Errors
-/// [`CliError`] when there is no desktop session (the profile's own error first, if any).
-pub fn run(profile: Result<Profile, CliError>, args: Args) -> Result<(), CliError> {
+/// [`TrayError::NoDesktop`] when there is no desktop session (the profile's own error first,
+/// if any); [`TrayError::Store`] when there is no folder for the profile.
+pub fn run(profile: Result<Profile, ConfigError>, settings: Settings) -> Result<(), TrayError> {
     if !desktop_present() {
         profile?;
-        return Err(CliError {
-            code: cli::EXIT_USAGE,
-            message: "no desktop session for the tray (DISPLAY and WAYLAND_DISPLAY are unset); run headless instead".into(),
-            hints: Vec::new(),
-        });
+        return Err(TrayError::NoDesktop);
     }
-    let profile_path = match &args.config_file {
-        Some(p) => PathBuf::from(p),
-        None => paths::profile_path()?,
-    };
+    let profile_path = settings.profile_path()?;
     let (profile, profile_error) = match profile {
         Ok(p) => (p, None),
-        Err(e) => (Profile::default(), Some(e.message)),
+        Err(e) => (Profile::default(), Some(super::display_chain(&e))),
     };
     let event_loop = EventLoopBuilder::<UserEvent>::with_user_event().build();
     let proxy = event_loop.create_proxy();
@@ -420,7 +427,7 @@ pub fn run(profile: Result<Profile, CliError>, args: Args) -> Result<(), CliErro
         waiting_for_profile: profile_error.is_some(),
         profile_error: None,
         restart_pending: false,
-        args,
+        settings,
         engine: None,
         generation: 0,
         tray: None,

@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use super::profile::{Profile, Role};
-use super::StoreError;
+use super::{Profile, Role};
 use crate::audio::DeviceKind;
+use crate::store::StoreError;
 
 /// The section EchoWarp 0.4 writes.
 pub const SECTION: &str = "[echowarp_conf]";

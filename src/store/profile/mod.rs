@@ -1,10 +1,21 @@
 //! The TOML profile (DESIGN.md §3.2): typed, defaulted, versioned, written atomically with
 //! comments, mode 0600. A profile that fails to parse or validate is an error naming its line and
 //! key; it is never silently replaced.
+//!
+//! The [`Profile`] struct is the schema: its keys, types and defaults. `text` writes it with a
+//! comment on each key and merges changes into a user's file; `ini` reads EchoWarp 0.4's INI
+//! files into it; [`Overrides`] are the changes one run makes (the command line's flags).
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+mod ini;
+mod overrides;
+mod text;
+
+pub use ini::looks_like_ini;
+pub use overrides::Overrides;
 
 use super::atomic::write_atomic;
 use super::StoreError;
@@ -272,8 +283,8 @@ impl Profile {
     /// [`StoreError::Io`] when unreadable, [`StoreError::Profile`] when invalid.
     pub fn load(path: &Path) -> Result<Self, StoreError> {
         let text = std::fs::read_to_string(path).map_err(StoreError::io(path))?;
-        if super::ini::looks_like_ini(&text) {
-            return super::ini::import(&text, path);
+        if ini::looks_like_ini(&text) {
+            return ini::import(&text, path);
         }
         Self::parse(&text, path)
     }
@@ -298,7 +309,7 @@ impl Profile {
     /// file does not parse (it is never replaced: the user's edit would be lost).
     pub fn save(&self, path: &Path) -> Result<(), StoreError> {
         let text = match std::fs::read_to_string(path) {
-            Ok(old) if super::ini::looks_like_ini(&old) => {
+            Ok(old) if ini::looks_like_ini(&old) => {
                 return Err(StoreError::Profile {
                     path: path.to_owned(),
                     line: 1,
@@ -313,225 +324,7 @@ impl Profile {
         };
         write_atomic(path, text.as_bytes(), true)
     }
-
-    /// `old` (a valid profile) with the values that differ from `self` replaced in place:
-    /// comments, order and spacing stay as the user left them; keys the file lacked are added.
-    fn merged_into(&self, old: &str, path: &Path) -> Result<String, StoreError> {
-        let before = Self::parse(old, path)?;
-        let mut doc: toml_edit::DocumentMut =
-            old.parse()
-                .map_err(|e: toml_edit::TomlError| StoreError::Profile {
-                    path: path.to_owned(),
-                    line: e.span().map_or(1, |s| line_of_offset(old, s.start)),
-                    key: None,
-                    message: e.message().to_owned(),
-                })?;
-        let table = |p: &Profile| match toml::Value::try_from(p) {
-            Ok(toml::Value::Table(t)) => t,
-            _ => toml::Table::new(),
-        };
-        merge_changed(doc.as_table_mut(), &table(self), &table(&before));
-        Ok(doc.to_string())
-    }
-
-    /// The profile as commented TOML.
-    pub fn to_toml(&self) -> String {
-        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
-        let role = match self.role {
-            Role::Server => "server",
-            Role::Client => "client",
-        };
-        let codec = match self.audio.codec {
-            CodecName::Pcm => "pcm",
-            CodecName::Opus => "opus",
-        };
-        format!(
-            "# EchoWarp profile. Edit freely: the running program picks up changes.\n\
-             # Keys left out take their defaults; see `echowarp --help`.\n\
-             version = {version}\n\
-             role = {role}              # \"server\" captures and sends; \"client\" receives and plays\n\
-             port = {port}                 # TCP control and UDP audio\n\
-             server_address = {addr}    # client: the server's host name or IP\n\
-             device = {device}           # index from --list-devices, a name, default, wav:PATH, tone:HZ or null\n\
-             device_kind = {kind}        # \"input\", or \"output\" (server: capture what it plays)\n\
-             password = {password}          # shared password; never sent over the network\n\
-             encryption = {encryption}           # server: encrypt audio (ChaCha20-Poly1305)\n\
-             integrity = {integrity}           # server, encryption off: tag every packet (keyed BLAKE3)\n\
-             reconnect_attempts = {reconnect}     # client: attempts before giving up; server: failed logins before a ban; 0 = unlimited / never\n\
-             max_clients = {max_clients}            # server: clients served at once\n\
-             socket_buffer_size = {sockbuf}     # UDP socket buffer in bytes; 0 = the OS default\n\
-             error_log = {error_log}           # also write warnings and errors to the log file\n\
-             autostart = {autostart}           # start the tray at login\n\
-             start_streaming = {start_streaming}      # the tray streams as soon as it starts\n\
-             allow_anonymous = {allow_anonymous}     # server without a password: serve public addresses too (else local networks only)\n\
-             \n\
-             [audio]\n\
-             sample_rate = {rate}              # 0 = the device's own rate\n\
-             channels = {channels}                 # 0 = the device's own, at most 2\n\
-             codec = {codec}               # \"pcm\", or \"opus\" (compressed: for Wi-Fi, VPNs, the internet)\n\
-             frame_ms = {frame_ms}                 # audio per packet\n\
-             target_latency_ms = {target}       # jitter buffer floor; it grows on a bad network and shrinks back\n\
-             redundancy = {redundancy}           # server, pcm: each packet also carries the previous one (lossy links)\n\
-             bitrate_kbps = {bitrate}         # server, opus: kbit/s\n\
-             fec = {fec}                 # server, opus: in-band forward error correction\n",
-            version = self.version,
-            role = q(role),
-            port = self.port,
-            addr = q(&self.server_address),
-            device = q(&self.device),
-            kind = q(self.device_kind.name()),
-            password = q(self.password.expose()),
-            encryption = self.encryption,
-            integrity = self.integrity,
-            reconnect = self.reconnect_attempts,
-            max_clients = self.max_clients,
-            sockbuf = self.socket_buffer_size,
-            error_log = self.error_log,
-            autostart = self.autostart,
-            start_streaming = self.start_streaming,
-            allow_anonymous = self.allow_anonymous,
-            rate = self.audio.sample_rate,
-            channels = self.audio.channels,
-            codec = q(codec),
-            frame_ms = self.audio.frame_ms,
-            target = self.audio.target_latency_ms,
-            redundancy = self.audio.redundancy,
-            bitrate = self.audio.bitrate_kbps,
-            fec = self.audio.fec,
-        )
-    }
-}
-
-/// Sets in `doc` every value of `new` that differs from `prev`, keeping each value's decoration
-/// (the spacing and trailing comment around it).
-fn merge_changed(doc: &mut dyn toml_edit::TableLike, new: &toml::Table, prev: &toml::Table) {
-    for (key, value) in new {
-        if prev.get(key) == Some(value) {
-            continue;
-        }
-        if let toml::Value::Table(sub_new) = value {
-            let empty = toml::Table::new();
-            let sub_prev = prev
-                .get(key)
-                .and_then(toml::Value::as_table)
-                .unwrap_or(&empty);
-            if doc.get(key).is_none() {
-                doc.insert(key, toml_edit::Item::Table(toml_edit::Table::new()));
-            }
-            if let Some(sub) = doc
-                .get_mut(key)
-                .and_then(toml_edit::Item::as_table_like_mut)
-            {
-                merge_changed(sub, sub_new, sub_prev);
-            }
-            continue;
-        }
-        // Scalars print as valid TOML values, so this parse cannot fail for them.
-        let Ok(mut fresh) = value.to_string().parse::<toml_edit::Value>() else {
-            continue;
-        };
-        match doc.get_mut(key).and_then(toml_edit::Item::as_value_mut) {
-            Some(slot) => {
-                *fresh.decor_mut() = slot.decor().clone();
-                *slot = fresh;
-            }
-            None => {
-                doc.insert(key, toml_edit::Item::Value(fresh));
-            }
-        }
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn written_profile_reads_back_identically() {
-        let mut p = Profile {
-            role: Role::Client,
-            server_address: "host \"quoted\"".into(),
-            password: "p@ss=word#1".into(),
-            device: "wav:/tmp/a b.wav".into(),
-            ..Profile::default()
-        };
-        p.audio.target_latency_ms = 40;
-        let text = p.to_toml();
-        assert_eq!(
-            Profile::parse(&text, Path::new("p.toml")).expect("parses"),
-            p
-        );
-        assert_eq!(
-            Profile::parse("", Path::new("p.toml")).expect("empty is defaults"),
-            Profile::default()
-        );
-    }
-
-    #[test]
-    fn saving_keeps_the_users_comments_and_layout() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("profile.toml");
-        let mine = "# my studio laptop\nport = 5000   # the firewall allows this one\n\n\
-                    # the USB mic\ndevice = \"tone:440\"\n\n[audio]\n# keep it low\ntarget_latency_ms = 20\n";
-        std::fs::write(&path, mine).expect("write");
-        let mut p = Profile::load(&path).expect("loads");
-        p.port = 5001;
-        p.role = Role::Client;
-        p.audio.frame_ms = 10;
-        p.save(&path).expect("saves");
-        let text = std::fs::read_to_string(&path).expect("read");
-        assert!(
-            text.starts_with("# my studio laptop\nport = 5001   # the firewall allows this one\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("# the USB mic\ndevice = \"tone:440\""),
-            "{text}"
-        );
-        assert!(
-            text.contains("# keep it low\ntarget_latency_ms = 20"),
-            "{text}"
-        );
-        assert!(text.contains("role = \"client\""), "{text}");
-        assert_eq!(Profile::load(&path).expect("reloads"), p);
-        // Unchanged values stay out of a file that did not have them.
-        assert!(!text.contains("encryption"), "{text}");
-
-        // A broken file is never replaced.
-        std::fs::write(&path, "port = \n").expect("write");
-        assert!(matches!(
-            p.save(&path),
-            Err(StoreError::Profile { line: 1, .. })
-        ));
-        assert_eq!(std::fs::read_to_string(&path).expect("read"), "port = \n");
-    }
-
-    #[test]
-    fn bad_values_name_line_and_key() {
-        let text = "version = 1\nrole = \"server\"\nport = \"abc\"\n";
-        let e = Profile::parse(text, Path::new("p.toml")).expect_err("bad port type");
-        match e {
-            StoreError::Profile { line, key, .. } => {
-                assert_eq!((line, key.as_deref()), (3, Some("port")))
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        let e = Profile::parse("\n\nport = 0\n", Path::new("p.toml")).expect_err("port 0");
-        assert!(e.to_string().contains("line 3, key `port`"), "{e}");
-        let e = Profile::parse("[audio]\nframe_ms = 99\n", Path::new("p.toml")).expect_err("range");
-        assert!(e.to_string().contains("line 2, key `frame_ms`"), "{e}");
-        let opus = "[audio]\ncodec = \"opus\"\nframe_ms = 7\n";
-        let e = Profile::parse(opus, Path::new("p.toml")).expect_err("opus frame");
-        assert!(e.to_string().contains("line 3, key `frame_ms`"), "{e}");
-        let ok = Profile::parse("[audio]\ncodec = \"opus\"\nframe_ms = 20\n", Path::new("p"))
-            .expect("opus at 20 ms is fine");
-        assert_eq!(
-            (ok.audio.codec, ok.audio.bitrate_kbps),
-            (CodecName::Opus, 128)
-        );
-        let e = Profile::parse("prot = 5\n", Path::new("p.toml")).expect_err("typo");
-        assert!(e.to_string().contains("line 1, key `prot`"), "{e}");
-        let e = Profile::parse("role = \"boss\"\n", Path::new("p.toml")).expect_err("enum");
-        assert!(e.to_string().contains("key `role`"), "{e}");
-    }
-}
+mod tests;

@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::server::Shared;
-use super::sock;
-use super::EngineError;
+use super::{sock, Codec, EngineError, Shared};
 use crate::audio::codec::OpusEncoder;
 use crate::audio::stamp::shift;
 use crate::audio::{AudioError, Capture, Frame, Source, StreamFormat};
@@ -73,17 +71,17 @@ pub(crate) fn run(
     let mut position: u64 = 0;
     let mut frame = vec![0i16; frame_samples];
     // With redundancy, the frame sent last rides along with the next one.
-    let redundancy = shared.cfg.redundancy;
+    let redundancy = shared.capture.codec == Codec::PcmRedundant;
     let mut previous: Option<Vec<i16>> = None;
-    let mut opus = match shared.cfg.opus_kbps {
-        Some(kbps) => Some(OpusEncoder::new(
+    let mut opus = match shared.capture.codec {
+        Codec::Opus { kbps, fec } => Some(OpusEncoder::new(
             format.sample_rate,
             format.channels,
             kbps,
-            shared.cfg.opus_fec,
+            fec,
             frame_frames,
         )?),
-        None => None,
+        Codec::Pcm | Codec::PcmRedundant => None,
     };
     // Opus delays the sound by its look-ahead: the client hears at position P what was
     // captured at P minus that.
@@ -347,7 +345,7 @@ fn send_frame(
                 return;
             }
         }
-    } else if shared.cfg.redundancy {
+    } else if shared.capture.codec == Codec::PcmRedundant {
         write_redundant_body(position, previous, frame, body);
     } else {
         write_audio_body(position, frame, body);
