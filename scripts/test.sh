@@ -8,12 +8,13 @@ cd "$(dirname "$0")/.."
 # D-Bus for the tray; tcpdump to check that no password crosses the wire; PipeWire with null sinks
 # reached through ALSA for real devices; Xvfb, trayer, xdotool and ImageMagick to drive the tray,
 # dunst to receive its notifications; help2man and desktop-file-utils for the Debian package;
-# mingw-w64 and cmake to cross-build the Windows exe, Wine to run it, msitools/wixl for its MSI.
+# mingw-w64 and cmake to cross-build the Windows exe, Wine to run it, msitools/wixl for its MSI;
+# python3 for the check of the module graph.
 packages=(build-essential pkg-config libasound2-dev libopus-dev libasound2-plugins alsa-utils tcpdump
           libgtk-3-dev libayatana-appindicator3-dev libdbus-1-dev
           dbus pipewire pipewire-pulse wireplumber pulseaudio-utils sox
           xvfb xauth trayer xdotool x11-utils imagemagick dunst
-          help2man desktop-file-utils
+          help2man desktop-file-utils python3
           cmake mingw-w64 wine wine64 msitools wixl)
 missing=()
 for p in "${packages[@]}"; do
@@ -39,6 +40,8 @@ done
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== the shape of src/: no import cycle between modules, no file over 600 lines"
+python3 scripts/check-modules.py
 echo "== cargo clippy (with the tray, headless, for Windows and for macOS)"
 cargo clippy --all-targets --locked --features wine-tests -- -D warnings
 cargo clippy --all-targets --locked --no-default-features -- -D warnings
