@@ -11,6 +11,7 @@ pub mod codec;
 pub mod conceal;
 pub mod convert;
 pub mod cpal_backend;
+pub mod health;
 pub mod jitter;
 pub mod paced;
 pub mod playout;
@@ -209,6 +210,8 @@ pub struct Capture {
     clock: Option<Arc<stamp::StampCell>>,
     /// When the first sample of the frame last read entered the source.
     captured_at: Option<std::time::Instant>,
+    /// The device stream's health (a device's).
+    health: Option<Arc<health::Health>>,
     _guard: Box<dyn Send>,
 }
 
@@ -275,8 +278,22 @@ impl Capture {
             wake,
             clock: None,
             captured_at: None,
+            health: None,
             _guard: guard,
         }
+    }
+
+    /// The same capture, with its device stream's health.
+    #[must_use]
+    pub fn with_health(mut self, health: Arc<health::Health>) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// True once the device's stream has failed: it delivers nothing more, and the device
+    /// must be opened again.
+    pub fn failed(&self) -> bool {
+        self.health.as_ref().is_some_and(|h| h.failed())
     }
 
     /// The same capture, with the device callback's delivery clock: it records the count of
@@ -313,6 +330,7 @@ impl Capture {
             wake: None,
             clock: None,
             captured_at: None,
+            health: None,
             _guard: Box::new(()),
         }
     }
@@ -445,6 +463,11 @@ pub trait Sink: Send {
     /// Samples the device had to make up with silence.
     fn underruns(&self) -> u64 {
         0
+    }
+    /// True once the device's stream has failed: it plays nothing more, and the device must
+    /// be opened again. Files and the null sink never fail this way.
+    fn failed(&self) -> bool {
+        false
     }
     /// Flushes and closes (a WAV's header is finalised here).
     ///

@@ -11,6 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::EngineError;
+use crate::audio::health::Retry;
 use crate::audio::playout::{PlayoutCore, NO_END};
 use crate::audio::stamp::shift;
 use crate::audio::wake::Wake;
@@ -59,11 +60,15 @@ pub(crate) struct PlayStats {
     pub(crate) cushion: AtomicUsize,
 }
 
+/// What a playout thread gives back: the sink (none if its device was lost and had not come
+/// back when the thread ended), and how the session's playout ended.
+type Finished = (Option<Box<dyn Sink>>, Result<(), EngineError>);
+
 struct Running {
     stop: Arc<AtomicBool>,
     end: Arc<AtomicU64>,
     done: Arc<AtomicBool>,
-    thread: thread::JoinHandle<(Box<dyn Sink>, Result<(), EngineError>)>,
+    thread: thread::JoinHandle<Finished>,
 }
 
 /// Owns the sink across sessions and runs one playout thread per session.
@@ -151,11 +156,34 @@ impl Player {
             self.target,
             self.bell.clone(),
         );
+        let reopen = Reopen {
+            device: self.device.clone(),
+            format,
+            device_rate: self.device_rate,
+            period,
+        };
         let thread = thread::Builder::new()
             .name("playout".into())
             .spawn(move || {
-                let mut sink = sink;
-                let r = playout(&udp, opener, params, target, sink.as_mut(), &s2, &e2, &st2);
+                let mut opener = opener;
+                let mut sink = Some(sink);
+                // A device that fails is opened again when it returns; the session goes on.
+                let r = loop {
+                    let Some(s) = sink.as_mut() else { break Ok(()) };
+                    match playout(&udp, &mut opener, params, target, s.as_mut(), &s2, &e2, &st2) {
+                        Ok(Played::DeviceLost) => {
+                            tracing::warn!(
+                                "the playback device {} is lost; the session stays while it is looked for again",
+                                s.describe()
+                            );
+                            // The old stream is closed; let go of the device before opening it.
+                            drop(sink.take());
+                            sink = reopen.when_back(&udp, &s2, &e2);
+                        }
+                        Ok(Played::Ended | Played::Stopped) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                };
                 d2.store(true, Ordering::Release);
                 super::ring(bell.as_deref());
                 (sink, r)
@@ -192,7 +220,7 @@ impl Player {
         r.stop.store(true, Ordering::Release);
         match r.thread.join() {
             Ok((sink, result)) => {
-                self.sink = Some(sink);
+                self.sink = sink;
                 result
             }
             Err(_) => Err(EngineError::Media("the playout thread panicked".into())),
@@ -206,6 +234,54 @@ impl Player {
             s.finish()?;
         }
         r
+    }
+}
+
+/// How to open a lost playback device again.
+struct Reopen {
+    device: DeviceSpec,
+    format: StreamFormat,
+    device_rate: Option<u32>,
+    period: Duration,
+}
+
+impl Reopen {
+    /// Opens the device again on the [`Retry`] schedule, until it opens, the session stops or
+    /// its stream ends (`None` for those). Meanwhile the datagrams that come are let go: what
+    /// the device could not play is not played late.
+    fn when_back(
+        &self,
+        udp: &UdpSocket,
+        stop: &AtomicBool,
+        end: &AtomicU64,
+    ) -> Option<Box<dyn Sink>> {
+        let mut retry = Retry::default();
+        let mut next = Instant::now() + retry.next_delay();
+        let mut buf = [0u8; MAX_DATAGRAM + 64];
+        loop {
+            let now = Instant::now();
+            if stop.load(Ordering::Acquire) || end.load(Ordering::Acquire) != NO_END {
+                return None;
+            }
+            if now >= next {
+                match audio::open_sink(&self.device, self.format, self.device_rate, self.period) {
+                    Ok(sink) => {
+                        tracing::info!("the playback device is back: {}", sink.describe());
+                        return Some(sink);
+                    }
+                    Err(e) => {
+                        tracing::debug!("playback device: {e}");
+                        next = Instant::now() + retry.next_delay();
+                    }
+                }
+                continue;
+            }
+            // Sleeps on the socket: a tenth of a second at most, to see a stop.
+            let wait = next
+                .saturating_duration_since(now)
+                .min(Duration::from_millis(100));
+            let _ = super::sock::recv_within(udp, &mut buf, wait);
+        }
     }
 }
 
@@ -348,14 +424,14 @@ fn receive_one<'a>(
 #[allow(clippy::too_many_arguments)]
 fn playout(
     udp: &UdpSocket,
-    opener: Opener,
+    opener: &mut Opener,
     params: SessionParams,
     target: Duration,
     sink: &mut dyn Sink,
     stop: &AtomicBool,
     end: &Arc<AtomicU64>,
     stats: &Arc<PlayStats>,
-) -> Result<(), EngineError> {
+) -> Result<Played, EngineError> {
     super::sock::prepare_for_polling(udp).map_err(EngineError::io("UDP socket"))?;
     let format = sink.format();
     let core = PlayoutCore::new(params, target, format, sink.clocked(), Instant::now())?;
@@ -418,6 +494,17 @@ fn playout(
     r
 }
 
+/// How a session's playout ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Played {
+    /// The announced end was played.
+    Ended,
+    /// Asked to stop.
+    Stopped,
+    /// The playback device's stream failed: open it again and go on.
+    DeviceLost,
+}
+
 /// What the network thread watches besides the socket.
 struct Flags<'a> {
     stop: &'a AtomicBool,
@@ -473,13 +560,13 @@ impl Pump {
 /// the playout on the stream's clock and writes what it gives to `sink`.
 fn receive(
     udp: &UdpSocket,
-    mut opener: Opener,
+    opener: &mut Opener,
     sink: &mut dyn Sink,
     flags: &Flags<'_>,
     stats: &PlayStats,
     mut arrivals: rtrb::Producer<Arrival>,
     mut pump: Option<Pump>,
-) -> Result<(), EngineError> {
+) -> Result<Played, EngineError> {
     let mut buf = [0u8; MAX_DATAGRAM + 64];
     let mut any_audio = false;
     let mut end_seen_at: Option<Instant> = None;
@@ -490,7 +577,7 @@ fn receive(
         let wait = pump.as_ref().map_or(Duration::from_millis(50), |p| {
             p.next.saturating_duration_since(Instant::now())
         });
-        let got = receive_one(udp, &mut opener, &mut buf, wait, stats);
+        let got = receive_one(udp, opener, &mut buf, wait, stats);
         let arrived = got.is_some();
         if let Some((position, samples)) = got {
             let at = Instant::now();
@@ -515,6 +602,9 @@ fn receive(
                 "converting the audio for the device failed".into(),
             ));
         }
+        if sink.failed() {
+            return Ok(Played::DeviceLost);
+        }
         if let Some(d) = sink.device_delay() {
             stats.device_delay.set(d);
         }
@@ -528,7 +618,7 @@ fn receive(
                 || end_frames == 0
                 || (!any_audio && now.duration_since(seen) > END_GRACE)
             {
-                return Ok(());
+                return Ok(Played::Ended);
             }
         }
         if now >= next_report {
@@ -546,7 +636,7 @@ fn receive(
             );
         }
     }
-    Ok(())
+    Ok(Played::Stopped)
 }
 
 fn log_session_end(stats: &PlayStats, underruns: u64) {

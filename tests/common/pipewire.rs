@@ -26,7 +26,104 @@ pub struct PipeWire {
 }
 
 impl PipeWire {
+    /// A session whose null sinks are pipewire-pulse's modules (they go when it goes).
     pub fn start(sb: &Sandbox) -> Self {
+        let pw = Self::start_bare(sb);
+        for (name, rate) in [("sinkA", 48_000), ("sinkB", 48_000), ("sinkC", 44_100)] {
+            let ok = pw
+                .cmd("pactl")
+                .args([
+                    "load-module",
+                    "module-null-sink",
+                    &format!("sink_name={name}"),
+                    &format!("rate={rate}"),
+                ])
+                .stdout(Stdio::null())
+                .status()
+                .expect("pactl");
+            assert!(ok.success(), "could not create {name}");
+        }
+        pw
+    }
+
+    /// A session whose null sinks are PipeWire's own nodes, as a desktop's devices are: they
+    /// outlive a restart of pipewire-pulse.
+    pub fn start_with_lasting_sinks(sb: &Sandbox) -> Self {
+        let pw = Self::start_bare(sb);
+        for name in ["sinkA", "sinkB"] {
+            pw.make_sink(name);
+        }
+        pw
+    }
+
+    /// Makes a null sink in PipeWire (48 kHz stereo) and waits until pulse clients see it.
+    pub fn make_sink(&self, name: &str) {
+        let props = format!(
+            "{{ factory.name=support.null-audio-sink node.name={name} media.class=Audio/Sink object.linger=true audio.position=[FL FR] audio.rate=48000 }}"
+        );
+        let ok = self
+            .cmd("pw-cli")
+            .args(["create-node", "adapter", &props])
+            .stdout(Stdio::null())
+            .status()
+            .expect("pw-cli");
+        assert!(ok.success(), "could not create {name}");
+        self.wait_for_sink(name);
+    }
+
+    /// Waits until pipewire-pulse lists the sink.
+    pub fn wait_for_sink(&self, name: &str) {
+        let deadline = Instant::now() + SECS(15);
+        loop {
+            let out = self
+                .cmd("pactl")
+                .args(["list", "short", "sinks"])
+                .stderr(Stdio::null())
+                .output()
+                .expect("pactl");
+            if String::from_utf8_lossy(&out.stdout).contains(name) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name} did not appear");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills pipewire-pulse (as `systemctl --user restart pipewire-pulse` does first).
+    pub fn kill_pulse(&mut self) {
+        let c = &mut self.children[2];
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// Starts pipewire-pulse again and waits until it answers.
+    pub fn start_pulse(&mut self) {
+        let child = self
+            .cmd("pipewire-pulse")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pipewire-pulse");
+        self.children[2] = child;
+        self.wait_for_pulse();
+    }
+
+    fn wait_for_pulse(&self) {
+        let deadline = Instant::now() + SECS(15);
+        while !self
+            .cmd("pactl")
+            .arg("info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert!(Instant::now() < deadline, "pipewire-pulse did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn start_bare(sb: &Sandbox) -> Self {
         let dir = sb.path("pw");
         let runtime = dir.join("run");
         let config = sb.path("config");
@@ -62,32 +159,7 @@ impl PipeWire {
             pw.children.push(child);
             std::thread::sleep(Duration::from_millis(200));
         }
-        let deadline = Instant::now() + SECS(15);
-        while !pw
-            .cmd("pactl")
-            .arg("info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            assert!(Instant::now() < deadline, "pipewire-pulse did not come up");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        for (name, rate) in [("sinkA", 48_000), ("sinkB", 48_000), ("sinkC", 44_100)] {
-            let ok = pw
-                .cmd("pactl")
-                .args([
-                    "load-module",
-                    "module-null-sink",
-                    &format!("sink_name={name}"),
-                    &format!("rate={rate}"),
-                ])
-                .stdout(Stdio::null())
-                .status()
-                .expect("pactl");
-            assert!(ok.success(), "could not create {name}");
-        }
+        pw.wait_for_pulse();
         pw
     }
 
@@ -158,6 +230,65 @@ impl PipeWire {
             let _ = stdin.write_all(&data);
         });
         p
+    }
+}
+
+impl PipeWire {
+    /// Plays `seconds` of a sine at `hz`, amplitude 0.5, into a sink through PipeWire itself
+    /// (pw-cat: it outlives pipewire-pulse).
+    pub fn play_tone_native(&self, sink: &str, hz: f32, seconds: f32) -> Child {
+        let mut p = self
+            .cmd("pw-cat")
+            .args([
+                "--playback",
+                "--target",
+                sink,
+                "--format=s16",
+                "--channels=2",
+                "--rate=48000",
+                "-",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pw-cat");
+        let n = (48_000.0 * seconds) as usize;
+        let data: Vec<u8> = (0..n)
+            .flat_map(|i| {
+                let s = (((std::f32::consts::TAU * hz * i as f32 / 48_000.0).sin() * 16_384.0)
+                    as i16)
+                    .to_le_bytes();
+                [s[0], s[1], s[0], s[1]]
+            })
+            .collect();
+        let mut stdin = p.stdin.take().expect("stdin");
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+        p
+    }
+
+    /// Records what a sink plays (its monitor) through PipeWire itself, as raw s16le stereo at
+    /// 48 kHz.
+    pub fn record_native(&self, sink: &str, file: &Path) -> Child {
+        let out = std::fs::File::create(file).expect("create");
+        self.cmd("pw-cat")
+            .args([
+                "--record",
+                "--target",
+                sink,
+                "-P",
+                "{ stream.capture.sink=true }",
+                "--format=s16",
+                "--channels=2",
+                "--rate=48000",
+                "-",
+            ])
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pw-cat")
     }
 }
 

@@ -34,6 +34,12 @@ pub(super) struct Found {
     pub(super) device: cpal::Device,
 }
 
+/// The host, on a thread whose ALSA messages go to our log.
+fn host() -> cpal::Host {
+    super::quiet::this_thread();
+    cpal::default_host()
+}
+
 pub(super) fn backend(device: &str, e: impl std::fmt::Display) -> AudioError {
     AudioError::Backend {
         device: device.to_owned(),
@@ -43,7 +49,7 @@ pub(super) fn backend(device: &str, e: impl std::fmt::Display) -> AudioError {
 
 /// Enumerates devices, skipping any the host fails to describe (ALSA plugin PCMs often do).
 fn enumerate() -> Result<Vec<Found>, AudioError> {
-    let host = cpal::default_host();
+    let host = host();
     let default_in = host
         .default_input_device()
         .and_then(|d| d.id().ok())
@@ -170,7 +176,7 @@ fn pick(
 
 pub(super) fn find_device(spec: &DeviceSpec, kind: DeviceKind) -> Result<Found, AudioError> {
     let all = enumerate()?;
-    let host = cpal::default_host();
+    let host = host();
     let is_kind = |f: &Found| match kind {
         DeviceKind::Input => f.info.input,
         DeviceKind::Output => f.info.output,

@@ -9,6 +9,7 @@
 //! each one lives on a small thread of its own that parks until the stream is dropped.
 
 mod devices;
+mod quiet;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,54 +19,130 @@ use std::time::Duration;
 use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::{FromSample, Sample, SampleFormat, SizedSample, StreamConfig};
 
+use super::health::Health;
+use super::wake::Wake;
 use super::{AudioError, Capture, DeviceKind, DeviceSpec, Pull, Sink, Source, StreamFormat};
 use devices::{backend, choose_config, find_device, find_loopback, Found};
 pub use devices::{list_devices, DeviceInfo};
 
-/// Holds a cpal stream on its own thread until dropped.
+/// Holds a cpal stream on its own thread until dropped, or until its error callback says the
+/// stream failed: then it drops the stream at once (which ends the host's worker thread, and
+/// with it any spinning on a device that is gone) and says so once.
 struct StreamThread {
-    stop: Option<crossbeam_channel::Sender<()>>,
+    holder: Arc<Holder>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
 impl Drop for StreamThread {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        self.holder.stop.store(true, Ordering::Release);
+        self.holder.ring();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-/// Builds a stream with `build` on a dedicated thread and keeps it playing until the guard drops.
-fn run_stream<F>(name: String, build: F) -> Result<StreamThread, AudioError>
+/// What wakes the thread that holds a stream: a stop, or a failure told by the stream's error
+/// callback.
+struct Holder {
+    stop: AtomicBool,
+    bell: Option<Wake>,
+}
+
+impl Holder {
+    /// Wakes the holding thread. Real-time safe (an eventfd write, where there is one).
+    fn ring(&self) {
+        if let Some(b) = &self.bell {
+            b.notify();
+        }
+    }
+
+    /// Sleeps until rung (or a second passes: a safety net); without an eventfd, a tenth of a
+    /// second.
+    fn sleep(&self) {
+        #[cfg(target_os = "linux")]
+        if let Some(b) = &self.bell {
+            b.wait(Duration::from_secs(1));
+            return;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A stream's error callback: it counts, keeps the first error that ends the stream, and wakes
+/// the holder. It never blocks, locks, allocates or logs (an error after the first is dropped
+/// here; the host allocated its message on this thread already).
+type OnError = Box<dyn FnMut(cpal::Error) + Send + 'static>;
+
+fn on_error(health: Arc<Health>, holder: Arc<Holder>) -> (OnError, rtrb::Consumer<cpal::Error>) {
+    let (mut first, told) = rtrb::RingBuffer::new(1);
+    let callback = move |e: cpal::Error| match e.kind() {
+        cpal::ErrorKind::Xrun
+        | cpal::ErrorKind::DeviceChanged
+        | cpal::ErrorKind::RealtimeDenied => health.glitch(),
+        _ => {
+            if health.fail() {
+                let _ = first.push(e);
+                holder.ring();
+            }
+        }
+    };
+    (Box::new(callback), told)
+}
+
+/// Builds a stream with `build` (given the error callback to use) on a dedicated thread and
+/// keeps it playing until the guard drops or `health` says it failed.
+fn run_stream<F>(name: String, health: Arc<Health>, build: F) -> Result<StreamThread, AudioError>
 where
-    F: FnOnce() -> Result<cpal::Stream, AudioError> + Send + 'static,
+    F: FnOnce(OnError) -> Result<cpal::Stream, AudioError> + Send + 'static,
 {
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), AudioError>>(1);
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let holder = Arc::new(Holder {
+        stop: AtomicBool::new(false),
+        bell: Wake::new(),
+    });
+    let held = holder.clone();
     let thread_name = format!("device {name}");
     let thread = thread::Builder::new()
         .name(thread_name)
         .spawn(move || {
-            let stream =
-                match build().and_then(|s| s.play().map(|()| s).map_err(|e| backend(&name, e))) {
-                    Ok(s) => {
-                        let _ = ready_tx.send(Ok(()));
-                        s
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-            // Blocks until the guard drops its sender.
-            let _ = stop_rx.recv();
+            quiet::this_thread();
+            let (callback, mut told) = on_error(health.clone(), held.clone());
+            let mut stream = match build(callback)
+                .and_then(|s| s.play().map(|()| s).map_err(|e| backend(&name, e)))
+            {
+                Ok(s) => {
+                    let _ = ready_tx.send(Ok(()));
+                    Some(s)
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut glitches = 0;
+            while !held.stop.load(Ordering::Acquire) {
+                if stream.is_some() && health.failed() {
+                    drop(stream.take());
+                    let why = told
+                        .pop()
+                        .map_or_else(|_| "an unknown error".to_owned(), |e| e.to_string());
+                    tracing::warn!("audio device {name} failed: {why}; its stream is closed");
+                    tracing::debug!("{name}: {} more errors before it closed", health.repeats());
+                }
+                let now = health.glitches();
+                if now > glitches {
+                    tracing::debug!("{name}: {} under- or overruns", now - glitches);
+                    glitches = now;
+                }
+                held.sleep();
+            }
             drop(stream);
         })
         .map_err(|e| backend("thread", e))?;
     let guard = StreamThread {
-        stop: Some(stop_tx),
+        holder,
         thread: Some(thread),
     };
     match ready_rx.recv() {
@@ -253,19 +330,14 @@ fn start_capture(
         let overruns = Arc::new(AtomicU64::new(0));
         let device_delay = Arc::new(crate::audio::DelayCell::default());
         let clock = Arc::new(crate::audio::stamp::StampCell::default());
-        let failed = Arc::new(AtomicBool::new(false));
+        let health = Arc::new(Health::default());
         let (over, delay, name) = (overruns.clone(), device_delay.clone(), name.to_owned());
         let stamps = clock.clone();
         let wake = crate::audio::wake::Wake::new().map(Arc::new);
         let waker = wake.clone();
         let device = device.clone();
         let dev_ch = usize::from(config.channels);
-        let guard = run_stream(name.clone(), move || {
-            let fail = failed.clone();
-            let on_err = move |e: cpal::Error| {
-                fail.store(true, Ordering::Relaxed);
-                eprintln!("audio device error: {e}");
-            };
+        let guard = run_stream(name.clone(), health.clone(), move |on_err| {
             let stream = match sample_format {
                 SampleFormat::F32 => device.build_input_stream(
                     config,
@@ -297,7 +369,8 @@ fn start_capture(
             wake,
             Box::new(guard),
         )
-        .with_clock(clock))
+        .with_clock(clock)
+        .with_health(health))
     }
 }
 
@@ -316,6 +389,8 @@ pub struct CpalSink {
     handoff: rtrb::Producer<Option<Box<dyn Pull>>>,
     /// Pullers the callback has let go of, dropped here rather than on the audio thread.
     retired: rtrb::Consumer<Box<dyn Pull>>,
+    /// Whether the stream still runs.
+    health: Arc<Health>,
     _guard: StreamThread,
 }
 
@@ -457,8 +532,8 @@ fn start_playback(
     let (under, callback_delay) = (underruns.clone(), delay.clone());
     let name = id.to_owned();
     let device = device.clone();
-    let guard = run_stream(name.clone(), move || {
-        let on_err = |e: cpal::Error| eprintln!("audio device error: {e}");
+    let health = Arc::new(Health::default());
+    let guard = run_stream(name.clone(), health.clone(), move |on_err| {
         let s = match sample_format {
             SampleFormat::F32 => device.build_output_stream(
                 config,
@@ -491,6 +566,7 @@ fn start_playback(
         delay,
         handoff,
         retired,
+        health,
         _guard: guard,
     })
 }
@@ -513,6 +589,9 @@ impl Sink for CpalSink {
     }
     fn device_delay(&self) -> Option<std::time::Duration> {
         self.delay.get()
+    }
+    fn failed(&self) -> bool {
+        self.health.failed()
     }
     fn write(&mut self, samples: &[f32]) -> Result<usize, AudioError> {
         let ch = usize::from(self.format.channels);

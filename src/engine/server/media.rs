@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::{sock, Codec, EngineError, Shared};
 use crate::audio::codec::OpusEncoder;
+use crate::audio::health::Retry;
 use crate::audio::stamp::shift;
 use crate::audio::{AudioError, Capture, Frame, Source, StreamFormat};
 use crate::protocol::datagram::{
@@ -94,11 +95,33 @@ pub(crate) fn run(
     let mut rx = [0u8; 2048];
     sock::prepare_for_polling(&udp).map_err(EngineError::io("UDP socket"))?;
     let mut last_audio = Instant::now();
+    // Whether the capture has delivered since the run began: a device that never did is the
+    // wrong one, and the run ends; one that stops after it did has failed, and is looked for
+    // again.
+    let mut heard = false;
+    // A device lost, and when to look for it again.
+    let mut lost: Option<(Retry, Instant)> = None;
     // Since when a running capture has had nobody to send to.
     let mut unheard_since: Option<Instant> = None;
 
     while !shared.stop.load(Ordering::Relaxed) {
         apply_commands(&commands, &mut sessions);
+
+        // A device whose stream failed, or that fell silent after it had delivered, is closed
+        // and opened again when it returns; the sessions stay.
+        let faulted = capture
+            .as_ref()
+            .is_some_and(|c| c.failed() || (heard && last_audio.elapsed() > SILENT_DEVICE));
+        if faulted && reopen.is_some() {
+            capture = None;
+            previous = None;
+            tracing::warn!(
+                "the capture device is lost; the clients stay connected while it is looked for again"
+            );
+            let mut retry = Retry::default();
+            let next = Instant::now() + retry.next_delay();
+            lost = Some((retry, next));
+        }
 
         // Send every frame that is due; then wait for datagrams until the next one is. With no
         // capture running there is nothing due: a hello (or the engine's wake-up at shutdown)
@@ -113,6 +136,7 @@ pub(crate) fn run(
                 match cap.next_frame(Instant::now(), &mut frame) {
                     Frame::Full => {
                         last_audio = Instant::now();
+                        heard = true;
                         if let Some(d) = cap.device_delay.get() {
                             shared.counters.device_delay.set(d);
                         }
@@ -168,7 +192,7 @@ pub(crate) fn run(
                     }
                     Frame::Wait(d) => {
                         wait = d.min(IDLE_WAIT);
-                        if last_audio.elapsed() > SILENT_DEVICE {
+                        if !heard && last_audio.elapsed() > SILENT_DEVICE {
                             return Err(EngineError::Media(format!(
                                 "the capture device delivered no audio for {} s (is it connected, and is it the right one?)",
                                 SILENT_DEVICE.as_secs()
@@ -179,6 +203,9 @@ pub(crate) fn run(
                     Frame::Ended => break,
                 }
             }
+        }
+        if let Some((_, next)) = &lost {
+            wait = wait.min(next.saturating_duration_since(Instant::now()));
         }
         // A device that signals its deliveries wakes us the moment a frame may be complete.
         let wake = capture.as_ref().and_then(Capture::wake);
@@ -196,15 +223,46 @@ pub(crate) fn run(
 
         let listened = sessions.values().any(|s| s.addr.is_some());
         if capture.is_none() && listened {
-            if source.is_none() {
+            let due = lost
+                .as_ref()
+                .is_none_or(|(_, next)| Instant::now() >= *next);
+            if source.is_none() && due {
                 if let Some(open) = reopen.as_mut() {
-                    source = Some(reopened(open, format)?);
+                    match reopened(open, format) {
+                        Ok(src) => source = Some(src),
+                        Err(e) => {
+                            // Not there yet (or gone while nobody listened): look again later.
+                            let (retry, next) = lost.get_or_insert_with(|| {
+                                tracing::warn!("the capture device cannot be opened: {e}; looking for it again");
+                                (Retry::default(), Instant::now())
+                            });
+                            *next = Instant::now() + retry.next_delay();
+                            tracing::debug!("capture device: {e}");
+                        }
+                    }
                 }
             }
             if let Some(src) = source.take() {
-                tracing::info!("capture started: {}", src.describe());
-                capture = Some(src.start()?);
-                last_audio = Instant::now();
+                let describe = src.describe();
+                match src.start() {
+                    Ok(c) => {
+                        capture = Some(c);
+                        last_audio = Instant::now();
+                        if lost.take().is_some() {
+                            tracing::info!("the capture device is back: {describe}");
+                        } else {
+                            tracing::info!("capture started: {describe}");
+                        }
+                    }
+                    // A device that went between its opening and its start is looked for again.
+                    Err(e) if reopen.is_some() => {
+                        tracing::debug!("capture device: {e}");
+                        let (retry, next) =
+                            lost.get_or_insert_with(|| (Retry::default(), Instant::now()));
+                        *next = Instant::now() + retry.next_delay();
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         } else if capture.is_some() && !listened && reopen.is_some() {
             let since = *unheard_since.get_or_insert_with(Instant::now);
