@@ -8,6 +8,7 @@
 //! same device again on a [`Retry`] schedule.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// What went wrong with one device stream. Written from the audio thread with relaxed
@@ -17,6 +18,9 @@ pub struct Health {
     failed: AtomicBool,
     glitches: AtomicU64,
     repeats: AtomicU64,
+    /// Why the stream failed, once the thread that held it has closed it (never touched by
+    /// the audio thread).
+    closed: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -38,6 +42,19 @@ impl Health {
     /// True once an error has ended the stream.
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
+    }
+
+    /// Says that the failed stream is closed, and why it failed (the holding thread, once).
+    pub fn close(&self, why: String) {
+        *self.closed.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+
+    /// Why the stream failed, once it is closed and the device may be opened again.
+    pub fn closed(&self) -> Option<String> {
+        self.closed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Errors that left the stream running, so far.
@@ -67,8 +84,12 @@ impl Default for Retry {
 impl Retry {
     /// The first pause.
     pub const FIRST: Duration = Duration::from_millis(200);
-    /// The longest pause.
-    pub const MOST: Duration = Duration::from_secs(5);
+    /// The longest pause: a device that returns is heard again within about this long (an
+    /// attempt to open one costs a few milliseconds of CPU).
+    pub const MOST: Duration = Duration::from_secs(2);
+    /// How long a device opened again must run before it counts as back: a stream may open
+    /// and fail at its first callbacks while a sound server settles after a restart.
+    pub const PROBATION: Duration = Duration::from_millis(500);
 
     /// The pause before the next attempt; each call doubles the one after, up to the most.
     pub fn next_delay(&mut self) -> Duration {
@@ -92,12 +113,15 @@ mod tests {
         assert_eq!(told, 1);
         assert!(h.failed());
         assert_eq!((h.glitches(), h.repeats()), (1, 9_999));
+        assert_eq!(h.closed(), None, "not closed until its holder says so");
+        h.close("gone".into());
+        assert_eq!(h.closed().as_deref(), Some("gone"));
     }
 
     #[test]
-    fn retries_double_from_a_fifth_of_a_second_to_five_seconds() {
+    fn retries_double_from_a_fifth_of_a_second_to_two_seconds() {
         let mut r = Retry::default();
-        let got: Vec<u64> = (0..8).map(|_| r.next_delay().as_millis() as u64).collect();
-        assert_eq!(got, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        let got: Vec<u64> = (0..6).map(|_| r.next_delay().as_millis() as u64).collect();
+        assert_eq!(got, [200, 400, 800, 1600, 2000, 2000]);
     }
 }

@@ -290,10 +290,10 @@ impl Capture {
         self
     }
 
-    /// True once the device's stream has failed: it delivers nothing more, and the device
-    /// must be opened again.
-    pub fn failed(&self) -> bool {
-        self.health.as_ref().is_some_and(|h| h.failed())
+    /// Why the device's stream failed, once it has and is closed: it delivers nothing more,
+    /// and the device may be opened again.
+    pub fn fault(&self) -> Option<String> {
+        self.health.as_ref().and_then(|h| h.closed())
     }
 
     /// The same capture, with the device callback's delivery clock: it records the count of
@@ -464,10 +464,10 @@ pub trait Sink: Send {
     fn underruns(&self) -> u64 {
         0
     }
-    /// True once the device's stream has failed: it plays nothing more, and the device must
-    /// be opened again. Files and the null sink never fail this way.
-    fn failed(&self) -> bool {
-        false
+    /// Why the device's stream failed, once it has and is closed: it plays nothing more, and
+    /// the device may be opened again. Files and the null sink never fail this way.
+    fn fault(&self) -> Option<String> {
+        None
     }
     /// Flushes and closes (a WAV's header is finalised here).
     ///

@@ -141,6 +141,7 @@ pub(crate) fn run(
     let mut player = Player::new(play.device, play.device_rate, play.target_latency);
     // A playout thread that ends (the stream played out, or its device failed) says so.
     player.bell = commands.bell.clone();
+    player.events = Some(events.clone());
     let dial = Dial { connect, common };
     let result = run_inner(&dial, commands, events, &mut player);
     let finished = player.finish();
@@ -356,5 +357,6 @@ fn stats(
         clock_offset_ms: clock
             .and_then(HeartbeatClock::offset_us)
             .map(|o| o as f64 / 1e3),
+        device: st.device.get(),
     }
 }

@@ -93,6 +93,51 @@ pub struct Stats {
     pub device_ms: Option<f64>,
     /// The peer's session clock minus ours, in ms, from the heartbeats (client).
     pub clock_offset_ms: Option<f64>,
+    /// This side's audio device: working, lost, or being opened again.
+    pub device: DeviceState,
+}
+
+/// What a side knows of its audio device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceState {
+    /// Open and running (or not needed yet).
+    #[default]
+    Ok,
+    /// Its stream failed; it is looked for again shortly.
+    Lost,
+    /// It could not be opened again yet; looked for again with a growing pause.
+    Reopening,
+}
+
+impl DeviceState {
+    /// A word for the status line and the tooltip.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceState::Ok => "ok",
+            DeviceState::Lost => "lost",
+            DeviceState::Reopening => "reopening",
+        }
+    }
+}
+
+/// A [`DeviceState`] shared between threads (one relaxed atomic).
+#[derive(Debug, Default)]
+pub(crate) struct DeviceCell(std::sync::atomic::AtomicU8);
+
+impl DeviceCell {
+    pub(crate) fn set(&self, state: DeviceState) {
+        self.0
+            .store(state as u8, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> DeviceState {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => DeviceState::Lost,
+            2 => DeviceState::Reopening,
+            _ => DeviceState::Ok,
+        }
+    }
 }
 
 /// How a run ended well.
@@ -160,6 +205,20 @@ pub enum Event {
     },
     /// The client lost its session and will reconnect.
     ConnectionLost(String),
+    /// This side's audio device failed; it is looked for again while the sessions stay.
+    DeviceLost {
+        /// The playback device (else the capture device).
+        playback: bool,
+        /// The device, as the status line names it.
+        device: String,
+    },
+    /// The lost device is open again.
+    DeviceBack {
+        /// The playback device (else the capture device).
+        playback: bool,
+        /// The device, as the status line names it.
+        device: String,
+    },
     /// Once a second while streaming.
     Stats(Stats),
     /// The engine thread ended.

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::EngineError;
+use crossbeam_channel::Sender;
+
+use super::{DeviceState, EngineError, Event};
 use crate::audio::health::Retry;
 use crate::audio::playout::{PlayoutCore, NO_END};
 use crate::audio::stamp::shift;
@@ -52,6 +54,8 @@ pub(crate) struct PlayStats {
     pub(crate) drift_ppm: AtomicI64,
     /// The playback device's own delay, once reported.
     pub(crate) device_delay: crate::audio::DelayCell,
+    /// Whether the playback device works.
+    pub(crate) device: super::DeviceCell,
     /// A stream position and when it leaves the device (the playout's clock for the latency).
     pub(crate) played: crate::audio::stamp::StampCell,
     /// The worst lateness the tuner has seen lately (µs), and what is held for the device
@@ -84,6 +88,8 @@ pub(crate) struct Player {
     pub(crate) stats: Arc<PlayStats>,
     /// Rung when a playout thread ends.
     pub(crate) bell: Option<Arc<Wake>>,
+    /// Where a lost and a returning device are told.
+    pub(crate) events: Option<Sender<Event>>,
 }
 
 impl Player {
@@ -98,6 +104,7 @@ impl Player {
             running: None,
             stats: Arc::new(PlayStats::default()),
             bell: None,
+            events: None,
         }
     }
 
@@ -161,6 +168,8 @@ impl Player {
             format,
             device_rate: self.device_rate,
             period,
+            state: self.stats.clone(),
+            events: self.events.clone(),
         };
         let thread = thread::Builder::new()
             .name("playout".into())
@@ -171,11 +180,12 @@ impl Player {
                 let r = loop {
                     let Some(s) = sink.as_mut() else { break Ok(()) };
                     match playout(&udp, &mut opener, params, target, s.as_mut(), &s2, &e2, &st2) {
-                        Ok(Played::DeviceLost) => {
+                        Ok(Played::DeviceLost(why)) => {
+                            let device = s.describe();
                             tracing::warn!(
-                                "the playback device {} is lost; the session stays while it is looked for again",
-                                s.describe()
+                                "the playback device {device} is lost ({why}); the session stays while it is looked for again"
                             );
+                            reopen.tell(DeviceState::Lost, Event::DeviceLost { playback: true, device });
                             // The old stream is closed; let go of the device before opening it.
                             drop(sink.take());
                             sink = reopen.when_back(&udp, &s2, &e2);
@@ -243,9 +253,20 @@ struct Reopen {
     format: StreamFormat,
     device_rate: Option<u32>,
     period: Duration,
+    /// Where the device's state is shown.
+    state: Arc<PlayStats>,
+    events: Option<Sender<Event>>,
 }
 
 impl Reopen {
+    /// Shows the device's new state and tells the front end.
+    fn tell(&self, state: DeviceState, event: Event) {
+        self.state.device.set(state);
+        if let Some(events) = &self.events {
+            let _ = events.send(event);
+        }
+    }
+
     /// Opens the device again on the [`Retry`] schedule, until it opens, the session stops or
     /// its stream ends (`None` for those). Meanwhile the datagrams that come are let go: what
     /// the device could not play is not played late.
@@ -258,29 +279,52 @@ impl Reopen {
         let mut retry = Retry::default();
         let mut next = Instant::now() + retry.next_delay();
         let mut buf = [0u8; MAX_DATAGRAM + 64];
+        let over = || stop.load(Ordering::Acquire) || end.load(Ordering::Acquire) != NO_END;
+        // Sleeps on the socket until `until`, a tenth of a second at a time to see a stop.
+        let idle = |until: Instant, buf: &mut [u8]| {
+            while !over() && Instant::now() < until {
+                let wait = until
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100));
+                let _ = super::sock::recv_within(udp, buf, wait);
+            }
+        };
         loop {
-            let now = Instant::now();
-            if stop.load(Ordering::Acquire) || end.load(Ordering::Acquire) != NO_END {
+            idle(next, &mut buf);
+            if over() {
                 return None;
             }
-            if now >= next {
-                match audio::open_sink(&self.device, self.format, self.device_rate, self.period) {
-                    Ok(sink) => {
-                        tracing::info!("the playback device is back: {}", sink.describe());
-                        return Some(sink);
-                    }
-                    Err(e) => {
-                        tracing::debug!("playback device: {e}");
-                        next = Instant::now() + retry.next_delay();
-                    }
+            let opened = audio::open_sink(&self.device, self.format, self.device_rate, self.period);
+            next = Instant::now() + retry.next_delay();
+            let sink = match opened {
+                Ok(sink) => sink,
+                Err(e) => {
+                    tracing::debug!("playback device: {e}");
+                    self.state.device.set(DeviceState::Reopening);
+                    continue;
                 }
+            };
+            // A stream may open and fail at its first callbacks while a sound server settles
+            // after a restart: it is back once it has run for a while.
+            idle(Instant::now() + Retry::PROBATION, &mut buf);
+            if let Some(why) = sink.fault() {
+                tracing::debug!("playback device failed again at once: {why}");
+                self.state.device.set(DeviceState::Reopening);
+                // It opens, so what it needs is coming back: look again soon.
+                retry = Retry::default();
+                next = Instant::now() + retry.next_delay();
                 continue;
             }
-            // Sleeps on the socket: a tenth of a second at most, to see a stop.
-            let wait = next
-                .saturating_duration_since(now)
-                .min(Duration::from_millis(100));
-            let _ = super::sock::recv_within(udp, &mut buf, wait);
+            let device = sink.describe();
+            tracing::info!("the playback device is back: {device}");
+            self.tell(
+                DeviceState::Ok,
+                Event::DeviceBack {
+                    playback: true,
+                    device,
+                },
+            );
+            return Some(sink);
         }
     }
 }
@@ -490,19 +534,22 @@ fn playout(
             receive(udp, opener, sink, &flags, stats, arrivals, Some(pump))
         }
     };
-    log_session_end(stats, sink.underruns());
+    // A lost device is not the session's end: it goes on once the device is back.
+    if !matches!(r, Ok(Played::DeviceLost(_))) {
+        log_session_end(stats, sink.underruns());
+    }
     r
 }
 
 /// How a session's playout ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Played {
     /// The announced end was played.
     Ended,
     /// Asked to stop.
     Stopped,
-    /// The playback device's stream failed: open it again and go on.
-    DeviceLost,
+    /// The playback device's stream failed (why): open it again and go on.
+    DeviceLost(String),
 }
 
 /// What the network thread watches besides the socket.
@@ -602,8 +649,8 @@ fn receive(
                 "converting the audio for the device failed".into(),
             ));
         }
-        if sink.failed() {
-            return Ok(Played::DeviceLost);
+        if let Some(why) = sink.fault() {
+            return Ok(Played::DeviceLost(why));
         }
         if let Some(d) = sink.device_delay() {
             stats.device_delay.set(d);

@@ -28,6 +28,15 @@ pub struct Notifier {
     lost_connection: bool,
 }
 
+/// The words for a side's device, in a summary and at the start of a sentence.
+fn device_words(playback: bool) -> (&'static str, &'static str) {
+    if playback {
+        ("playback device", "Playback device")
+    } else {
+        ("capture device", "Capture device")
+    }
+}
+
 impl Notifier {
     /// A notifier with nothing sent yet.
     pub fn new() -> Self {
@@ -96,6 +105,20 @@ impl Notifier {
                 n(
                     "EchoWarp: reconnected",
                     format!("Streaming again from {peer}"),
+                )
+            }
+            Event::DeviceLost { playback, device } => {
+                let (summary, what) = device_words(*playback);
+                n(
+                    &format!("EchoWarp: {summary} lost"),
+                    format!("{what} '{device}' lost: waiting for it"),
+                )
+            }
+            Event::DeviceBack { playback, device } => {
+                let (summary, what) = device_words(*playback);
+                n(
+                    &format!("EchoWarp: {summary} back"),
+                    format!("{what} '{device}' is back"),
                 )
             }
             Event::Stopped(Err(e @ EngineError::ConnectFailed { .. })) => {
@@ -234,5 +257,27 @@ mod tests {
             "EchoWarp: reconnected"
         );
         assert!(n.on_event(&Event::Stats(Default::default()), t0).is_empty());
+        let lost = n.on_event(
+            &Event::DeviceLost {
+                playback: true,
+                device: "Headset".into(),
+            },
+            t0,
+        );
+        assert_eq!(
+            (lost[0].summary.as_str(), lost[0].body.as_str()),
+            (
+                "EchoWarp: playback device lost",
+                "Playback device 'Headset' lost: waiting for it"
+            )
+        );
+        let back = n.on_event(
+            &Event::DeviceBack {
+                playback: false,
+                device: "USB mic".into(),
+            },
+            t0,
+        );
+        assert_eq!(back[0].body, "Capture device 'USB mic' is back");
     }
 }

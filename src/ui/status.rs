@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::engine::Stats;
+use crate::engine::{DeviceState, Stats};
 
 /// Percent of `part` in `part + rest`.
 pub(super) fn percent(part: u64, rest: u64) -> f64 {
@@ -40,8 +40,20 @@ pub(super) fn print_stats_json(s: &Stats, client: bool, t: Duration) {
     }
 }
 
-/// The status line: the figures a person glances at.
+/// The status line: the figures a person glances at, and a lost device's state after them.
 pub(super) fn status_text(s: &Stats, client: bool) -> String {
+    let mut line = figures(s, client);
+    if s.device != DeviceState::Ok {
+        let what = if client { "playback" } else { "capture" };
+        line.push_str(&format!(
+            " | {what} device {}: waiting for it",
+            s.device.name()
+        ));
+    }
+    line
+}
+
+fn figures(s: &Stats, client: bool) -> String {
     if client {
         let latency = s
             .latency_ms

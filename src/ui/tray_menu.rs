@@ -2,7 +2,7 @@
 //! checked, and what each does. Computed without a display, so it is tested without one; the
 //! tray (feature `tray`) only turns it into muda items (testing.md, STYLE.md habit 14).
 
-use crate::engine::Event;
+use crate::engine::{DeviceState, Event};
 use crate::store::profile::Role;
 
 /// The state the icon shows.
@@ -214,6 +214,14 @@ impl TrayView {
                         .map(|l| format!(" · ~{l:.0} ms"))
                         .unwrap_or_default();
                     self.detail = format!("{} · {loss:.1}% loss{latency}", s.format);
+                }
+                if s.device != DeviceState::Ok {
+                    let what = if self.role == Role::Server {
+                        "capture"
+                    } else {
+                        "playback"
+                    };
+                    self.detail = format!("{what} device {}: waiting for it", s.device.name());
                 }
             }
             Event::Banned(ip) if !self.bans.contains(&ipnet::IpNet::from(*ip)) => {

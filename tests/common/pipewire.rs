@@ -96,6 +96,32 @@ impl PipeWire {
         let _ = c.wait();
     }
 
+    /// Kills the whole session: pipewire-pulse, WirePlumber and PipeWire.
+    pub fn kill_all(&mut self) {
+        for c in self.children.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the whole session again (without its sinks) and waits until it answers.
+    pub fn start_all(&mut self) {
+        for (i, prog) in ["pipewire", "wireplumber", "pipewire-pulse"]
+            .iter()
+            .enumerate()
+        {
+            let child = self
+                .cmd(prog)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect(prog);
+            self.children[i] = child;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.wait_for_pulse();
+    }
+
     /// Starts pipewire-pulse again and waits until it answers.
     pub fn start_pulse(&mut self) {
         let child = self
@@ -234,27 +260,27 @@ impl PipeWire {
 }
 
 impl PipeWire {
-    /// Plays `seconds` of a sine at `hz`, amplitude 0.5, into a sink through PipeWire itself
-    /// (pw-cat: it outlives pipewire-pulse).
-    pub fn play_tone_native(&self, sink: &str, hz: f32, seconds: f32) -> Child {
-        let mut p = self
-            .cmd("pw-cat")
-            .args([
-                "--playback",
-                "--target",
-                sink,
-                "--format=s16",
-                "--channels=2",
-                "--rate=48000",
-                "-",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pw-cat");
-        let n = (48_000.0 * seconds) as usize;
-        let data: Vec<u8> = (0..n)
+    /// Plays a sine at `hz`, amplitude 0.5, into a sink through PipeWire itself (pw-cat: it
+    /// outlives pipewire-pulse), until the returned guard drops. A player that ends (its sink
+    /// went away with the session) is started again at once, so the source is there whenever
+    /// the sink is.
+    pub fn play_tone_native(&self, sink: &str, hz: f32) -> Tone {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut cmd = self.cmd("pw-cat");
+        cmd.args([
+            "--playback",
+            "--target",
+            sink,
+            "--format=s16",
+            "--channels=2",
+            "--rate=48000",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        // Ten seconds of the sine, written again and again.
+        let second: Vec<u8> = (0..48_000 * 10)
             .flat_map(|i| {
                 let s = (((std::f32::consts::TAU * hz * i as f32 / 48_000.0).sin() * 16_384.0)
                     as i16)
@@ -262,11 +288,31 @@ impl PipeWire {
                 [s[0], s[1], s[0], s[1]]
             })
             .collect();
-        let mut stdin = p.stdin.take().expect("stdin");
-        std::thread::spawn(move || {
-            let _ = stdin.write_all(&data);
+        let stopped = stop.clone();
+        let keeper = std::thread::spawn(move || {
+            use std::sync::atomic::Ordering;
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok(mut p) = cmd.spawn() else {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                };
+                let mut stdin = p.stdin.take().expect("stdin");
+                let data = second.clone();
+                let feeder = stopped.clone();
+                std::thread::spawn(move || {
+                    while !feeder.load(Ordering::Relaxed) && stdin.write_all(&data).is_ok() {}
+                });
+                while !stopped.load(Ordering::Relaxed) && matches!(p.try_wait(), Ok(None)) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = p.kill();
+                let _ = p.wait();
+            }
         });
-        p
+        Tone {
+            stop,
+            keeper: Some(keeper),
+        }
     }
 
     /// Records what a sink plays (its monitor) through PipeWire itself, as raw s16le stereo at
@@ -289,6 +335,21 @@ impl PipeWire {
             .stderr(Stdio::null())
             .spawn()
             .expect("pw-cat")
+    }
+}
+
+/// A tone kept playing into a sink until dropped.
+pub struct Tone {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    keeper: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Tone {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(k) = self.keeper.take() {
+            let _ = k.join();
+        }
     }
 }
 

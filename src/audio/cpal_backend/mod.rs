@@ -128,8 +128,12 @@ where
                     let why = told
                         .pop()
                         .map_or_else(|_| "an unknown error".to_owned(), |e| e.to_string());
-                    tracing::warn!("audio device {name} failed: {why}; its stream is closed");
-                    tracing::debug!("{name}: {} more errors before it closed", health.repeats());
+                    tracing::debug!(
+                        "{name} failed ({why}; {} more errors before its stream closed)",
+                        health.repeats()
+                    );
+                    // The engine says it once, with what it does about it.
+                    health.close(why);
                 }
                 let now = health.glitches();
                 if now > glitches {
@@ -590,8 +594,8 @@ impl Sink for CpalSink {
     fn device_delay(&self) -> Option<std::time::Duration> {
         self.delay.get()
     }
-    fn failed(&self) -> bool {
-        self.health.failed()
+    fn fault(&self) -> Option<String> {
+        self.health.closed()
     }
     fn write(&mut self, samples: &[f32]) -> Result<usize, AudioError> {
         let ch = usize::from(self.format.channels);

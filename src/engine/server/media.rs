@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::{sock, Codec, EngineError, Shared};
+use super::{sock, Codec, DeviceState, EngineError, Event, Shared};
 use crate::audio::codec::OpusEncoder;
 use crate::audio::health::Retry;
 use crate::audio::stamp::shift;
@@ -101,6 +101,12 @@ pub(crate) fn run(
     let mut heard = false;
     // A device lost, and when to look for it again.
     let mut lost: Option<(Retry, Instant)> = None;
+    // The capture running is silence standing in for a lost device.
+    let mut stand_in = false;
+    // A device opened again counts as back once it has run until then.
+    let mut probation: Option<Instant> = None;
+    // The device, as the status line names it (the last one opened).
+    let mut device_name = source.as_ref().map(|s| s.describe()).unwrap_or_default();
     // Since when a running capture has had nobody to send to.
     let mut unheard_since: Option<Instant> = None;
 
@@ -109,18 +115,39 @@ pub(crate) fn run(
 
         // A device whose stream failed, or that fell silent after it had delivered, is closed
         // and opened again when it returns; the sessions stay.
-        let faulted = capture
-            .as_ref()
-            .is_some_and(|c| c.failed() || (heard && last_audio.elapsed() > SILENT_DEVICE));
-        if faulted && reopen.is_some() {
-            capture = None;
-            previous = None;
-            tracing::warn!(
-                "the capture device is lost; the clients stay connected while it is looked for again"
-            );
-            let mut retry = Retry::default();
-            let next = Instant::now() + retry.next_delay();
-            lost = Some((retry, next));
+        let fault = capture.as_ref().and_then(|c| {
+            c.fault().or_else(|| {
+                (!stand_in && heard && last_audio.elapsed() > SILENT_DEVICE)
+                    .then(|| format!("it delivered no audio for {} s", SILENT_DEVICE.as_secs()))
+            })
+        });
+        if let (Some(why), true) = (fault, reopen.is_some()) {
+            // Silence stands in, on the stream's clock: the clients play it rather than count
+            // and conceal losses for as long as the device is away.
+            capture = Some(silence(format));
+            stand_in = true;
+            if probation.take().is_some() {
+                // It failed again at once: the same loss goes on.
+                tracing::debug!("capture device failed again at once: {why}");
+                shared.counters.device.set(DeviceState::Reopening);
+                if let Some((retry, next)) = lost.as_mut() {
+                    // It opens, so what it needs is coming back: look again soon.
+                    *retry = Retry::default();
+                    *next = Instant::now() + retry.next_delay();
+                }
+            } else {
+                tracing::warn!(
+                    "the capture device {device_name} is lost ({why}); the clients stay connected, hearing silence, while it is looked for again"
+                );
+                shared.counters.device.set(DeviceState::Lost);
+                shared.tell(Event::DeviceLost {
+                    playback: false,
+                    device: device_name.clone(),
+                });
+                let mut retry = Retry::default();
+                let next = Instant::now() + retry.next_delay();
+                lost = Some((retry, next));
+            }
         }
 
         // Send every frame that is due; then wait for datagrams until the next one is. With no
@@ -204,8 +231,18 @@ pub(crate) fn run(
                 }
             }
         }
-        if let Some((_, next)) = &lost {
+        if let (Some((_, next)), true) = (&lost, capture.is_none() || stand_in) {
             wait = wait.min(next.saturating_duration_since(Instant::now()));
+        }
+        if probation.is_some_and(|t| Instant::now() >= t) {
+            probation = None;
+            lost = None;
+            tracing::info!("the capture device is back: {device_name}");
+            shared.counters.device.set(DeviceState::Ok);
+            shared.tell(Event::DeviceBack {
+                playback: false,
+                device: device_name.clone(),
+            });
         }
         // A device that signals its deliveries wakes us the moment a frame may be complete.
         let wake = capture.as_ref().and_then(Capture::wake);
@@ -222,7 +259,7 @@ pub(crate) fn run(
         }
 
         let listened = sessions.values().any(|s| s.addr.is_some());
-        if capture.is_none() && listened {
+        if (capture.is_none() || stand_in) && listened {
             let due = lost
                 .as_ref()
                 .is_none_or(|(_, next)| Instant::now() >= *next);
@@ -237,6 +274,7 @@ pub(crate) fn run(
                                 (Retry::default(), Instant::now())
                             });
                             *next = Instant::now() + retry.next_delay();
+                            shared.counters.device.set(DeviceState::Reopening);
                             tracing::debug!("capture device: {e}");
                         }
                     }
@@ -247,9 +285,13 @@ pub(crate) fn run(
                 match src.start() {
                     Ok(c) => {
                         capture = Some(c);
+                        stand_in = false;
                         last_audio = Instant::now();
-                        if lost.take().is_some() {
-                            tracing::info!("the capture device is back: {describe}");
+                        device_name.clone_from(&describe);
+                        if lost.is_some() {
+                            // Back once it has run a while (a stream may open and fail at
+                            // its first callbacks while a sound server settles).
+                            probation = Some(Instant::now() + Retry::PROBATION);
                         } else {
                             tracing::info!("capture started: {describe}");
                         }
@@ -257,6 +299,7 @@ pub(crate) fn run(
                     // A device that went between its opening and its start is looked for again.
                     Err(e) if reopen.is_some() => {
                         tracing::debug!("capture device: {e}");
+                        shared.counters.device.set(DeviceState::Reopening);
                         let (retry, next) =
                             lost.get_or_insert_with(|| (Retry::default(), Instant::now()));
                         *next = Instant::now() + retry.next_delay();
@@ -268,6 +311,8 @@ pub(crate) fn run(
             let since = *unheard_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= RELEASE_AFTER {
                 capture = None;
+                stand_in = false;
+                probation = None;
                 previous = None;
                 tracing::info!(
                     "capture released: no client for {} s",
@@ -279,6 +324,17 @@ pub(crate) fn run(
         unheard_since = None;
     }
     Ok(())
+}
+
+/// Silence at `format`, on the real-time clock.
+fn silence(format: StreamFormat) -> Capture {
+    Capture::paced(
+        format,
+        Box::new(|buf: &mut [i16]| {
+            buf.fill(0);
+            buf.len()
+        }),
+    )
 }
 
 /// Marks the media thread ended and wakes the engine when dropped.

@@ -17,8 +17,8 @@ mod media;
 use super::guard::{Guard, Limits, Refusal};
 use super::Codec;
 use super::{
-    ring, sock, CaptureConfig, Command, Common, EngineError, Event, Inbox, ListenConfig, Outcome,
-    Stats, HEARTBEAT_INTERVAL,
+    ring, sock, CaptureConfig, Command, Common, DeviceState, EngineError, Event, Inbox,
+    ListenConfig, Outcome, Stats, HEARTBEAT_INTERVAL,
 };
 use crate::audio::wake::Wake;
 use crate::audio::{self, DeviceSpec, StreamFormat};
@@ -36,6 +36,8 @@ pub(crate) struct Counters {
     pub(crate) dropped: AtomicU64,
     /// The capture device's own delay, once reported.
     pub(crate) device_delay: crate::audio::DelayCell,
+    /// Whether the capture device works.
+    pub(crate) device: super::DeviceCell,
 }
 
 /// State every server thread shares.
@@ -98,6 +100,11 @@ impl Shared {
         for b in self.session_bells().values() {
             b.notify();
         }
+    }
+
+    /// Sends an event to the front end.
+    pub(crate) fn tell(&self, event: Event) {
+        let _ = self.events.send(event);
     }
 
     /// Wakes the engine thread.
@@ -320,6 +327,7 @@ pub(crate) fn run(
                     .device_delay
                     .get()
                     .map(|d| d.as_secs_f64() * 1e3),
+                device: shared.counters.device.get(),
                 ..Stats::default()
             }));
         }
