@@ -19,6 +19,7 @@ mod guard;
 mod playout;
 mod server;
 mod sock;
+mod supervise;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

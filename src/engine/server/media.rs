@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::{sock, Codec, DeviceState, EngineError, Event, Shared};
+use super::{sock, Codec, EngineError, Shared};
 use crate::audio::codec::OpusEncoder;
-use crate::audio::health::Retry;
 use crate::audio::stamp::shift;
 use crate::audio::{AudioError, Capture, Frame, Source, StreamFormat};
+use crate::engine::supervise::Supervisor;
 use crate::protocol::datagram::{
     write_audio_body, write_redundant_body, Header, Kind, Opener, Sealer, MAX_DATAGRAM,
 };
@@ -99,14 +99,15 @@ pub(crate) fn run(
     // wrong one, and the run ends; one that stops after it did has failed, and is looked for
     // again.
     let mut heard = false;
-    // A device lost, and when to look for it again.
-    let mut lost: Option<(Retry, Instant)> = None;
     // The capture running is silence standing in for a lost device.
     let mut stand_in = false;
-    // A device opened again counts as back once it has run until then.
-    let mut probation: Option<Instant> = None;
-    // The device, as the status line names it (the last one opened).
-    let mut device_name = source.as_ref().map(|s| s.describe()).unwrap_or_default();
+    let mut device = Supervisor::new(
+        false,
+        source.as_ref().map(|s| s.describe()).unwrap_or_default(),
+        shared.counters.device.clone(),
+        Some(shared.events.clone()),
+    );
+    const STAYS: &str = "the clients stay connected, hearing silence,";
     // Since when a running capture has had nobody to send to.
     let mut unheard_since: Option<Instant> = None;
 
@@ -126,28 +127,7 @@ pub(crate) fn run(
             // and conceal losses for as long as the device is away.
             capture = Some(silence(format));
             stand_in = true;
-            if probation.take().is_some() {
-                // It failed again at once: the same loss goes on.
-                tracing::debug!("capture device failed again at once: {why}");
-                shared.counters.device.set(DeviceState::Reopening);
-                if let Some((retry, next)) = lost.as_mut() {
-                    // It opens, so what it needs is coming back: look again soon.
-                    *retry = Retry::default();
-                    *next = Instant::now() + retry.next_delay();
-                }
-            } else {
-                tracing::warn!(
-                    "the capture device {device_name} is lost ({why}); the clients stay connected, hearing silence, while it is looked for again"
-                );
-                shared.counters.device.set(DeviceState::Lost);
-                shared.tell(Event::DeviceLost {
-                    playback: false,
-                    device: device_name.clone(),
-                });
-                let mut retry = Retry::default();
-                let next = Instant::now() + retry.next_delay();
-                lost = Some((retry, next));
-            }
+            device.failed(&why, STAYS, Instant::now());
         }
 
         // Send every frame that is due; then wait for datagrams until the next one is. With no
@@ -231,19 +211,10 @@ pub(crate) fn run(
                 }
             }
         }
-        if let (Some((_, next)), true) = (&lost, capture.is_none() || stand_in) {
+        if let Some(next) = device.next_attempt() {
             wait = wait.min(next.saturating_duration_since(Instant::now()));
         }
-        if probation.is_some_and(|t| Instant::now() >= t) {
-            probation = None;
-            lost = None;
-            tracing::info!("the capture device is back: {device_name}");
-            shared.counters.device.set(DeviceState::Ok);
-            shared.tell(Event::DeviceBack {
-                playback: false,
-                device: device_name.clone(),
-            });
-        }
+        device.tick(Instant::now());
         // A device that signals its deliveries wakes us the moment a frame may be complete.
         let wake = capture.as_ref().and_then(Capture::wake);
         match sock::recv_within_or_wake(&udp, wake, &mut rx, wait) {
@@ -260,23 +231,13 @@ pub(crate) fn run(
 
         let listened = sessions.values().any(|s| s.addr.is_some());
         if (capture.is_none() || stand_in) && listened {
-            let due = lost
-                .as_ref()
-                .is_none_or(|(_, next)| Instant::now() >= *next);
+            // The first opening for a new listener, or the next attempt after a loss.
+            let due = !device.away() || device.due(Instant::now());
             if source.is_none() && due {
                 if let Some(open) = reopen.as_mut() {
                     match reopened(open, format) {
                         Ok(src) => source = Some(src),
-                        Err(e) => {
-                            // Not there yet (or gone while nobody listened): look again later.
-                            let (retry, next) = lost.get_or_insert_with(|| {
-                                tracing::warn!("the capture device cannot be opened: {e}; looking for it again");
-                                (Retry::default(), Instant::now())
-                            });
-                            *next = Instant::now() + retry.next_delay();
-                            shared.counters.device.set(DeviceState::Reopening);
-                            tracing::debug!("capture device: {e}");
-                        }
+                        Err(e) => device.open_failed(&e.to_string(), STAYS, Instant::now()),
                     }
                 }
             }
@@ -285,24 +246,16 @@ pub(crate) fn run(
                 match src.start() {
                     Ok(c) => {
                         capture = Some(c);
-                        stand_in = false;
                         last_audio = Instant::now();
-                        device_name.clone_from(&describe);
-                        if lost.is_some() {
-                            // Back once it has run a while (a stream may open and fail at
-                            // its first callbacks while a sound server settles).
-                            probation = Some(Instant::now() + Retry::PROBATION);
-                        } else {
+                        if !device.away() {
                             tracing::info!("capture started: {describe}");
                         }
+                        stand_in = false;
+                        device.opened(describe, Instant::now());
                     }
                     // A device that went between its opening and its start is looked for again.
                     Err(e) if reopen.is_some() => {
-                        tracing::debug!("capture device: {e}");
-                        shared.counters.device.set(DeviceState::Reopening);
-                        let (retry, next) =
-                            lost.get_or_insert_with(|| (Retry::default(), Instant::now()));
-                        *next = Instant::now() + retry.next_delay();
+                        device.open_failed(&e.to_string(), STAYS, Instant::now());
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -312,7 +265,7 @@ pub(crate) fn run(
             if since.elapsed() >= RELEASE_AFTER {
                 capture = None;
                 stand_in = false;
-                probation = None;
+                device.released();
                 previous = None;
                 tracing::info!(
                     "capture released: no client for {} s",

@@ -17,8 +17,8 @@ mod media;
 use super::guard::{Guard, Limits, Refusal};
 use super::Codec;
 use super::{
-    ring, sock, CaptureConfig, Command, Common, DeviceState, EngineError, Event, Inbox,
-    ListenConfig, Outcome, Stats, HEARTBEAT_INTERVAL,
+    ring, sock, CaptureConfig, Command, Common, EngineError, Event, Inbox, ListenConfig, Outcome,
+    Stats, HEARTBEAT_INTERVAL,
 };
 use crate::audio::wake::Wake;
 use crate::audio::{self, DeviceSpec, StreamFormat};
@@ -37,7 +37,7 @@ pub(crate) struct Counters {
     /// The capture device's own delay, once reported.
     pub(crate) device_delay: crate::audio::DelayCell,
     /// Whether the capture device works.
-    pub(crate) device: super::DeviceCell,
+    pub(crate) device: Arc<super::DeviceCell>,
 }
 
 /// State every server thread shares.
@@ -100,11 +100,6 @@ impl Shared {
         for b in self.session_bells().values() {
             b.notify();
         }
-    }
-
-    /// Sends an event to the front end.
-    pub(crate) fn tell(&self, event: Event) {
-        let _ = self.events.send(event);
     }
 
     /// Wakes the engine thread.
