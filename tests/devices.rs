@@ -215,8 +215,9 @@ fn dash_o_captures_what_an_output_plays() {
     {
         assert!(
             Instant::now() < deadline,
-            "no tone from sinkA's monitor:\n{}",
-            server.stderr()
+            "no tone from sinkA's monitor:\n{}\nclient:\n{}",
+            server.stderr(),
+            client.stderr()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
