@@ -242,15 +242,7 @@ impl PipeWire {
             .stderr(Stdio::null())
             .spawn()
             .expect("pacat");
-        let n = (48_000.0 * seconds) as usize;
-        let data: Vec<u8> = (0..n)
-            .flat_map(|i| {
-                let s = (((std::f32::consts::TAU * hz * i as f32 / 48_000.0).sin() * 16_384.0)
-                    as i16)
-                    .to_le_bytes();
-                [s[0], s[1], s[0], s[1]]
-            })
-            .collect();
+        let data = sine(hz, (48_000.0 * seconds) as usize);
         let mut stdin = p.stdin.take().expect("stdin");
         std::thread::spawn(move || {
             let _ = stdin.write_all(&data);
@@ -280,14 +272,7 @@ impl PipeWire {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
         // Ten seconds of the sine, written again and again.
-        let second: Vec<u8> = (0..48_000 * 10)
-            .flat_map(|i| {
-                let s = (((std::f32::consts::TAU * hz * i as f32 / 48_000.0).sin() * 16_384.0)
-                    as i16)
-                    .to_le_bytes();
-                [s[0], s[1], s[0], s[1]]
-            })
-            .collect();
+        let second = sine(hz, 48_000 * 10);
         let stopped = stop.clone();
         let keeper = std::thread::spawn(move || {
             use std::sync::atomic::Ordering;
@@ -336,6 +321,18 @@ impl PipeWire {
             .spawn()
             .expect("pw-cat")
     }
+}
+
+/// `frames` of a sine at `hz`, amplitude 0.5, as raw s16le stereo at 48 kHz (the same on both
+/// channels).
+fn sine(hz: f32, frames: usize) -> Vec<u8> {
+    (0..frames)
+        .flat_map(|i| {
+            let s = (((std::f32::consts::TAU * hz * i as f32 / 48_000.0).sin() * 16_384.0) as i16)
+                .to_le_bytes();
+            [s[0], s[1], s[0], s[1]]
+        })
+        .collect()
 }
 
 /// A tone kept playing into a sink until dropped.
