@@ -9,7 +9,8 @@ appears there twice, first as played directly, then as carried by EchoWarp. The 
 two is the added latency (capture, network, jitter buffer, playback). Prints the median and the
 spread per preset; figures, not pass/fail.
 
-    python3 bench/latency.py [SECONDS] [--route pulse|pipewire] [--only TEXT] [--series] [--threads]
+    python3 bench/latency.py [SECONDS] [--route pulse|pipewire|native|pulse-native] [--only TEXT]
+                             [--series] [--threads]
                              [--stalls MS,MS,...]
     (default 20 s: 40 clicks per preset; --only runs the presets whose name holds TEXT;
     --series prints the client's figures for every second: depth, target, late, lost, packets
@@ -29,6 +30,10 @@ seconds' (the jitter buffer starts sized on the devices' start-up and shrinks af
 "pulse" (libasound2-plugins, through pipewire-pulse; the default, as in tests/devices.rs) or
 "pipewire" (pipewire-alsa, PipeWire's own ALSA plug-in; capture of sink A's monitor is asked
 for with PIPEWIRE_PROPS stream.capture.sink).
+"native" and "pulse-native" take no plug-in: EchoWarp talks to PipeWire with its own API
+(--audio-host pipewire: the server captures sink A, which records what it plays) or speaks the
+PulseAudio protocol to pipewire-pulse (--audio-host pulse: sinkA.monitor); the reference pipe
+and trx, which have no such host, go through the pulse plug-in as in the default route.
 """
 import os, shutil, signal, socket, struct, subprocess, sys, time
 
@@ -56,8 +61,15 @@ if "--only" in args:
     i = args.index("--only")
     only = args[i + 1]
     del args[i:i + 2]
-if route not in ("pulse", "pipewire"):
-    sys.exit("--route: pulse or pipewire")
+if route not in ("pulse", "pipewire", "native", "pulse-native"):
+    sys.exit("--route: pulse, pipewire, native or pulse-native")
+# EchoWarp's device flags per route: (server, client).
+DEVICES = {
+    "pulse": (["--audio-host", "alsa", "-d", "micA"], ["--audio-host", "alsa", "-d", "speakerB"]),
+    "pipewire": (["--audio-host", "alsa", "-d", "micA"], ["--audio-host", "alsa", "-d", "speakerB"]),
+    "native": (["--audio-host", "pipewire", "-o", "-d", "sinkA"], ["--audio-host", "pipewire", "-d", "sinkB"]),
+    "pulse-native": (["--audio-host", "pulse", "-o", "-d", "sinkA"], ["--audio-host", "pulse", "-d", "sinkB"]),
+}[route]
 seconds = int(args[0]) if args else 20
 settle = 12.0
 if route == "pipewire":
@@ -81,7 +93,7 @@ PRESETS = {
     "trx 0.5 (opus 128 kb/s, 20 ms frames)": "trx",
 }
 
-if route == "pulse":
+if route != "pipewire":
     asoundrc = ('pcm.micA { type pulse device "sinkA.monitor" }\n'
                 'pcm.speakerB { type pulse device "sinkB" }\n')
 else:
@@ -110,7 +122,7 @@ try:
         f.write(clicks)
 
     print(f"added latency, server capture (sink A) to client playback (sink B), {seconds * 2} clicks per preset, "
-          f"ALSA {route} plug-in")
+          + (f"ALSA {route} plug-in" if route in ("pulse", "pipewire") else f"{route} route"))
     print(f"{'preset':46} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'min':>7} {'max':>7} {'found':>6}")
     for name, preset in PRESETS.items():
         if only is not None and only not in name:
@@ -138,13 +150,13 @@ try:
             with open(profile, "w") as f:
                 f.write("[audio]\n" + audio)
             s = socket.socket(); s.bind(("127.0.0.1", 0)); port = str(s.getsockname()[1]); s.close()
-            server = spawn([binary, "-f", profile, "-d", "micA", "-u", port, "-q", "--stats-json"] + flags,
+            server = spawn([binary, "-f", profile, *DEVICES[0], "-u", port, "-q", "--stats-json"] + flags,
                            env=capture_env, stdout=subprocess.PIPE)
             time.sleep(1.0)
             # ECHOWARP_LOG=echowarp=debug in the environment keeps the client's log (the parts of
             # its set point, once a second), and the bench prints its last such line.
             client_log = open(os.path.join(work, "client.log"), "w")
-            client = spawn([binary, "-f", profile, "-c", "-a", "127.0.0.1", "-u", port, "-d", "speakerB",
+            client = spawn([binary, "-f", profile, "-c", "-a", "127.0.0.1", "-u", port, *DEVICES[1],
                             "-q", "--stats-json"], stdout=subprocess.PIPE, stderr=client_log)
         # Connected, and past the start: the jitter buffer sizes itself on the worst lateness
         # of the last 10 s, which at first includes the devices' start-up.

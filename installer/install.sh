@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 need=(build-essential pkg-config libasound2-dev libopus-dev libasound2-plugins
+      libpipewire-0.3-dev libclang-dev libjack-jackd2-dev
       libgtk-3-dev libayatana-appindicator3-dev libdbus-1-dev pulseaudio-utils)
 missing=()
 for p in "${need[@]}"; do

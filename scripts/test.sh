@@ -4,13 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Build needs and test infrastructure (testing.md): ALSA headers for cpal, GTK, appindicator and
+# Build needs and test infrastructure (testing.md): ALSA headers for cpal (and PipeWire's, with
+# libclang for their bindings, and JACK's, for cpal's native hosts), GTK, appindicator and
 # D-Bus for the tray; tcpdump to check that no password crosses the wire; PipeWire with null sinks
 # reached through ALSA for real devices; Xvfb, trayer, xdotool and ImageMagick to drive the tray,
 # dunst to receive its notifications; help2man and desktop-file-utils for the Debian package;
 # mingw-w64 and cmake to cross-build the Windows exe, Wine to run it, msitools/wixl for its MSI;
 # python3 for the check of the module graph.
 packages=(build-essential pkg-config libasound2-dev libopus-dev libasound2-plugins alsa-utils tcpdump
+          libpipewire-0.3-dev libclang-dev libjack-jackd2-dev
           libgtk-3-dev libayatana-appindicator3-dev libdbus-1-dev
           dbus pipewire pipewire-pulse wireplumber pulseaudio-utils sox
           xvfb xauth trayer xdotool x11-utils imagemagick dunst

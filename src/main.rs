@@ -23,8 +23,11 @@ fn init_logging(
     } else {
         "info"
     };
+    // libjack's messages reach `log` through cpal's JACK host; like ALSA's (quiet.rs), they
+    // are shown with -v only.
+    let jack = if args.verbose { "info" } else { "off" };
     let filter = EnvFilter::try_from_env("ECHOWARP_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,echowarp={level}")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,echowarp={level},jack={jack}")));
     let console = fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -50,8 +53,8 @@ fn init_logging(
     guard
 }
 
-fn device_lines() -> Vec<String> {
-    echowarp::audio::cpal_backend::list_devices()
+fn device_lines(host: echowarp::audio::AudioHost) -> Vec<String> {
+    echowarp::audio::cpal_backend::list_devices(host)
         .map(|ds| {
             ds.into_iter()
                 .map(|d| format!("{:>3}  {}  {}", d.index, d.id, d.name))
@@ -99,7 +102,8 @@ fn run(mut args: Args, no_args: bool) -> Result<Outcome, CliError> {
         } else {
             None
         };
-        match interactive::setup(profile, &mut input, &mut out, secret, &device_lines()) {
+        let devices = device_lines(profile.audio_host);
+        match interactive::setup(profile, &mut input, &mut out, secret, &devices) {
             Ok(Some(choice)) => {
                 profile = choice.profile;
                 if choice.save && save_to.is_none() {
@@ -132,6 +136,8 @@ fn run(mut args: Args, no_args: bool) -> Result<Outcome, CliError> {
 }
 
 fn main() -> ExitCode {
+    // First, while this is the only thread: the environment may be changed only here.
+    echowarp::audio::cpal_backend::prepare_environment();
     let no_args = std::env::args_os().len() == 1;
     let args = Args::parse();
     let error_log = args.error_log;

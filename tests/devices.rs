@@ -45,29 +45,25 @@ fn median_figure(stdout: &str, key: &str) -> Option<f64> {
     v.get(v.len() / 2).copied()
 }
 
-fn tone_through_devices(sink: &str, client_profile: Option<&str>, record_rate: u32) -> ToneRun {
+fn tone_through_devices(
+    route: Route,
+    sink: &str,
+    client_profile: Option<&str>,
+    record_rate: u32,
+) -> ToneRun {
     let _one = ONE_SESSION.lock().unwrap_or_else(|p| p.into_inner());
     let sb = Sandbox::new();
     let pw = PipeWire::start(&sb);
     let port = free_port().to_string();
     let rec = sb.path("rec.raw");
     let mut recorder = pw.record(&format!("{sink}.monitor"), record_rate, &rec);
-    let mut server = pw.echowarp(&sb, &["-d", "micA", "-u", &port, "--stats-json"]);
+    let mut server_args = route.capture_sink_a();
+    server_args.extend_from_slice(&["-u", &port, "--stats-json"]);
+    let mut server = pw.echowarp(&sb, &server_args);
     server.wait_for("listening on", SECS(15));
-    let mut client_args = vec![
-        "-c",
-        "-a",
-        "127.0.0.1",
-        "-u",
-        &port,
-        "-d",
-        if sink == "sinkB" {
-            "speakerB"
-        } else {
-            "speakerC"
-        },
-        "--stats-json",
-    ];
+    let play = route.play_into(sink);
+    let mut client_args = vec!["-c", "-a", "127.0.0.1", "-u", &port, "--stats-json"];
+    client_args.extend(play.iter().map(String::as_str));
     if let Some(profile) = client_profile {
         std::fs::write(sb.path("client.toml"), profile).expect("profile");
         client_args.extend_from_slice(&["-f", "client.toml"]);
@@ -123,7 +119,7 @@ fn a_tone_crosses_real_devices_at_the_right_frequency_and_level() {
         device_ms,
         latency_ms,
         ..
-    } = tone_through_devices("sinkB", None, 48_000);
+    } = tone_through_devices(Route::Alsa, "sinkB", None, 48_000);
     eprintln!("48 kHz: {freq:.2} Hz, {level:.2} dBFS, longest dropout {gap} samples, device delays {device_ms:?} ms, latency {latency_ms:?} ms");
     // Each side reports what ALSA says its device holds. A playback device holds at least the
     // period being played; the pulse plug-in may report an empty capture buffer (0 ms).
@@ -148,6 +144,42 @@ fn a_tone_crosses_real_devices_at_the_right_frequency_and_level() {
     assert_tone((freq, level, n));
 }
 
+/// The native hosts (`--audio-host pipewire`, `pulse`): the server captures sink A by its
+/// sound server's own name (PipeWire: the sink, which records what it plays; PulseAudio: its
+/// monitor source), the client plays into sink B by name; no ALSA plug-in in between.
+fn a_tone_crosses_a_native_host(route: Route) {
+    let ToneRun {
+        freq,
+        level,
+        loud: n,
+        gap,
+        device_ms,
+        latency_ms,
+        ..
+    } = tone_through_devices(route, "sinkB", None, 48_000);
+    eprintln!(
+        "{}: {freq:.2} Hz, {level:.2} dBFS, longest dropout {gap} samples, device delays {device_ms:?} ms, latency {latency_ms:?} ms",
+        route.host()
+    );
+    let latency = latency_ms.expect("the client measured no latency");
+    assert!(
+        latency > 5.0 && latency < 500.0,
+        "latency {latency} ms through {}",
+        route.host()
+    );
+    assert_tone((freq, level, n));
+}
+
+#[test]
+fn a_tone_crosses_pipewire_through_its_own_api() {
+    a_tone_crosses_a_native_host(Route::PipeWire);
+}
+
+#[test]
+fn a_tone_crosses_the_pulseaudio_protocol() {
+    a_tone_crosses_a_native_host(Route::Pulse);
+}
+
 #[test]
 fn a_48k_stream_on_a_44k1_device_keeps_its_pitch() {
     let profile = "[audio]\nsample_rate = 44100\n";
@@ -158,7 +190,7 @@ fn a_48k_stream_on_a_44k1_device_keeps_its_pitch() {
         gap,
         client_log,
         ..
-    } = tone_through_devices("sinkC", Some(profile), 44_100);
+    } = tone_through_devices(Route::Alsa, "sinkC", Some(profile), 44_100);
     // PipeWire runs the 44.1 kHz sink on a clock about 2500 ppm off the 48 kHz one; following a
     // drifting clock without dropouts is the drift corrector's job (issue 4): reported only.
     eprintln!("44.1 kHz: {freq:.2} Hz, {level:.2} dBFS, longest dropout {gap} samples");
@@ -181,7 +213,18 @@ fn dash_o_captures_what_an_output_plays() {
     let pw = PipeWire::start(&sb);
     let port = free_port().to_string();
     // No such sink: one clear error at start-up, no spinning, no silence streamed.
-    let mut bad = pw.echowarp(&sb, &["-o", "-d", "nosuchsink", "-u", &port]);
+    let mut bad = pw.echowarp(
+        &sb,
+        &[
+            "--audio-host",
+            "alsa",
+            "-o",
+            "-d",
+            "nosuchsink",
+            "-u",
+            &port,
+        ],
+    );
     let status = bad.wait_timeout(SECS(15));
     assert_eq!(status.code(), Some(1), "{}", bad.stderr());
     assert!(
@@ -192,7 +235,10 @@ fn dash_o_captures_what_an_output_plays() {
     // The monitor of sinkA, chosen by the sink's own name.
     let rec = sb.path("rec.raw");
     let mut recorder = pw.record("sinkB.monitor", 48_000, &rec);
-    let mut server = pw.echowarp(&sb, &["-o", "-d", "sinkA", "-u", &port]);
+    let mut server = pw.echowarp(
+        &sb,
+        &["--audio-host", "alsa", "-o", "-d", "sinkA", "-u", &port],
+    );
     server.wait_for("listening on", SECS(15));
     assert!(
         server.stderr().contains("sinkA.monitor"),
@@ -201,7 +247,17 @@ fn dash_o_captures_what_an_output_plays() {
     );
     let mut client = pw.echowarp(
         &sb,
-        &["-c", "-a", "127.0.0.1", "-u", &port, "-d", "speakerB"],
+        &[
+            "--audio-host",
+            "alsa",
+            "-c",
+            "-a",
+            "127.0.0.1",
+            "-u",
+            &port,
+            "-d",
+            "speakerB",
+        ],
     );
     client.wait_for("connected to", SECS(15));
     let mut tone = pw.play_tone("sinkA", 440.0, 1.5);
@@ -270,7 +326,7 @@ fn a_server_holds_its_microphone_only_while_somebody_listens() {
     let sb = Sandbox::new();
     let pw = PipeWire::start(&sb);
     let port = free_port().to_string();
-    let mut server = pw.echowarp(&sb, &["-d", "micA", "-u", &port]);
+    let mut server = pw.echowarp(&sb, &["--audio-host", "alsa", "-d", "micA", "-u", &port]);
     server.wait_for("listening on", SECS(15));
     assert_eq!(
         pw.capture_streams(),

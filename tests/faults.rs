@@ -100,11 +100,24 @@ fn run_fault(fault: &Fault) -> Verdict {
     let mut pw = PipeWire::start_with_lasting_sinks(&sb);
     let tone = pw.play_tone_native("sinkA", 1_000.0);
     let port = free_port().to_string();
-    let mut server = pw.echowarp(&sb, &["-d", "micA", "-u", &port, "--stats-json"]);
+    let mut server = pw.echowarp(
+        &sb,
+        &[
+            "--audio-host",
+            "alsa",
+            "-d",
+            "micA",
+            "-u",
+            &port,
+            "--stats-json",
+        ],
+    );
     server.wait_for("listening on", SECS(15));
     let mut client = pw.echowarp(
         &sb,
         &[
+            "--audio-host",
+            "alsa",
             "-c",
             "-a",
             "127.0.0.1",
@@ -305,14 +318,26 @@ fn listing_devices_and_a_bad_device_print_only_ours() {
     let _one = ONE_SESSION.lock().unwrap_or_else(|p| p.into_inner());
     let sb = Sandbox::new();
     let pw = PipeWire::start_with_lasting_sinks(&sb);
-    let mut list = pw.echowarp(&sb, &["--list-devices"]);
-    assert!(list.wait_timeout(SECS(30)).success(), "{}", list.stderr());
-    assert!(
-        list.stdout().contains("alsa:micA"),
-        "the table lists the session's devices:\n{}",
-        list.stdout()
-    );
-    assert_eq!(list.stderr(), "", "--list-devices wrote to stderr");
+    for (host, device) in [
+        ("alsa", "alsa:micA"),
+        ("pipewire", "pipewire:sinkA"),
+        ("pulse", "pulseaudio:sinkA.monitor"),
+    ] {
+        let mut list = pw.echowarp(&sb, &["--list-devices", "--audio-host", host]);
+        assert!(list.wait_timeout(SECS(30)).success(), "{}", list.stderr());
+        assert!(
+            list.stdout().contains(device),
+            "the {host} table lists the session's devices:\n{}",
+            list.stdout()
+        );
+        assert_eq!(list.stderr(), "", "--list-devices wrote to stderr");
+    }
+    // JACK, asked for with no JACK server: one line that says so, none of libjack's.
+    let mut jack = pw.echowarp(&sb, &["--list-devices", "--audio-host", "jack"]);
+    assert_eq!(jack.wait_timeout(SECS(30)).code(), Some(1));
+    let err = jack.stderr();
+    assert_eq!(err.lines().count(), 1, "one line of error, not:\n{err}");
+    assert!(err.contains("jack"), "{err}");
     let mut bad = pw.echowarp(&sb, &["-d", "no-such-device"]);
     let status = bad.wait_timeout(SECS(30));
     assert!(!status.success());

@@ -286,6 +286,8 @@ fn tone_across(windows_captures: bool) -> (f64, f64, usize) {
                     "127.0.0.1",
                     "-u",
                     &port,
+                    "--audio-host",
+                    "alsa",
                     "-d",
                     "speakerB",
                     "--stats-json",
@@ -293,7 +295,7 @@ fn tone_across(windows_captures: bool) -> (f64, f64, usize) {
             ),
         )
     } else {
-        let mut s = pw.echowarp(&sb, &["-u", &port, "-d", "micA"]);
+        let mut s = pw.echowarp(&sb, &["--audio-host", "alsa", "-u", &port, "-d", "micA"]);
         s.wait_for("listening on", SECS(15));
         (s, w.spawn(&client_args))
     };

@@ -50,7 +50,12 @@ impl Health {
     }
 
     /// Why the stream failed, once it is closed and the device may be opened again.
+    /// Cheap while the stream is healthy (one atomic load): the network and media threads ask
+    /// for every packet.
     pub fn closed(&self) -> Option<String> {
+        if !self.failed() {
+            return None;
+        }
         self.closed
             .lock()
             .unwrap_or_else(|p| p.into_inner())

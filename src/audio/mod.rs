@@ -12,6 +12,7 @@ pub mod conceal;
 pub mod convert;
 pub mod cpal_backend;
 pub mod health;
+mod host;
 pub mod jitter;
 pub mod paced;
 pub mod playout;
@@ -19,6 +20,8 @@ pub mod resample;
 pub mod stamp;
 pub mod wake;
 pub mod wav;
+
+pub use host::AudioHost;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -67,6 +70,9 @@ pub enum AudioError {
         #[source]
         source: hound::Error,
     },
+    /// The audio host asked for (`--audio-host`, named first) is not running or not built in.
+    #[error("audio host {0}: {1}")]
+    Host(&'static str, String),
     /// The audio host reported an error.
     #[error("audio device {device:?}: {message}")]
     Backend {
@@ -537,11 +543,13 @@ pub fn device_period(packet: Duration) -> Duration {
         .max((packet / 2).min(MAX_DEVICE_PERIOD))
 }
 
-/// Opens the source a server captures from, asking a device for callbacks of `period`.
+/// Opens the source a server captures from, asking a device (reached through `host`) for
+/// callbacks of `period`.
 ///
 /// # Errors
 /// [`AudioError`] when the device or file cannot be found or opened.
 pub fn open_source(
+    host: AudioHost,
     spec: &DeviceSpec,
     kind: DeviceKind,
     want: Option<StreamFormat>,
@@ -551,17 +559,18 @@ pub fn open_source(
         DeviceSpec::Wav(path) => Ok(Box::new(wav::WavSource::open(path)?)),
         DeviceSpec::Tone(hz) => Ok(Box::new(paced::ToneSource::new(*hz))),
         DeviceSpec::Null => Ok(Box::new(paced::NullSource)),
-        _ => cpal_backend::open_source(spec, kind, want, period),
+        _ => cpal_backend::open_source(host, spec, kind, want, period),
     }
 }
 
 /// Opens the sink a client plays on, as near to `stream` as the device allows; `device_rate`
-/// asks for a device rate other than the stream's (the client then resamples); a device is
-/// asked for callbacks of `period`.
+/// asks for a device rate other than the stream's (the client then resamples); a device
+/// (reached through `host`) is asked for callbacks of `period`.
 ///
 /// # Errors
 /// [`AudioError`] when the device or file cannot be found or opened.
 pub fn open_sink(
+    host: AudioHost,
     spec: &DeviceSpec,
     stream: StreamFormat,
     device_rate: Option<u32>,
@@ -574,6 +583,7 @@ pub fn open_sink(
             "tone: is a source; a client plays on a device or wav:PATH".into(),
         )),
         _ => cpal_backend::open_sink(
+            host,
             spec,
             StreamFormat {
                 sample_rate: device_rate.unwrap_or(stream.sample_rate),

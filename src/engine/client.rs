@@ -138,7 +138,12 @@ pub(crate) fn run(
     commands: &Inbox,
     events: &Sender<Event>,
 ) -> Result<Outcome, EngineError> {
-    let mut player = Player::new(play.device, play.device_rate, play.target_latency);
+    let mut player = Player::new(
+        play.device,
+        play.host,
+        play.device_rate,
+        play.target_latency,
+    );
     // A playout thread that ends (the stream played out, or its device failed) says so.
     player.bell = commands.bell.clone();
     player.events = Some(events.clone());

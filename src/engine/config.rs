@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::audio::{DeviceKind, DeviceSpec};
+use crate::audio::{AudioHost, DeviceKind, DeviceSpec};
 use crate::protocol::frame::{self, Direction, SecurityMode};
 use crate::protocol::Password;
 use crate::store::profile::{CodecName, Profile, Role};
@@ -108,6 +108,8 @@ pub enum Media {
 pub struct CaptureConfig {
     /// What to capture.
     pub device: DeviceSpec,
+    /// The sound API a device is reached through.
+    pub host: AudioHost,
     /// Capture an input, or what an output plays.
     pub device_kind: DeviceKind,
     /// Audio per datagram.
@@ -125,6 +127,8 @@ pub struct CaptureConfig {
 pub struct PlaybackConfig {
     /// Where to play.
     pub device: DeviceSpec,
+    /// The sound API a device is reached through.
+    pub host: AudioHost,
     /// Jitter buffer depth.
     pub target_latency: Duration,
     /// Open the playback device at this rate (`None`: the stream's rate if the device allows).
@@ -240,6 +244,7 @@ impl Config {
                 };
                 let capture = CaptureConfig {
                     device,
+                    host: p.audio_host,
                     device_kind: p.device_kind,
                     frame_ms: p.audio.frame_ms,
                     codec,
@@ -269,6 +274,7 @@ impl Config {
                 };
                 let play = PlaybackConfig {
                     device,
+                    host: p.audio_host,
                     target_latency: Duration::from_millis(u64::from(p.audio.target_latency_ms)),
                     device_rate: (p.audio.sample_rate != 0).then_some(p.audio.sample_rate),
                 };
@@ -364,6 +370,7 @@ mod tests {
         let mut c = config(&Profile::default()).expect("server");
         c.media = Media::Play(PlaybackConfig {
             device: DeviceSpec::Null,
+            host: AudioHost::Auto,
             target_latency: Duration::from_millis(10),
             device_rate: None,
         });

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use super::settings::Settings;
+use crate::audio::AudioHost;
 use crate::engine::{Claim, Extras};
 use crate::store::profile::{CodecName, Overrides};
 
@@ -163,6 +164,10 @@ pub struct Args {
     /// Server: each packet also carries the previous one, so single losses cost nothing
     #[arg(long = "redundancy")]
     pub redundancy: bool,
+    /// Linux: the sound API devices are reached through: auto (PipeWire, else PulseAudio, else
+    /// ALSA), pipewire, pulse, alsa or jack [default: auto]
+    #[arg(long = "audio-host", value_name = "HOST", value_parser = AudioHost::parse)]
+    pub audio_host: Option<AudioHost>,
     /// Server: audio codec on the wire, pcm (the default, for a LAN) or opus (compressed)
     #[arg(long = "codec", value_parser = parse_codec)]
     pub codec: Option<CodecName>,
@@ -205,6 +210,7 @@ impl Args {
                 },
                 integrity: self.integrity,
                 allow_anonymous: self.allow_anonymous,
+                audio_host: self.audio_host,
                 reconnect_attempts: self.reconnect,
                 max_clients: self.workers,
                 socket_buffer_size: self.socket_buffer_size,

@@ -180,7 +180,13 @@ pub const PASSWORD_ENV: &str = "ECHOWARP_PASSWORD";
 /// [`CliError`] when the devices or the ban list cannot be read or written.
 pub fn run_admin(args: &Args) -> Result<bool, CliError> {
     if args.list_devices {
-        let devices = crate::audio::cpal_backend::list_devices()
+        // The host asked for, else the profile's (a profile that cannot be read is said when
+        // something runs with it; listing does not need the rest of it).
+        let host = args
+            .audio_host
+            .or_else(|| args.settings().profile().ok().map(|p| p.audio_host))
+            .unwrap_or_default();
+        let devices = crate::audio::cpal_backend::list_devices(host)
             .map_err(|e| CliError::runtime(super::display_chain(&e)))?;
         // WASAPI's ids are 60 characters, ALSA's a dozen: the column fits the longest.
         let id_width = devices

@@ -458,3 +458,48 @@ pub fn assert_tone((freq, level, loud): (f64, f64, usize)) {
     );
     assert!((level - -9.03).abs() < 1.0, "level {level:.2} dBFS");
 }
+
+/// How EchoWarp reaches the session's sinks: through ALSA's pulse plug-in (the PCMs of
+/// [`ASOUNDRC`]), PipeWire's own API, or the PulseAudio protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Alsa,
+    PipeWire,
+    Pulse,
+}
+
+impl Route {
+    /// `--audio-host`'s value.
+    pub fn host(self) -> &'static str {
+        match self {
+            Route::Alsa => "alsa",
+            Route::PipeWire => "pipewire",
+            Route::Pulse => "pulse",
+        }
+    }
+
+    /// A server's flags to capture what sink A plays.
+    pub fn capture_sink_a(self) -> Vec<&'static str> {
+        match self {
+            Route::Alsa => vec!["--audio-host", "alsa", "-d", "micA"],
+            Route::PipeWire => vec!["--audio-host", "pipewire", "-o", "-d", "sinkA"],
+            Route::Pulse => vec!["--audio-host", "pulse", "-d", "sinkA.monitor"],
+        }
+    }
+
+    /// A client's flags to play into `sink` (sinkB, or sinkC at 44.1 kHz).
+    pub fn play_into(self, sink: &str) -> Vec<String> {
+        let device = match (self, sink) {
+            (Route::Alsa, "sinkB") => "speakerB".to_owned(),
+            (Route::Alsa, "sinkC") => "speakerC".to_owned(),
+            (Route::Alsa, other) => panic!("no ALSA PCM for {other}"),
+            (_, other) => other.to_owned(),
+        };
+        vec![
+            "--audio-host".into(),
+            self.host().into(),
+            "-d".into(),
+            device,
+        ]
+    }
+}

@@ -4,7 +4,8 @@
 use cpal::traits::{DeviceTrait, HostTrait};
 use cpal::{SampleFormat, StreamConfig};
 
-use crate::audio::{AudioError, DeviceKind, DeviceSpec, StreamFormat};
+use super::host::host;
+use crate::audio::{AudioError, AudioHost, DeviceKind, DeviceSpec, StreamFormat};
 
 /// What `--list-devices` prints about a device.
 #[derive(Debug, Clone)]
@@ -34,12 +35,6 @@ pub(super) struct Found {
     pub(super) device: cpal::Device,
 }
 
-/// The host, on a thread whose ALSA messages go to our log.
-fn host() -> cpal::Host {
-    super::quiet::this_thread();
-    cpal::default_host()
-}
-
 pub(super) fn backend(device: &str, e: impl std::fmt::Display) -> AudioError {
     AudioError::Backend {
         device: device.to_owned(),
@@ -48,8 +43,7 @@ pub(super) fn backend(device: &str, e: impl std::fmt::Display) -> AudioError {
 }
 
 /// Enumerates devices, skipping any the host fails to describe (ALSA plugin PCMs often do).
-fn enumerate() -> Result<Vec<Found>, AudioError> {
-    let host = host();
+fn enumerate(host: &cpal::Host) -> Result<Vec<Found>, AudioError> {
     let default_in = host
         .default_input_device()
         .and_then(|d| d.id().ok())
@@ -64,10 +58,13 @@ fn enumerate() -> Result<Vec<Found>, AudioError> {
         let Ok(id) = device.id().map(|i| i.to_string()) else {
             continue;
         };
+        // PipeWire nodes made without a description say "unknown": their name says more.
         let name = device
             .description()
             .map(|d| d.name().to_owned())
-            .unwrap_or_else(|_| id.clone());
+            .ok()
+            .filter(|n| !n.is_empty() && n != "unknown")
+            .unwrap_or_else(|| id.split_once(':').map_or(&*id, |(_, n)| n).to_owned());
         let mut max_channels = 0;
         let mut rates = (u32::MAX, 0);
         let mut input = false;
@@ -111,12 +108,21 @@ fn enumerate() -> Result<Vec<Found>, AudioError> {
     Ok(found)
 }
 
-/// Lists the devices the host offers.
+/// Lists the devices `choice` offers.
 ///
 /// # Errors
-/// [`AudioError::Backend`] when the host cannot enumerate at all.
-pub fn list_devices() -> Result<Vec<DeviceInfo>, AudioError> {
-    Ok(enumerate()?.into_iter().map(|f| f.info).collect())
+/// [`AudioError::Host`] when that host is not running; [`AudioError::Backend`] when it cannot
+/// enumerate at all.
+pub fn list_devices(choice: AudioHost) -> Result<Vec<DeviceInfo>, AudioError> {
+    let found = enumerate(&host(choice)?)?;
+    // cpal's JACK host comes up without a server, and then has no ports to offer.
+    if found.is_empty() && choice == AudioHost::Jack {
+        return Err(AudioError::Host(
+            choice.name(),
+            "no JACK server is running".into(),
+        ));
+    }
+    Ok(found.into_iter().map(|f| f.info).collect())
 }
 
 /// Picks one device by spec among `candidates`: index, exact id or name, else a unique part.
@@ -141,10 +147,13 @@ fn pick(
             .ok_or_else(none),
         DeviceSpec::Name(n) => {
             let lower = n.to_lowercase();
-            if let Some(pos) = candidates
-                .iter()
-                .position(|f| f.info.id == *n || f.info.name == *n)
-            {
+            // The id with or without its host (`pipewire:sinkA`, `sinkA`), or the name.
+            let exact = |f: &Found| {
+                f.info.id == *n
+                    || f.info.id.split_once(':').map(|(_, bare)| bare) == Some(n.as_str())
+                    || f.info.name == *n
+            };
+            if let Some(pos) = candidates.iter().position(exact) {
                 return Ok(candidates.swap_remove(pos));
             }
             let matching: Vec<usize> = candidates
@@ -174,9 +183,13 @@ fn pick(
     }
 }
 
-pub(super) fn find_device(spec: &DeviceSpec, kind: DeviceKind) -> Result<Found, AudioError> {
-    let all = enumerate()?;
-    let host = host();
+pub(super) fn find_device(
+    choice: AudioHost,
+    spec: &DeviceSpec,
+    kind: DeviceKind,
+) -> Result<Found, AudioError> {
+    let host = host(choice)?;
+    let all = enumerate(&host)?;
     let is_kind = |f: &Found| match kind {
         DeviceKind::Input => f.info.input,
         DeviceKind::Output => f.info.output,
@@ -221,13 +234,21 @@ pub(super) fn find_device(spec: &DeviceSpec, kind: DeviceKind) -> Result<Found, 
 /// - PulseAudio and PipeWire: the ALSA `pulse` PCM records from whatever libpulse's
 ///   `PULSE_SOURCE` names, so `-o -d SINK` records `SINK.monitor` and `-o` alone the default
 ///   sink's monitor (`@DEFAULT_MONITOR@`). `-d` then names a sink as `pactl list sinks` shows it.
-pub(super) fn find_loopback(spec: &DeviceSpec) -> Result<Found, AudioError> {
+pub(super) fn find_loopback(choice: AudioHost, spec: &DeviceSpec) -> Result<Found, AudioError> {
     if cfg!(windows) {
-        return find_device(spec, DeviceKind::Output);
+        return find_device(choice, spec, DeviceKind::Output);
     }
-    let all = enumerate()?;
+    let host = host(choice)?;
+    #[cfg(target_os = "linux")]
+    match host.id() {
+        // A PipeWire sink opened for capture records what it plays (cpal asks for its monitor).
+        cpal::HostId::PipeWire => return find_device(choice, spec, DeviceKind::Output),
+        cpal::HostId::PulseAudio => return pulse_monitor(&host, choice, spec),
+        _ => {}
+    }
+    let all = enumerate(&host)?;
     let wanted = match spec {
-        DeviceSpec::Index(_) => Some(find_device(spec, DeviceKind::Output)?.info.name),
+        DeviceSpec::Index(_) => Some(find_device(choice, spec, DeviceKind::Output)?.info.name),
         DeviceSpec::Name(n) => Some(n.clone()),
         _ => None,
     };
@@ -276,6 +297,32 @@ pub(super) fn find_loopback(spec: &DeviceSpec) -> Result<Found, AudioError> {
     let mut found = all.swap_remove(i);
     found.info.name = format!("{source} through {}", found.info.id);
     Ok(found)
+}
+
+/// The PulseAudio protocol: every sink has a source of its own, `SINK.monitor`, which records
+/// what the sink plays.
+#[cfg(target_os = "linux")]
+fn pulse_monitor(
+    host: &cpal::Host,
+    choice: AudioHost,
+    spec: &DeviceSpec,
+) -> Result<Found, AudioError> {
+    let sink = find_device(choice, spec, DeviceKind::Output)?;
+    let sink_name = sink
+        .info
+        .id
+        .split_once(':')
+        .map_or(sink.info.id.as_str(), |(_, name)| name);
+    let monitor = format!("{sink_name}.monitor");
+    enumerate(host)?
+        .into_iter()
+        .find(|f| f.info.input && f.info.id.split_once(':').map(|(_, n)| n) == Some(&*monitor))
+        .ok_or_else(|| {
+            AudioError::NoLoopback(
+                sink.info.name.clone(),
+                format!("the sound server offers no source {monitor:?}"),
+            )
+        })
 }
 
 /// PipeWire accepts a recording stream for a source that does not exist and then delivers

@@ -10,6 +10,7 @@
 //! soon as it fails.
 
 mod devices;
+mod host;
 mod quiet;
 mod stream;
 
@@ -22,9 +23,12 @@ use cpal::traits::DeviceTrait;
 use cpal::{FromSample, Sample, SampleFormat, SizedSample, StreamConfig};
 
 use super::health::Health;
-use super::{AudioError, Capture, DeviceKind, DeviceSpec, Pull, Sink, Source, StreamFormat};
+use super::{
+    AudioError, AudioHost, Capture, DeviceKind, DeviceSpec, Pull, Sink, Source, StreamFormat,
+};
 use devices::{backend, choose_config, find_device, find_loopback, Found};
 pub use devices::{list_devices, DeviceInfo};
+pub use host::prepare_environment;
 use stream::{run_stream, StreamThread};
 
 /// Captures from a cpal input device (or, for `-o`, the monitor of an output).
@@ -46,6 +50,7 @@ impl std::fmt::Debug for CpalSource {
 /// # Errors
 /// [`AudioError`] when no device matches or it offers no usable configuration.
 pub fn open_source(
+    host: AudioHost,
     spec: &DeviceSpec,
     kind: DeviceKind,
     want: Option<StreamFormat>,
@@ -53,9 +58,9 @@ pub fn open_source(
 ) -> Result<Box<dyn Source>, AudioError> {
     let loopback = kind == DeviceKind::Output;
     let found = if loopback {
-        find_loopback(spec)?
+        find_loopback(host, spec)?
     } else {
-        find_device(spec, DeviceKind::Input)?
+        find_device(host, spec, DeviceKind::Input)?
     };
     // WASAPI loopback: an output device opened for input.
     let as_input = !(loopback && cfg!(windows));
@@ -352,11 +357,12 @@ where
 /// # Errors
 /// [`AudioError`] when no device matches or the stream cannot start.
 pub fn open_sink(
+    host: AudioHost,
     spec: &DeviceSpec,
     stream: StreamFormat,
     period: Duration,
 ) -> Result<Box<dyn Sink>, AudioError> {
-    let found = find_device(spec, DeviceKind::Output)?;
+    let found = find_device(host, spec, DeviceKind::Output)?;
     let id = found.info.id.clone();
     let (config, sample_format) = choose_config(&found.device, false, Some(stream), &id, period)?;
     let format = StreamFormat {

@@ -15,7 +15,7 @@ use super::supervise::Supervisor;
 use super::{EngineError, Event};
 use crate::audio::playout::NO_END;
 use crate::audio::wake::Wake;
-use crate::audio::{self, DeviceSpec, Sink, StreamFormat};
+use crate::audio::{self, AudioHost, DeviceSpec, Sink, StreamFormat};
 use crate::protocol::datagram::{Opener, MAX_DATAGRAM};
 use crate::protocol::frame::SessionParams;
 use crate::protocol::keys::DirectionKeys;
@@ -75,6 +75,7 @@ struct Running {
 /// Owns the sink across sessions and runs one playout thread per session.
 pub(crate) struct Player {
     device: DeviceSpec,
+    host: AudioHost,
     device_rate: Option<u32>,
     target: Duration,
     sink: Option<Box<dyn Sink>>,
@@ -92,9 +93,15 @@ pub(crate) struct Player {
 }
 
 impl Player {
-    pub(crate) fn new(device: DeviceSpec, device_rate: Option<u32>, target: Duration) -> Self {
+    pub(crate) fn new(
+        device: DeviceSpec,
+        host: AudioHost,
+        device_rate: Option<u32>,
+        target: Duration,
+    ) -> Self {
         Self {
             device,
+            host,
             device_rate,
             target,
             sink: None,
@@ -142,11 +149,13 @@ impl Player {
         // was) is waited for; one that never opened is the wrong one, and the run ends.
         let (sink, away) = match self.sink.take() {
             Some(s) => (Some(s), None),
-            None => match audio::open_sink(&self.device, format, self.device_rate, period) {
-                Ok(s) => (Some(s), None),
-                Err(e) if self.played_on.is_some() => (None, Some(e.to_string())),
-                Err(e) => return Err(e.into()),
-            },
+            None => {
+                match audio::open_sink(self.host, &self.device, format, self.device_rate, period) {
+                    Ok(s) => (Some(s), None),
+                    Err(e) if self.played_on.is_some() => (None, Some(e.to_string())),
+                    Err(e) => return Err(e.into()),
+                }
+            }
         };
         self.stream = Some(format);
         self.period = Some(period);
@@ -177,6 +186,7 @@ impl Player {
         );
         let reopen = Reopen {
             device: self.device.clone(),
+            host: self.host,
             format,
             device_rate: self.device_rate,
             period,
@@ -276,6 +286,7 @@ impl Player {
 /// How to open a lost playback device again.
 struct Reopen {
     device: DeviceSpec,
+    host: AudioHost,
     format: StreamFormat,
     device_rate: Option<u32>,
     period: Duration,
@@ -309,14 +320,19 @@ impl Reopen {
             if over() {
                 return None;
             }
-            let sink =
-                match audio::open_sink(&self.device, self.format, self.device_rate, self.period) {
-                    Ok(sink) => sink,
-                    Err(e) => {
-                        supervisor.open_failed(&e.to_string(), STAYS, Instant::now());
-                        continue;
-                    }
-                };
+            let sink = match audio::open_sink(
+                self.host,
+                &self.device,
+                self.format,
+                self.device_rate,
+                self.period,
+            ) {
+                Ok(sink) => sink,
+                Err(e) => {
+                    supervisor.open_failed(&e.to_string(), STAYS, Instant::now());
+                    continue;
+                }
+            };
             supervisor.opened(sink.describe(), Instant::now());
             // A stream may open and fail at its first callbacks while a sound server settles
             // after a restart: it is back once it has run through its probation.

@@ -177,8 +177,8 @@ pub(crate) fn run(
         channels: cap.channels.unwrap_or(2),
     });
     let period = audio::device_period(Duration::from_millis(u64::from(cap.frame_ms)));
-    let (spec, kind) = (cap.device.clone(), cap.device_kind);
-    let open = move |want| audio::open_source(&spec, kind, want, period);
+    let (spec, host, kind) = (cap.device.clone(), cap.host, cap.device_kind);
+    let open = move |want| audio::open_source(host, &spec, kind, want, period);
     let source = open(want)?;
     // A device is let go while nobody listens and opened again (in the format announced) for
     // the next listener; a file's position is the stream's, so it runs on.

@@ -19,7 +19,7 @@ pub use overrides::Overrides;
 
 use super::atomic::write_atomic;
 use super::StoreError;
-use crate::audio::DeviceKind;
+use crate::audio::{AudioHost, DeviceKind};
 
 /// The profile format version this build writes.
 pub const PROFILE_VERSION: u32 = 1;
@@ -123,6 +123,9 @@ pub struct Profile {
     /// Server without a password: serve clients from public addresses too (else only from
     /// loopback, private, link-local, CGNAT and unique-local addresses).
     pub allow_anonymous: bool,
+    /// The sound API devices are reached through (Linux: PipeWire, PulseAudio, ALSA or JACK;
+    /// `auto` elsewhere).
+    pub audio_host: AudioHost,
     /// Audio format and buffering.
     pub audio: AudioSettings,
 }
@@ -146,6 +149,7 @@ impl Default for Profile {
             autostart: false,
             start_streaming: true,
             allow_anonymous: false,
+            audio_host: AudioHost::Auto,
             audio: AudioSettings::default(),
         }
     }

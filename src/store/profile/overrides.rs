@@ -1,7 +1,7 @@
 //! Settings given for one run (the command line's flags) over a profile read from disk.
 
 use super::{CodecName, Profile, Role};
-use crate::audio::DeviceKind;
+use crate::audio::{AudioHost, DeviceKind};
 use crate::protocol::Password;
 
 /// What to change in a profile for this run; `None` or `false`: keep the profile's value. Kept
@@ -27,6 +27,8 @@ pub struct Overrides {
     pub integrity: bool,
     /// `allow_anonymous` on.
     pub allow_anonymous: bool,
+    /// `audio_host`.
+    pub audio_host: Option<AudioHost>,
     /// `reconnect_attempts`.
     pub reconnect_attempts: Option<u32>,
     /// `max_clients`.
@@ -59,6 +61,7 @@ impl Overrides {
         set(&mut p.encryption, self.encryption);
         p.integrity |= self.integrity;
         p.allow_anonymous |= self.allow_anonymous;
+        set(&mut p.audio_host, self.audio_host);
         set(&mut p.reconnect_attempts, self.reconnect_attempts);
         set(&mut p.max_clients, self.max_clients);
         set(&mut p.socket_buffer_size, self.socket_buffer_size);

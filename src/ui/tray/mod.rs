@@ -240,7 +240,7 @@ impl App {
     fn refresh_devices(&mut self) {
         let want_output =
             self.profile.role == Role::Client || self.profile.device_kind == DeviceKind::Output;
-        self.view.devices = crate::audio::cpal_backend::list_devices()
+        self.view.devices = crate::audio::cpal_backend::list_devices(self.profile.audio_host)
             .map(|ds| {
                 ds.into_iter()
                     .filter(|d| if want_output { d.output } else { d.input })
