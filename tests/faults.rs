@@ -1,8 +1,11 @@
-//! Devices that fail and come back: the sound server restarted under a running server and
-//! client. The null sinks are PipeWire's own nodes (a desktop's devices outlive a restart of
-//! pipewire-pulse); the server captures sink A's monitor and the client plays into sink B, both
-//! through ALSA's pulse plug-in, whose streams die with pipewire-pulse. A tone is played into A
-//! and recorded from B with PipeWire's own tools, which outlive it too.
+//! Devices that fail and come back under a running server and client: the sound server
+//! restarted, or one sink removed and made again. For a restart the null sinks are PipeWire's
+//! own nodes (a desktop's devices outlive a restart of pipewire-pulse); the server captures sink
+//! A's monitor and the client plays into sink B, both through ALSA's pulse plug-in, whose
+//! streams die with pipewire-pulse, or both through PipeWire's own API. A sink removed alone is
+//! reached through PipeWire's API (the pulse plug-in's streams are moved to another sink by the
+//! sound server, unseen). A tone is played into A and recorded from B with PipeWire's own tools,
+//! which outlive a restart of pipewire-pulse too.
 //!
 //! Also: the ALSA and JACK libraries' own messages stay off the terminal.
 //!
@@ -43,6 +46,10 @@ enum Fault {
     /// The whole session (PipeWire, WirePlumber, pipewire-pulse), the sinks made again with
     /// the same names, as after a log-out's restart of the user's services.
     Session,
+    /// Sink B alone, the client's playback device (a headset unplugged and plugged in again).
+    PlaybackSink,
+    /// Sink A alone, what the server captures.
+    CaptureSink,
 }
 
 impl Fault {
@@ -51,22 +58,50 @@ impl Fault {
     /// first seconds can fail again after it starts (recovery measured 1.5 to 3.9 s); after a
     /// whole session's restart, the streams opened before the test has made its sinks again
     /// wait for WirePlumber to link them (up to 4.8 s seen on a fresh CI machine).
-    fn judged_from(&self) -> u64 {
+    /// Through PipeWire's own API a device made again is found at the next attempt (at most
+    /// 2 s apart) and counts as back after half a second: 3 s, as the issue asks (measured
+    /// 0.8 to 1.5 s).
+    fn judged_from(&self, route: Route) -> u64 {
+        match (self, route) {
+            (_, Route::PipeWire) => 3,
+            (Fault::Pulse, _) => 4,
+            _ => 6,
+        }
+    }
+
+    /// Which side's device goes away: (server, client).
+    fn hits(&self) -> (bool, bool) {
         match self {
-            Fault::Pulse => 4,
-            Fault::Session => 6,
+            Fault::Pulse | Fault::Session => (true, true),
+            Fault::PlaybackSink => (false, true),
+            Fault::CaptureSink => (true, false),
         }
     }
 }
 
 #[test]
 fn a_restart_of_pipewire_pulse_loses_neither_process_nor_session() {
-    survives(Fault::Pulse);
+    survives(Route::Alsa, Fault::Pulse);
 }
 
 #[test]
 fn a_restart_of_the_whole_sound_session_loses_neither_process_nor_session() {
-    survives(Fault::Session);
+    survives(Route::Alsa, Fault::Session);
+}
+
+#[test]
+fn a_restart_of_the_whole_sound_session_under_pipewire_streams_is_survived() {
+    survives(Route::PipeWire, Fault::Session);
+}
+
+#[test]
+fn a_playback_sink_removed_and_made_again_is_played_into_again() {
+    survives(Route::PipeWire, Fault::PlaybackSink);
+}
+
+#[test]
+fn a_capture_sink_removed_and_made_again_is_captured_again() {
+    survives(Route::PipeWire, Fault::CaptureSink);
 }
 
 /// How a run ended, when its assertions held.
@@ -79,9 +114,9 @@ enum Verdict {
 
 /// Runs the scenario; a run whose source stopped (this machine's PipeWire, not EchoWarp) is run
 /// once more, and fails if that one cannot be judged either.
-fn survives(fault: Fault) {
+fn survives(route: Route, fault: Fault) {
     for attempt in 1..=2 {
-        match run_fault(&fault) {
+        match run_fault(route, &fault) {
             Verdict::Judged => return,
             Verdict::SourceStopped(why) if attempt == 1 => {
                 eprintln!("run {attempt} could not be judged ({why}); once more")
@@ -94,40 +129,23 @@ fn survives(fault: Fault) {
 /// Streams a tone from sink A's monitor into sink B, takes `fault` away for 2 s, and checks
 /// that both sides lived through it quietly and cheaply, the client in the same session, and
 /// that the tone is back in sink B.
-fn run_fault(fault: &Fault) -> Verdict {
+fn run_fault(route: Route, fault: &Fault) -> Verdict {
     let _one = ONE_SESSION.lock().unwrap_or_else(|p| p.into_inner());
     let sb = Sandbox::new();
-    let mut pw = PipeWire::start_with_lasting_sinks(&sb);
-    let tone = pw.play_tone_native("sinkA", 1_000.0);
+    let mut pw = match fault {
+        Fault::Pulse | Fault::Session => PipeWire::start_with_lasting_sinks(&sb),
+        Fault::PlaybackSink | Fault::CaptureSink => PipeWire::start(&sb),
+    };
+    let mut tone = Some(pw.play_tone_native("sinkA", 1_000.0));
     let port = free_port().to_string();
-    let mut server = pw.echowarp(
-        &sb,
-        &[
-            "--audio-host",
-            "alsa",
-            "-d",
-            "micA",
-            "-u",
-            &port,
-            "--stats-json",
-        ],
-    );
+    let mut server_args = route.capture_sink_a();
+    server_args.extend_from_slice(&["-u", &port, "--stats-json"]);
+    let mut server = pw.echowarp(&sb, &server_args);
     server.wait_for("listening on", SECS(15));
-    let mut client = pw.echowarp(
-        &sb,
-        &[
-            "--audio-host",
-            "alsa",
-            "-c",
-            "-a",
-            "127.0.0.1",
-            "-u",
-            &port,
-            "-d",
-            "speakerB",
-            "--stats-json",
-        ],
-    );
+    let play = route.play_into("sinkB");
+    let mut client_args = vec!["-c", "-a", "127.0.0.1", "-u", &port, "--stats-json"];
+    client_args.extend(play.iter().map(String::as_str));
+    let mut client = pw.echowarp(&sb, &client_args);
     client.wait_for("connected to", SECS(15));
     std::thread::sleep(SECS(3));
 
@@ -136,6 +154,12 @@ fn run_fault(fault: &Fault) -> Verdict {
     match fault {
         Fault::Pulse => pw.kill_pulse(),
         Fault::Session => pw.kill_all(),
+        Fault::PlaybackSink => pw.remove_sink("sinkB"),
+        // The tone's player would be moved to another sink (perhaps B): it stops first.
+        Fault::CaptureSink => {
+            tone = None;
+            pw.remove_sink("sinkA");
+        }
     }
     let down_from = Instant::now();
     let ticks = (cpu_ticks(server.pid()), cpu_ticks(client.pid()));
@@ -152,6 +176,11 @@ fn run_fault(fault: &Fault) -> Verdict {
             for sink in ["sinkA", "sinkB"] {
                 pw.make_sink(sink);
             }
+        }
+        Fault::PlaybackSink => pw.add_sink("sinkB"),
+        Fault::CaptureSink => {
+            pw.add_sink("sinkA");
+            tone = Some(pw.play_tone_native("sinkA", 1_000.0));
         }
     }
     // The recorder (PipeWire's own) starts once the session answers again, and is waited for
@@ -173,7 +202,7 @@ fn run_fault(fault: &Fault) -> Verdict {
     while outputs(&pw) <= before_recording && Instant::now() < linked_by {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    std::thread::sleep(SECS(fault.judged_from() + 4));
+    std::thread::sleep(SECS(fault.judged_from(route) + 4));
     for r in [&mut recorder, &mut source_recorder] {
         let _ = r.kill();
         let _ = r.wait();
@@ -211,7 +240,11 @@ fn run_fault(fault: &Fault) -> Verdict {
         client.stderr()
     );
     // `--stats-json` showed the device away while it was, and back since.
-    for (side, p) in [("server", &server), ("client", &client)] {
+    let (server_hit, client_hit) = fault.hits();
+    for (side, p, hit) in [
+        ("server", &server, server_hit),
+        ("client", &client, client_hit),
+    ] {
         let states: Vec<String> = p
             .stdout()
             .lines()
@@ -219,7 +252,7 @@ fn run_fault(fault: &Fault) -> Verdict {
             .filter_map(|v| v["device"].as_str().map(str::to_owned))
             .collect();
         assert!(
-            states.iter().any(|s| s != "ok") && states.last().is_some_and(|s| s == "ok"),
+            states.iter().any(|s| s != "ok") == hit && states.last().is_some_and(|s| s == "ok"),
             "the {side}'s device states: {states:?}"
         );
     }
@@ -262,7 +295,7 @@ fn run_fault(fault: &Fault) -> Verdict {
             .collect()
     };
     let (a, b) = (loud(&source), loud(&got));
-    let from = 4 * fault.judged_from() as usize;
+    let from = 4 * fault.judged_from(route) as usize;
     let judged: Vec<usize> = (from..a.len().min(b.len()))
         .filter(|&i| a[i] && a[i - 1])
         .collect();
@@ -278,7 +311,7 @@ fn run_fault(fault: &Fault) -> Verdict {
         "sink B lacked the tone in {} of the {} quarter seconds from {} s after the return that sink A had it (at {missed:?}):\nserver:\n{}\nclient:\n{}\n{where_}",
         missed.len(),
         judged.len(),
-        fault.judged_from(),
+        fault.judged_from(route),
         server.stderr(),
         client.stderr()
     );

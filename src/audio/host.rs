@@ -6,7 +6,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AudioHost {
-    /// Linux: PipeWire where it runs, else PulseAudio, else ALSA. Elsewhere: the platform's.
+    /// Linux: PipeWire where it runs, else ALSA. Elsewhere: the platform's.
     #[default]
     Auto,
     /// PipeWire's own API.

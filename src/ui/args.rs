@@ -164,8 +164,8 @@ pub struct Args {
     /// Server: each packet also carries the previous one, so single losses cost nothing
     #[arg(long = "redundancy")]
     pub redundancy: bool,
-    /// Linux: the sound API devices are reached through: auto (PipeWire, else PulseAudio, else
-    /// ALSA), pipewire, pulse, alsa or jack [default: auto]
+    /// Linux: the sound API devices are reached through: auto (PipeWire, else ALSA), pipewire,
+    /// pulse (the PulseAudio protocol), alsa or jack [default: auto]
     #[arg(long = "audio-host", value_name = "HOST", value_parser = AudioHost::parse)]
     pub audio_host: Option<AudioHost>,
     /// Server: audio codec on the wire, pcm (the default, for a LAN) or opus (compressed)

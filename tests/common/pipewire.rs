@@ -89,6 +89,44 @@ impl PipeWire {
         }
     }
 
+    /// Removes a null sink that [`PipeWire::start`] made (as unplugging a device does).
+    pub fn remove_sink(&self, name: &str) {
+        let out = self
+            .cmd("pactl")
+            .args(["list", "short", "modules"])
+            .output()
+            .expect("pactl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let module = text
+            .lines()
+            .find(|l| l.contains(&format!("sink_name={name} ")))
+            .and_then(|l| l.split('\t').next())
+            .unwrap_or_else(|| panic!("no module made {name}:\n{text}"));
+        let ok = self
+            .cmd("pactl")
+            .args(["unload-module", module])
+            .status()
+            .expect("pactl");
+        assert!(ok.success(), "could not remove {name}");
+    }
+
+    /// Makes a null sink as [`PipeWire::start`] does (48 kHz) and waits until it is listed.
+    pub fn add_sink(&self, name: &str) {
+        let ok = self
+            .cmd("pactl")
+            .args([
+                "load-module",
+                "module-null-sink",
+                &format!("sink_name={name}"),
+                "rate=48000",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .expect("pactl");
+        assert!(ok.success(), "could not create {name}");
+        self.wait_for_sink(name);
+    }
+
     /// Kills pipewire-pulse (as `systemctl --user restart pipewire-pulse` does first).
     pub fn kill_pulse(&mut self) {
         let c = &mut self.children[2];
