@@ -35,9 +35,10 @@ for with PIPEWIRE_PROPS stream.capture.sink).
 PulseAudio protocol to pipewire-pulse (--audio-host pulse: sinkA.monitor); the reference pipe
 and trx, which have no such host, go through the pulse plug-in as in the default route.
 """
-import os, shutil, signal, socket, struct, subprocess, sys, time
+import os, signal, socket, struct, subprocess, sys, time
 
 import pwsession
+import yardsticks
 
 args = sys.argv[1:]
 route = "pulse"
@@ -82,6 +83,8 @@ RATE = 48000
 PRESETS = {
     # name: (profile [audio] lines, extra server flags); None: the reference pipe, no EchoWarp
     "reference: arecord | aplay, 10 ms buffers": None,
+    # The floor of the issue's table: PulseAudio's own tools, no ALSA plug-in, 5 ms asked for.
+    "floor: parec | pacat, 5 ms latency": "floor",
     "default (5 ms packets, 10 ms buffer floor)": ("", []),
     # frame_ms = 2: PCM packets of 2 ms (96 frames at 48 kHz); the devices run 2.5 ms periods.
     "low latency (2 ms packets, 3 ms floor)": ("frame_ms = 2\ntarget_latency_ms = 3\n", []),
@@ -91,6 +94,9 @@ PRESETS = {
     # A yardstick through the same devices: trx (Opus over RTP; its defaults are the preset
     # above's: 48 kHz stereo, 20 ms frames, 128 kb/s), trx-tx on sink A, trx-rx into sink B.
     "trx 0.5 (opus 128 kb/s, 20 ms frames)": "trx",
+    # The Python original, from PyPI: PCM in 5.8 ms packets (256 frames), no jitter buffer to
+    # speak of; through the ALSA pulse plug-in whatever the route (it has no other).
+    "EchoWarp 0.4 (Python, PCM)": "echowarp-0.4",
 }
 
 if route != "pipewire":
@@ -127,9 +133,21 @@ try:
     for name, preset in PRESETS.items():
         if only is not None and only not in name:
             continue
-        if preset == "trx":
-            if not shutil.which("trx-tx"):
-                print(f"{name:46} not installed (sudo apt-get install trx)")
+        if preset == "echowarp-0.4":
+            command = yardsticks.ready_echowarp04(work)
+            found = command and (yardsticks.pyaudio_index(command, capture_env, "micA"),
+                                 yardsticks.pyaudio_index(command, env, "speakerB"))
+            if not command or None in found:
+                print(f"{name:46} skipped" + ("" if not command else f" (PyAudio lists no micA/speakerB: {found})"))
+                continue
+            s = socket.socket(); s.bind(("127.0.0.1", 0)); port = str(s.getsockname()[1]); s.close()
+            server = spawn([command, "-u", port, "-d", found[0]], env=capture_env)
+            time.sleep(2.0)
+            # 0.4 opens an input unless told -o, on either side.
+            client = spawn([command, "-c", "-o", "-a", "127.0.0.1", "-u", port, "-d", found[1]])
+        elif preset == "trx":
+            if not yardsticks.ready_trx():
+                print(f"{name:46} skipped")
                 continue
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0))
             port = str(s.getsockname()[1]); s.close()
@@ -137,6 +155,11 @@ try:
             client = spawn(["trx-rx", "-d", "speakerB", "-h", "127.0.0.1", "-p", port])
             time.sleep(0.5)
             server = spawn(["trx-tx", "-d", "micA", "-h", "127.0.0.1", "-p", port], env=capture_env)
+        elif preset == "floor":
+            pulse = "--format=s16le --channels=2 --rate=48000 --latency-msec=5 --raw"
+            server = spawn(["sh", "-c", f"parec -d sinkA.monitor {pulse} | pacat -d sinkB {pulse}"],
+                           start_new_session=True)
+            client = spawn(["true"])
         elif preset is None:
             # The same devices with no network and no EchoWarp: what the ALSA pulse plugin and
             # PipeWire cost by themselves.
@@ -194,14 +217,14 @@ try:
         cpu_to = (time.monotonic(), ticks(server.pid), ticks(client.pid))
         threads_to = {p.pid: pwsession.thread_runtime(p.pid) for p in (server, client)}
         cpu = ""
-        if preset is not None and None not in cpu_from + cpu_to:
+        if preset not in (None, "floor") and None not in cpu_from + cpu_to:
             span = (cpu_to[0] - cpu_from[0]) * os.sysconf("SC_CLK_TCK") / 100.0
             cpu = (f"CPU while clicking: server {(cpu_to[1] - cpu_from[1]) / span:.2f} %, "
                    f"client {(cpu_to[2] - cpu_from[2]) / span:.2f} % of a core")
         for p in (rec, client):
             p.send_signal(signal.SIGINT)
             p.wait(timeout=10)
-        if preset is None:
+        if preset is None or preset == "floor":
             os.killpg(server.pid, signal.SIGINT)
         else:
             server.send_signal(signal.SIGINT)
@@ -258,7 +281,8 @@ try:
                 i += 1
         lat.sort()
         if not lat:
-            print(f"{name:46} no click pairs found ({len(onsets)} onsets)")
+            gaps = [round(1000.0 * (b - a) / RATE) for a, b in zip(onsets, onsets[1:])][:6]
+            print(f"{name:46} no click pairs found ({len(onsets)} onsets, first gaps {gaps} ms)")
             continue
         q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))]
         print(f"{name:46} {q(0.5):10.1f} {q(0.1):8.1f} {q(0.9):8.1f} {lat[0]:7.1f} {lat[-1]:7.1f} {len(lat):6d}{depth}")
@@ -278,7 +302,7 @@ try:
                                (sl - threads_from[p.pid].get(k, (0, 0))[1]) / secs, k[1])
                               for k, (ns, sl) in threads_to[p.pid].items())
                 print(f"{'':46} {side} threads: " + ", ".join(f"{n} {c:.2f} % ({w:.0f}/s)" for c, w, n in reversed(busy) if c >= 0.005))
-        if preset is not None and preset != "trx":
+        if isinstance(preset, tuple):
             parts = [l for l in open(os.path.join(work, "client.log"), errors="replace") if "set point" in l]
             if parts:
                 print(f"{'':46} client's last: {parts[-1].split('depth ', 1)[-1].strip()}")

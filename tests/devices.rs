@@ -399,3 +399,75 @@ fn a_server_holds_its_microphone_only_while_somebody_listens() {
     );
     server.stop();
 }
+
+/// A client on `default` through PipeWire's own API plays wherever the system's default sink
+/// is: moved to another sink when the default changes, within the same session.
+#[test]
+fn a_client_on_default_follows_the_system_default_through_pipewire() {
+    let _one = ONE_SESSION.lock().unwrap_or_else(|p| p.into_inner());
+    let sb = Sandbox::new();
+    let pw = PipeWire::start(&sb);
+    let set_default = |sink: &str| {
+        let ok = pw
+            .cmd("pactl")
+            .args(["set-default-sink", sink])
+            .status()
+            .expect("pactl");
+        assert!(ok.success(), "could not make {sink} the default");
+    };
+    set_default("sinkB");
+    let _tone = pw.play_tone_native("sinkA", 1_000.0);
+    let port = free_port().to_string();
+    let mut server_args = Route::PipeWire.capture_sink_a();
+    server_args.extend_from_slice(&["-u", &port]);
+    let mut server = pw.echowarp(&sb, &server_args);
+    server.wait_for("listening on", SECS(15));
+    let mut client = pw.echowarp(
+        &sb,
+        &[
+            "--audio-host",
+            "pipewire",
+            "-c",
+            "-a",
+            "127.0.0.1",
+            "-u",
+            &port,
+            "-d",
+            "default",
+        ],
+    );
+    client.wait_for("connected to", SECS(15));
+    std::thread::sleep(SECS(2));
+    // Two seconds of a sink's monitor, at the sink's own rate.
+    let listen = |sink: &str, rate: u32| {
+        let file = sb.path(&format!("{sink}.raw"));
+        let mut rec = pw.record(&format!("{sink}.monitor"), rate, &file);
+        std::thread::sleep(SECS(2));
+        let _ = rec.kill();
+        let _ = rec.wait();
+        analyse(&samples(&file), rate)
+    };
+    let (freq, level, loud, _) = listen("sinkB", 48_000);
+    assert_tone((freq, level, loud));
+    set_default("sinkC");
+    std::thread::sleep(SECS(2));
+    let (freq, level, loud, _) = listen("sinkC", 44_100);
+    assert!(
+        loud > 44_100 && (freq - 1_000.0).abs() < PITCH_TOLERANCE_HZ && (level - -9.03).abs() < 1.5,
+        "the tone did not follow the default to sink C: {freq:.1} Hz, {level:.1} dBFS, {loud} samples:\n{}",
+        client.stderr()
+    );
+    let (_, _, left_in_b, _) = listen("sinkB", 48_000);
+    assert!(
+        left_in_b < 4_800,
+        "sink B still plays the tone ({left_in_b} loud samples)"
+    );
+    assert_eq!(
+        client.stderr().matches("connected to").count(),
+        1,
+        "the client kept its session:\n{}",
+        client.stderr()
+    );
+    client.stop();
+    server.stop();
+}

@@ -7,6 +7,7 @@
 #![cfg(feature = "tray")]
 
 mod common;
+use common::pipewire::{PipeWire, ONE_SESSION};
 use common::*;
 
 use std::path::PathBuf;
@@ -678,4 +679,78 @@ fn a_bad_profile_at_start_is_told_and_fixing_it_starts_the_stream() {
         "the user's file is untouched: {text}"
     );
     tray.signal("TERM");
+}
+
+/// A capture device that goes away while a client listens, and comes back: the tray says each
+/// once, as a notification (issue 22). The server reaches a PipeWire session's sink A through
+/// PipeWire's own API; the sink is removed and made again, as a USB headset is unplugged.
+#[test]
+fn a_lost_device_and_its_return_are_each_told_once() {
+    let _one = ONE_DESKTOP.lock().unwrap_or_else(|p| p.into_inner());
+    let _session = ONE_SESSION.lock().unwrap_or_else(|p| p.into_inner());
+    let sb = Sandbox::new();
+    let desk = Desktop::start(&sb);
+    let pw = PipeWire::start(&sb);
+    let (_monitor, log) = desk.watch_notifications(&sb);
+    let port = free_port();
+    write_profile(
+        &sb,
+        &format!(
+            "port = {port}\naudio_host = \"pipewire\"\ndevice = \"sinkA\"\ndevice_kind = \"output\"\n"
+        ),
+    );
+    // The tray in the sound session (its runtime folder), notifying on the desktop's bus.
+    let mut tray = {
+        let mut c = Command::new(BIN);
+        c.arg("--tray")
+            .current_dir(sb.dir.path())
+            .env("XDG_CONFIG_HOME", sb.path("config"))
+            .env("XDG_DATA_HOME", sb.path("data"))
+            .env("HOME", sb.dir.path())
+            .env_remove("ECHOWARP_LOG")
+            .stdin(Stdio::null());
+        for (k, v) in pw
+            .env
+            .iter()
+            .filter(|(k, _)| k != "DBUS_SESSION_BUS_ADDRESS")
+        {
+            c.env(k, v);
+        }
+        c.env("DISPLAY", &desk.display)
+            .env("DBUS_SESSION_BUS_ADDRESS", &desk._dbus.address)
+            .env("NO_AT_BRIDGE", "1");
+        Proc::spawn(c, &["--tray"])
+    };
+    tray.wait_for("server on", SECS(20));
+    // A listener, so that the server holds its device.
+    let p = port.to_string();
+    let mut client = sb.spawn(&["-c", "-a", "127.0.0.1", "-u", &p, "-d", "null"]);
+    client.wait_for("connected to", SECS(15));
+    tray.wait_for("capture started", SECS(10));
+    pw.remove_sink("sinkA");
+    tray.wait_for("is lost", SECS(10));
+    std::thread::sleep(SECS(2));
+    pw.add_sink("sinkA");
+    tray.wait_for("is back", SECS(10));
+    let told = |text: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches(text)
+            .count()
+    };
+    let deadline = Instant::now() + SECS(10);
+    while told("is back") == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A second, for a repeat to show itself if there were one.
+    std::thread::sleep(SECS(1));
+    let all = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        (told("lost: waiting for it"), told("is back")),
+        (1, 1),
+        "the loss and the return each once:\n{all}\n{}",
+        tray.stderr()
+    );
+    assert!(all.contains("Capture device"), "{all}");
+    client.stop();
 }
