@@ -22,8 +22,10 @@ class Session:
         os.makedirs(os.path.join(self.work, "config", "alsa"))
         with open(os.path.join(self.work, "config", "alsa", "asoundrc"), "w") as f:
             f.write(asoundrc)
+        # XDG_STATE_HOME: WirePlumber's remembered defaults and stream targets stay in the run.
         self.env = dict(os.environ, XDG_RUNTIME_DIR=run,
                         XDG_CONFIG_HOME=os.path.join(self.work, "config"),
+                        XDG_STATE_HOME=os.path.join(self.work, "state"),
                         XDG_DATA_HOME=os.path.join(self.work, "data"), PIPEWIRE_LOG_LEVEL="0")
         self.children = []
         try:

@@ -201,9 +201,15 @@ impl PipeWire {
         }
         std::fs::write(config.join("alsa/asoundrc"), ASOUNDRC).expect("asoundrc");
         let dbus = DbusSession::start(&runtime.join("bus"));
+        // WirePlumber keeps the default sink and each stream's target under XDG_STATE_HOME
+        // (else ~/.local/state): one test's `pactl set-default-sink` must not steer another's.
         let env = vec![
             ("XDG_RUNTIME_DIR".to_owned(), runtime.display().to_string()),
             ("XDG_CONFIG_HOME".to_owned(), config.display().to_string()),
+            (
+                "XDG_STATE_HOME".to_owned(),
+                sb.path("state").display().to_string(),
+            ),
             ("DBUS_SESSION_BUS_ADDRESS".to_owned(), dbus.address.clone()),
             ("PIPEWIRE_LOG_LEVEL".to_owned(), "0".to_owned()),
         ];

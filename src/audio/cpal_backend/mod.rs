@@ -217,30 +217,35 @@ fn start_capture(
         let waker = wake.clone();
         let device = device.clone();
         let dev_ch = usize::from(config.channels);
-        let guard = run_stream(name.clone(), health.clone(), move |on_err| {
-            let stream = match sample_format {
-                SampleFormat::F32 => device.build_input_stream(
-                    config,
-                    input_callback::<f32>(producer, dev_ch, over, delay, stamps, waker),
-                    on_err,
-                    None,
-                ),
-                SampleFormat::I16 => device.build_input_stream(
-                    config,
-                    input_callback::<i16>(producer, dev_ch, over, delay, stamps, waker),
-                    on_err,
-                    None,
-                ),
-                SampleFormat::I32 => device.build_input_stream(
-                    config,
-                    input_callback::<i32>(producer, dev_ch, over, delay, stamps, waker),
-                    on_err,
-                    None,
-                ),
-                other => return Err(AudioError::Format(format!("{other:?}"))),
-            };
-            stream.map_err(|e| backend(&name, e))
-        })?;
+        let guard = run_stream(
+            name.clone(),
+            config.sample_rate,
+            health.clone(),
+            move |on_err| {
+                let stream = match sample_format {
+                    SampleFormat::F32 => device.build_input_stream(
+                        config,
+                        input_callback::<f32>(producer, dev_ch, over, delay, stamps, waker),
+                        on_err,
+                        None,
+                    ),
+                    SampleFormat::I16 => device.build_input_stream(
+                        config,
+                        input_callback::<i16>(producer, dev_ch, over, delay, stamps, waker),
+                        on_err,
+                        None,
+                    ),
+                    SampleFormat::I32 => device.build_input_stream(
+                        config,
+                        input_callback::<i32>(producer, dev_ch, over, delay, stamps, waker),
+                        on_err,
+                        None,
+                    ),
+                    other => return Err(AudioError::Format(format!("{other:?}"))),
+                };
+                stream.map_err(|e| backend(&name, e))
+            },
+        )?;
         Ok(Capture::from_ring(
             consumer,
             format,
@@ -414,30 +419,35 @@ fn start_playback(
     let name = id.to_owned();
     let device = device.clone();
     let health = Arc::new(Health::default());
-    let guard = run_stream(name.clone(), health.clone(), move |on_err| {
-        let s = match sample_format {
-            SampleFormat::F32 => device.build_output_stream(
-                config,
-                output_callback::<f32>(feed, under, callback_delay),
-                on_err,
-                None,
-            ),
-            SampleFormat::I16 => device.build_output_stream(
-                config,
-                output_callback::<i16>(feed, under, callback_delay),
-                on_err,
-                None,
-            ),
-            SampleFormat::I32 => device.build_output_stream(
-                config,
-                output_callback::<i32>(feed, under, callback_delay),
-                on_err,
-                None,
-            ),
-            other => return Err(AudioError::Format(format!("{other:?}"))),
-        };
-        s.map_err(|e| backend(&name, e))
-    })?;
+    let guard = run_stream(
+        name.clone(),
+        config.sample_rate,
+        health.clone(),
+        move |on_err| {
+            let s = match sample_format {
+                SampleFormat::F32 => device.build_output_stream(
+                    config,
+                    output_callback::<f32>(feed, under, callback_delay),
+                    on_err,
+                    None,
+                ),
+                SampleFormat::I16 => device.build_output_stream(
+                    config,
+                    output_callback::<i16>(feed, under, callback_delay),
+                    on_err,
+                    None,
+                ),
+                SampleFormat::I32 => device.build_output_stream(
+                    config,
+                    output_callback::<i32>(feed, under, callback_delay),
+                    on_err,
+                    None,
+                ),
+                other => return Err(AudioError::Format(format!("{other:?}"))),
+            };
+            s.map_err(|e| backend(&name, e))
+        },
+    )?;
     Ok(CpalSink {
         id: id.to_owned(),
         format,

@@ -82,9 +82,11 @@ fn on_error(health: Arc<Health>, holder: Arc<Holder>) -> (OnError, rtrb::Consume
 }
 
 /// Builds a stream with `build` (given the error callback to use) on a dedicated thread and
-/// keeps it playing until the guard drops or `health` says it failed.
+/// keeps it playing until the guard drops or `health` says it failed. Once it has run a
+/// second, the period the sound server granted (frames per callback at `rate`) is logged.
 pub(super) fn run_stream<F>(
     name: String,
+    rate: u32,
     health: Arc<Health>,
     build: F,
 ) -> Result<StreamThread, AudioError>
@@ -116,6 +118,7 @@ where
                 }
             };
             let mut glitches = 0;
+            let mut granted_told = false;
             while !held.stop.load(Ordering::Acquire) {
                 if stream.is_some() && health.failed() {
                     drop(stream.take());
@@ -135,6 +138,19 @@ where
                     glitches = now;
                 }
                 held.sleep();
+                if !granted_told && !health.failed() && !held.stop.load(Ordering::Acquire) {
+                    // After the holder's first sleep (a second, unless rung): the host knows by
+                    // then what it gave (PipeWire: the graph's quantum).
+                    if let Some(frames) = stream.as_ref().and_then(|s| s.buffer_size().ok()) {
+                        if frames > 0 && rate > 0 {
+                            let ms = f64::from(frames) * 1e3 / f64::from(rate);
+                            tracing::info!(
+                                "{name}: periods of {frames} frames ({ms:.2} ms) granted"
+                            );
+                        }
+                    }
+                }
+                granted_told = true;
             }
             drop(stream);
         })
