@@ -260,7 +260,10 @@ fn dash_o_captures_what_an_output_plays() {
         ],
     );
     client.wait_for("connected to", SECS(15));
-    let mut tone = pw.play_tone("sinkA", 440.0, 1.5);
+    // The playback device has run a second without failing (the pulse plug-in's streams can
+    // fail at their first callbacks, and are then opened again): it logs its granted period.
+    client.wait_for("granted", SECS(15));
+    let mut tone = pw.play_tone("sinkA", 440.0, 3.0);
     let _ = tone.wait();
     let deadline = Instant::now() + SECS(15);
     while samples(&rec)
