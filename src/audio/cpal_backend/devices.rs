@@ -42,6 +42,11 @@ pub(super) fn backend(device: &str, e: impl std::fmt::Display) -> AudioError {
     }
 }
 
+/// A device id without its host: `sinkA` for `pipewire:sinkA`.
+fn bare(id: &str) -> &str {
+    id.split_once(':').map_or(id, |(_, name)| name)
+}
+
 /// Enumerates devices, skipping any the host fails to describe (ALSA plugin PCMs often do).
 fn enumerate(host: &cpal::Host) -> Result<Vec<Found>, AudioError> {
     let default_in = host
@@ -64,7 +69,7 @@ fn enumerate(host: &cpal::Host) -> Result<Vec<Found>, AudioError> {
             .map(|d| d.name().to_owned())
             .ok()
             .filter(|n| !n.is_empty() && n != "unknown")
-            .unwrap_or_else(|| id.split_once(':').map_or(&*id, |(_, n)| n).to_owned());
+            .unwrap_or_else(|| bare(&id).to_owned());
         let mut max_channels = 0;
         let mut rates = (u32::MAX, 0);
         let mut input = false;
@@ -148,11 +153,8 @@ fn pick(
         DeviceSpec::Name(n) => {
             let lower = n.to_lowercase();
             // The id with or without its host (`pipewire:sinkA`, `sinkA`), or the name.
-            let exact = |f: &Found| {
-                f.info.id == *n
-                    || f.info.id.split_once(':').map(|(_, bare)| bare) == Some(n.as_str())
-                    || f.info.name == *n
-            };
+            let exact =
+                |f: &Found| f.info.id == *n || bare(&f.info.id) == n.as_str() || f.info.name == *n;
             if let Some(pos) = candidates.iter().position(exact) {
                 return Ok(candidates.swap_remove(pos));
             }
@@ -308,15 +310,10 @@ fn pulse_monitor(
     spec: &DeviceSpec,
 ) -> Result<Found, AudioError> {
     let sink = find_device(choice, spec, DeviceKind::Output)?;
-    let sink_name = sink
-        .info
-        .id
-        .split_once(':')
-        .map_or(sink.info.id.as_str(), |(_, name)| name);
-    let monitor = format!("{sink_name}.monitor");
+    let monitor = format!("{}.monitor", bare(&sink.info.id));
     enumerate(host)?
         .into_iter()
-        .find(|f| f.info.input && f.info.id.split_once(':').map(|(_, n)| n) == Some(&*monitor))
+        .find(|f| f.info.input && bare(&f.info.id) == monitor)
         .ok_or_else(|| {
             AudioError::NoLoopback(
                 sink.info.name.clone(),
