@@ -395,12 +395,8 @@ impl Drop for Display {
     }
 }
 
-/// Pixels of a screenshot's region that are strongly coloured (an icon, not a grey taskbar).
-fn coloured_pixels(
-    png_path: &std::path::Path,
-    x: std::ops::Range<u32>,
-    y: std::ops::Range<u32>,
-) -> usize {
+/// A screenshot's pixels as RGB rows: (width, bytes).
+fn rgb(png_path: &std::path::Path) -> (u32, Vec<u8>) {
     let mut decoder = png::Decoder::new(std::io::BufReader::new(
         std::fs::File::open(png_path).expect("screenshot"),
     ));
@@ -411,18 +407,73 @@ fn coloured_pixels(
     let info = reader.next_frame(&mut buf).expect("frame");
     let channels = info.color_type.samples();
     assert!(channels >= 3, "a colour screenshot ({:?})", info.color_type);
+    let rgb = buf[..info.buffer_size()]
+        .chunks(channels)
+        .flat_map(|px| px[..3].to_vec())
+        .collect();
+    (info.width, rgb)
+}
+
+/// Pixels of a screenshot's region that are strongly coloured (an icon, not a grey taskbar).
+fn coloured_pixels(
+    png_path: &std::path::Path,
+    x: std::ops::Range<u32>,
+    y: std::ops::Range<u32>,
+) -> usize {
+    let (width, px) = rgb(png_path);
     let mut n = 0;
     for row in y {
         for col in x.clone() {
-            let i = (row * info.width + col) as usize * channels;
-            let px = &buf[i..i + 3];
-            let (hi, lo) = (px.iter().max().unwrap_or(&0), px.iter().min().unwrap_or(&0));
+            let i = (row * width + col) as usize * 3;
+            let p = &px[i..i + 3];
+            let (hi, lo) = (p.iter().max().unwrap_or(&0), p.iter().min().unwrap_or(&0));
             if hi - lo > 80 {
                 n += 1;
             }
         }
     }
     n
+}
+
+/// Pixels of a region that differ between two screenshots of one screen.
+fn changed_pixels(
+    before: &std::path::Path,
+    after: &std::path::Path,
+    x: std::ops::Range<u32>,
+    y: std::ops::Range<u32>,
+) -> usize {
+    let ((width, a), (_, b)) = (rgb(before), rgb(after));
+    y.flat_map(|row| x.clone().map(move |col| (row * width + col) as usize * 3))
+        .filter(|&i| a[i..i + 3] != b[i..i + 3])
+        .count()
+}
+
+/// The bottom-left corner (left-most column, lowest row) of what changed in a region.
+fn changed_corner(
+    before: &std::path::Path,
+    after: &std::path::Path,
+    x: std::ops::Range<u32>,
+    y: std::ops::Range<u32>,
+) -> (u32, u32) {
+    let ((width, a), (_, b)) = (rgb(before), rgb(after));
+    let changed: Vec<(u32, u32)> = y
+        .flat_map(|row| x.clone().map(move |col| (col, row)))
+        .filter(|&(col, row)| {
+            let i = (row * width + col) as usize * 3;
+            a[i..i + 3] != b[i..i + 3]
+        })
+        .collect();
+    let left = changed
+        .iter()
+        .map(|p| p.0)
+        .min()
+        .expect("something changed");
+    let bottom = changed
+        .iter()
+        .map(|p| p.1)
+        .max()
+        .expect("something changed");
+    (left, bottom)
 }
 
 /// The Run value start at login writes, if any.
@@ -464,13 +515,13 @@ fn wait_for_run_value(w: &Wine, tray: &Proc, present: bool) {
 }
 
 /// The tray under Wine's own desktop (`explorer /desktop`, whose taskbar has a notification
-/// area; Wine relays clicks there, where its XEmbed icons in trayer get none). Wine 8 cannot
-/// open the menu: its `Shell_NotifyIconGetRect` is a stub and tray-icon ignores a click whose
-/// icon rectangle it cannot get. What can be seen is checked: the icon, start at login from the
-/// profile (the tray applies `autostart` at start and on every edit of the file), and a toast
-/// that cannot be shown (WinRT is missing) logged once while the tray carries on.
+/// area; Wine relays clicks there, where its XEmbed icons in trayer get none). Checked: the
+/// icon; start at login from the profile (the tray applies `autostart` at start and on every
+/// edit of the file); a toast that cannot be shown (WinRT is missing) logged once while the
+/// tray carries on; a click on the icon opens the menu (Wine 8's `Shell_NotifyIconGetRect` is
+/// a stub: src/ui/tray/click.rs), and its last item, picked from the keyboard, quits.
 #[test]
-fn the_windows_tray_docks_writes_start_at_login_and_survives_without_toasts() {
+fn the_windows_tray_docks_opens_its_menu_writes_start_at_login_and_survives_without_toasts() {
     let display = Display::start();
     let w = Wine::new().with_env(&[("DISPLAY".to_owned(), display.name.clone())]);
     let config = w.appdata().join("echowarp/config");
@@ -521,6 +572,39 @@ fn the_windows_tray_docks_writes_start_at_login_and_survives_without_toasts() {
     );
     let err = tray.stderr();
     assert_eq!(err.matches("no notification service").count(), 1, "{err}");
+
+    // A click on the icon: the menu opens above it (the screen changes over the desktop, where
+    // nothing else moves), and Up then Return picks its last item, Quit.
+    let xdotool = |args: &[&str]| {
+        let ok = std::process::Command::new("xdotool")
+            .args(args)
+            .env("DISPLAY", &display.name)
+            .status()
+            .expect("xdotool");
+        assert!(ok.success(), "xdotool {args:?}");
+    };
+    // The pointer away first, so that no tooltip is in either picture.
+    xdotool(&["mousemove", "400", "300"]);
+    std::thread::sleep(SECS(2));
+    let before = display.screenshot("windows-tray-before-click.png");
+    xdotool(&["mousemove", "789", "590", "click", "1"]);
+    std::thread::sleep(SECS(2));
+    let menu = display.screenshot("windows-tray-menu.png");
+    let opened = changed_pixels(&before, &menu, 500..800, 200..575);
+    assert!(
+        opened > 15000,
+        "no menu above the icon after a click ({opened} pixels changed):\n{}",
+        tray.stderr()
+    );
+    // Its last item, Quit, is the bottom row of what changed (the menu's bottom edge is at the
+    // pointer). Keys do not reach a Wine menu here, the pointer does.
+    let (left, bottom) = changed_corner(&before, &menu, 500..800, 200..595);
+    let (x, y) = ((left + 20).to_string(), (bottom - 8).to_string());
+    xdotool(&["mousemove", &x, &y]);
+    std::thread::sleep(SECS(1));
+    display.screenshot("windows-tray-quit.png");
+    xdotool(&["click", "1"]);
+    tray.wait_for("menu: Quit", SECS(10));
 }
 
 /// DLLs every Windows 10 and 11 has: the exe may import these and nothing else (no mingw

@@ -7,7 +7,7 @@
 //! start and at every attempt to open a lost device again. Both libraries let a program take
 //! the messages: alsa-lib per thread ([`this_thread`]), libjack once per process.
 //!
-//! The only module that calls C directly: each `unsafe` block says why it is sound.
+//! Calls C directly: each `unsafe` block says why it is sound.
 #![allow(unsafe_code)]
 
 #[cfg(target_os = "linux")]

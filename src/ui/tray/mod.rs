@@ -17,6 +17,8 @@ use tray_icon::menu::{
 };
 use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
 
+#[cfg(windows)]
+mod click;
 mod desktop;
 mod watch;
 
@@ -330,6 +332,9 @@ impl App {
                 tracing::warn!("tray menu: {e}");
             }
         }
+        #[cfg(windows)]
+        click::set_menu(tray, menu);
+        #[cfg(not(windows))]
         tray.set_menu(Some(Box::new(menu)));
         if let Some(icon) = self.icons.get(self.view.state.icon_name()) {
             let _ = tray.set_icon(Some(icon.clone()));
@@ -454,7 +459,11 @@ pub fn run(profile: Result<Profile, ConfigError>, settings: Settings) -> Result<
                     }))
                     .build();
                 match built {
-                    Ok(t) => app.tray = Some(t),
+                    Ok(t) => {
+                        #[cfg(windows)]
+                        click::install(&t);
+                        app.tray = Some(t);
+                    }
                     Err(e) => {
                         eprintln!("error: cannot create the tray icon: {e}");
                         *control_flow = ControlFlow::ExitWithCode(1);
@@ -483,6 +492,8 @@ pub fn run(profile: Result<Profile, ConfigError>, settings: Settings) -> Result<
                 };
                 tracing::info!("menu: {action:?}");
                 if !app.act(action) {
+                    #[cfg(windows)]
+                    click::forget();
                     app.tray = None;
                     *control_flow = ControlFlow::Exit;
                     return;
