@@ -18,27 +18,6 @@ use common::pipewire::*;
 use common::*;
 use std::time::Instant;
 
-/// CPU time a process has used so far (user and system), in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name, which is in parentheses and may hold spaces.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the name.
-    let get = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    get(11) + get(12)
-}
-
-fn ticks_per_second() -> f64 {
-    // The kernel's USER_HZ; 100 on every Linux this runs on.
-    100.0
-}
-
 /// What goes away for 2 s under a streaming server and client.
 enum Fault {
     /// pipewire-pulse, as `systemctl --user restart pipewire-pulse` does.
@@ -162,11 +141,11 @@ fn run_fault(route: Route, fault: &Fault) -> Verdict {
         }
     }
     let down_from = Instant::now();
-    let ticks = (cpu_ticks(server.pid()), cpu_ticks(client.pid()));
+    let cpu = (cpu_seconds(server.pid()), cpu_seconds(client.pid()));
     std::thread::sleep(SECS(2));
     let used = (
-        (cpu_ticks(server.pid()) - ticks.0) as f64 / ticks_per_second(),
-        (cpu_ticks(client.pid()) - ticks.1) as f64 / ticks_per_second(),
+        cpu_seconds(server.pid()) - cpu.0,
+        cpu_seconds(client.pid()) - cpu.1,
     );
     let down_for = down_from.elapsed().as_secs_f64();
     match fault {

@@ -491,3 +491,20 @@ pub fn aligned_snr(want: &[i16], got: &[i16], channels: usize, max_shift: usize)
         .map(|s| (snr_at(s), s))
         .fold((f64::MIN, 0), |a, b| if b.0 > a.0 { b } else { a })
 }
+
+/// CPU time (user and system) a process has used so far, in seconds: 0 once it is gone.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the name.
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // In clock ticks of the kernel's USER_HZ, 100 on every Linux this runs on.
+    (get(11) + get(12)) as f64 / 100.0
+}

@@ -124,7 +124,11 @@ pub(crate) fn run(
         });
         if let (Some(why), true) = (fault, reopen.is_some()) {
             // Silence stands in, on the stream's clock: the clients play it rather than count
-            // and conceal losses for as long as the device is away.
+            // and conceal losses for as long as the device is away. A device that fell silent
+            // took the stream's clock with it: the positions it did not deliver are skipped,
+            // so the silence keeps time with the wall clock and the clients start afresh at
+            // it, rather than take every packet from now on as late (and grow their buffers).
+            position += frames_missed(last_audio.elapsed(), frame_frames, format.sample_rate);
             capture = Some(silence(format));
             stand_in = true;
             device.failed(&why, STAYS, Instant::now());
@@ -279,6 +283,14 @@ pub(crate) fn run(
     Ok(())
 }
 
+/// Whole frames of `frame_frames` a device that last delivered `since` ago should have
+/// delivered meanwhile, after the one it delivered then.
+fn frames_missed(since: Duration, frame_frames: usize, rate: u32) -> u64 {
+    let frame_us = (frame_frames as u64 * 1_000_000 / u64::from(rate.max(1))).max(1);
+    let missed = u64::try_from(since.as_micros()).unwrap_or(u64::MAX) / frame_us;
+    missed.saturating_mul(frame_frames as u64)
+}
+
 /// Silence at `format`, on the real-time clock.
 fn silence(format: StreamFormat) -> Capture {
     Capture::paced(
@@ -427,5 +439,22 @@ fn send_frame(
             }
             Err(e) => tracing::debug!("UDP send to {addr}: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stalled_device_skips_the_frames_it_owed_the_clock() {
+        // 5 ms frames at 48 kHz: 2 s of silence from the device is 400 frames of 240.
+        let ms = Duration::from_millis;
+        assert_eq!(frames_missed(ms(2_000), 240, 48_000), 400 * 240);
+        // Not yet due: nothing skipped; one frame and a bit late: one.
+        assert_eq!(frames_missed(ms(4), 240, 48_000), 0);
+        assert_eq!(frames_missed(ms(7), 240, 48_000), 240);
+        // 20 ms Opus frames at 44.1 kHz (882 frames, 20 ms).
+        assert_eq!(frames_missed(ms(1_000), 882, 44_100), 50 * 882);
     }
 }
