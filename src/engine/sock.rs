@@ -49,7 +49,12 @@ fn bind_one(
     if dual {
         tcp.set_only_v6(false)?;
     }
-    tcp.set_reuse_address(true)?;
+    // On Unix this lets a restarted server listen again while the last one's connections are
+    // in TIME_WAIT. On Windows it would let a second server take the port from the first
+    // without an error (and TIME_WAIT does not block a listener there): left off.
+    if cfg!(not(windows)) {
+        tcp.set_reuse_address(true)?;
+    }
     tcp.bind(&SocketAddr::new(ip, port).into())?;
     tcp.listen(64)?;
     let tcp: TcpListener = tcp.into();

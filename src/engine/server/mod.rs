@@ -198,7 +198,14 @@ pub(crate) fn run(
                 || format!("port {}", listen.port),
                 |ip| format!("{}", SocketAddr::new(ip, listen.port)),
             );
-            EngineError::io(format!("cannot listen on {where_}"))(e)
+            // The words of the one cause users meet, the same on every platform (Wine's
+            // WinSock, for one, has no text for it).
+            let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+                ": another program (or another EchoWarp) has it"
+            } else {
+                ""
+            };
+            EngineError::io(format!("cannot listen on {where_}{why}"))(e)
         })?;
     let local = listener
         .local_addr()
