@@ -142,6 +142,16 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let error_log = args.error_log;
     let _guard = init_logging(&args, error_log);
+    if args.command == Some(cli::Subcommand::Doctor) {
+        return match cli::run_doctor(&args) {
+            Ok(false) => ExitCode::SUCCESS,
+            Ok(true) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("error: {}", e.message);
+                ExitCode::from(u8::try_from(e.code).unwrap_or(1))
+            }
+        };
+    }
     match run(args, no_args) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {

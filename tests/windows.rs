@@ -342,6 +342,56 @@ fn a_windows_client_plays_a_tone_through_wasapi() {
     common::pipewire::assert_tone(tone_across(false));
 }
 
+/// `echowarp.exe doctor` (issue 20) with WASAPI reaching a PipeWire session: the device runs,
+/// the port is free; then the port taken by a Linux program, which blocks, with Windows' way
+/// of finding who has it.
+#[test]
+fn the_windows_doctor_checks_wasapi_and_the_port() {
+    use common::pipewire::*;
+    let _one = ONE_SESSION.lock().unwrap_or_else(|p| p.into_inner());
+    let sb = Sandbox::new();
+    let pw = PipeWire::start(&sb);
+    let w = Wine::new().with_env(&pw.env);
+    // winepulse captures nothing at all from an idle sink's monitor: something plays.
+    let mut keep_running = pw.play_tone("sinkA", 0.0, 60.0);
+    let port = free_port().to_string();
+    let (code, out, err) = w.run(&["-u", &port, "-d", "Monitor of sinkA", "doctor"]);
+    eprintln!("{out}");
+    assert_eq!(code, 0, "{out}{err}");
+    let said = |check: &str| {
+        out.lines()
+            .find(|l| l.get(6..).is_some_and(|r| r.starts_with(check)))
+            .unwrap_or_else(|| panic!("no {check} line:\n{out}"))
+            .to_owned()
+    };
+    assert!(
+        said("audio host").starts_with("ok    audio host     WASAPI (auto): "),
+        "{out}"
+    );
+    assert!(said("device").contains("delivers audio (48000 Hz"), "{out}");
+    assert!(
+        said("port").contains("is free, and TCP and UDP reach it"),
+        "{out}"
+    );
+    // Toasts need the Start-menu shortcut the MSI makes; this exe was not installed.
+    assert!(said("notifications").starts_with("warn"), "{out}");
+    assert!(said("tray").starts_with("ok"), "{out}");
+    assert!(out.ends_with("nothing blocks streaming\n"), "{out}");
+
+    let taken = std::net::TcpListener::bind(("0.0.0.0", 0)).expect("bind");
+    let taken_port = taken.local_addr().expect("addr").port().to_string();
+    let (code, out, err) = w.run(&["-u", &taken_port, "-d", "Monitor of sinkA", "doctor"]);
+    eprintln!("{out}");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!("FAIL  port           {taken_port} is taken"))
+            && out.contains(&format!("fix: netstat -ano | findstr :{taken_port}")),
+        "{out}"
+    );
+    let _ = keep_running.kill();
+    let _ = keep_running.wait();
+}
+
 /// pipewire-pulse restarted under a Windows server and client (issue 22): winepulse's streams
 /// die with it, on both sides at once. The sinks are PipeWire's own nodes (they outlive the
 /// restart, as a desktop's devices do); the tone is played into sink A and recorded from sink B

@@ -42,6 +42,18 @@ pub use crate::protocol::session::{
     BACKOFF_MAX, BACKOFF_START, HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, PEER_TIMEOUT,
 };
 
+/// Binds the TCP listener and the UDP socket a server with this `bind` and `port` would use
+/// (dual-stack `[::]` unless bound to one address), for `echowarp doctor` to try.
+///
+/// # Errors
+/// The operating system's, as the server would get it (the port taken, no such address).
+pub fn bind_server_sockets(
+    bind: Option<IpAddr>,
+    port: u16,
+) -> std::io::Result<(std::net::TcpListener, std::net::UdpSocket)> {
+    sock::bind_pair(bind, port, 0)
+}
+
 /// Commands into a running engine.
 #[derive(Debug)]
 pub enum Command {

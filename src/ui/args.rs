@@ -38,6 +38,15 @@ Examples:
   echowarp -o -p secret                   server: stream what this computer plays
   echowarp -c -a 192.168.1.20 -p secret   client: play that stream";
 
+/// Commands other than streaming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Subcommand {
+    /// Check what streaming needs on this machine (sound server, devices, port, firewall,
+    /// notifications, tray) with the settings a run would use; exit 1 when something blocks
+    /// streaming
+    Doctor,
+}
+
 /// EchoWarp: stream live audio from one computer to another.
 #[derive(Debug, Parser, Default)]
 #[command(name = "echowarp", version, about, long_about = None, after_help = AFTER_HELP)]
@@ -183,6 +192,9 @@ pub struct Args {
     /// Debug output
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
+    /// What to do instead of streaming.
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
     /// Claim another protocol major version (for testing version checks)
     #[arg(long = "protocol-major", hide = true)]
     pub protocol_major: Option<u16>,

@@ -32,7 +32,7 @@ pub fn exit_code(e: &EngineError) -> i32 {
     }
 }
 
-pub use super::args::Args;
+pub use super::args::{Args, Subcommand};
 use super::status::{print_stats_json, status_text};
 
 /// Why the command line failed: carries its exit code.
@@ -169,6 +169,17 @@ pub fn password_from(args: &Args, stdin: &mut dyn BufRead) -> Result<Option<Pass
             ))),
         },
     }
+}
+
+/// `echowarp doctor`: checks with the settings a run would use, prints each, and says whether
+/// something blocks streaming (exit status 1).
+///
+/// # Errors
+/// [`CliError`] when the report cannot be written.
+pub fn run_doctor(args: &Args) -> Result<bool, CliError> {
+    let findings = super::doctor::examine(args.settings().profile(), args.bind);
+    super::doctor::report(&findings, &mut std::io::stdout().lock())
+        .map_err(|e| CliError::runtime(format!("writing the report: {e}")))
 }
 
 /// The environment variable a password can come from (after `-p`, before the profile).

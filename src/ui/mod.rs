@@ -3,6 +3,7 @@
 mod args;
 pub mod autostart;
 pub mod cli;
+pub mod doctor;
 pub mod interactive;
 pub mod notice;
 pub mod settings;

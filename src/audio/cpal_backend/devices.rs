@@ -130,6 +130,33 @@ pub fn list_devices(choice: AudioHost) -> Result<Vec<DeviceInfo>, AudioError> {
     Ok(found.into_iter().map(|f| f.info).collect())
 }
 
+/// The host `choice` stands for here (`auto` settled), by name: `PipeWire`, `ALSA`, `WASAPI` ...
+///
+/// # Errors
+/// [`AudioError::Host`] when that host is not running or not built in.
+pub fn host_name(choice: AudioHost) -> Result<&'static str, AudioError> {
+    Ok(host(choice)?.id().name())
+}
+
+/// The device a stream of `kind` for `spec` would open (`loopback`: a server's `-o`, what an
+/// output plays), without opening it.
+///
+/// # Errors
+/// [`AudioError`] as opening it would fail: no such device, an ambiguous name, no host.
+pub fn resolve(
+    choice: AudioHost,
+    spec: &DeviceSpec,
+    kind: DeviceKind,
+    loopback: bool,
+) -> Result<DeviceInfo, AudioError> {
+    let found = if loopback {
+        find_loopback(choice, spec)?
+    } else {
+        find_device(choice, spec, kind)?
+    };
+    Ok(found.info)
+}
+
 /// Picks one device by spec among `candidates`: index, exact id or name, else a unique part.
 fn pick(
     mut candidates: Vec<Found>,

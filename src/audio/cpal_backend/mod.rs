@@ -27,7 +27,7 @@ use super::{
     AudioError, AudioHost, Capture, DeviceKind, DeviceSpec, Pull, Sink, Source, StreamFormat,
 };
 use devices::{backend, choose_config, find_device, find_loopback, Found};
-pub use devices::{list_devices, DeviceInfo};
+pub use devices::{host_name, list_devices, resolve, DeviceInfo};
 pub use host::prepare_environment;
 use stream::{run_stream, StreamThread};
 
