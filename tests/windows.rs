@@ -814,6 +814,8 @@ const SYSTEM_DLLS: &[&str] = &[
     "dwmapi.dll",
     "gdi32.dll",
     "imm32.dll",
+    // The IP Helper API (the interfaces mDNS announces on), in System32 since Windows 2000.
+    "iphlpapi.dll",
     "kernel32.dll",
     "ktmw32.dll",
     "mmdevapi.dll",

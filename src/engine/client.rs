@@ -83,12 +83,30 @@ fn failure(why: ClientEnd, peer: SocketAddr) -> Failure {
     }
 }
 
+/// How long a client looks for a server by its announced name.
+const FIND_BY_NAME: Duration = Duration::from_secs(3);
+
 fn connect(dial: &Dial) -> Result<Established, Failure> {
     let server = &dial.connect.server;
-    let addrs: Vec<SocketAddr> = (server.as_str(), dial.connect.port)
-        .to_socket_addrs()
-        .map_err(|e| Failure::Retry(format!("cannot resolve {server}: {e}")))?
-        .collect();
+    let addrs: Vec<SocketAddr> = match (server.as_str(), dial.connect.port).to_socket_addrs() {
+        Ok(a) => a.collect(),
+        // Not a host name: a server's name as it announces itself on the local network.
+        Err(e) => match super::discovery::find_by_name(server, FIND_BY_NAME) {
+            Ok(found) => {
+                tracing::debug!("{server:?} is at {:?} port {}", found.addrs, found.port);
+                found
+                    .addrs
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, found.port))
+                    .collect()
+            }
+            Err(by_name) => {
+                return Err(Failure::Retry(format!(
+                    "cannot resolve {server}: {e}; {by_name}"
+                )))
+            }
+        },
+    };
     let mut last = Failure::Retry(format!("{server} has no address"));
     let mut stream = None;
     for a in &addrs {

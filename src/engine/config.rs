@@ -79,6 +79,8 @@ pub struct ListenConfig {
     /// Without a password, serve clients from public addresses too (else only loopback,
     /// private, link-local, CGNAT and unique-local ones).
     pub allow_anonymous: bool,
+    /// Announce the server on the local network (mDNS).
+    pub discovery: bool,
     /// The ban list file.
     pub ban_list: PathBuf,
 }
@@ -240,6 +242,7 @@ impl Config {
                     max_clients: p.max_clients as usize,
                     ban_threshold: p.reconnect_attempts,
                     allow_anonymous: p.allow_anonymous,
+                    discovery: p.discovery,
                     ban_list: paths::ban_list_path()?,
                 };
                 let capture = CaptureConfig {

@@ -15,6 +15,7 @@
 mod client;
 pub mod config;
 mod conn;
+pub mod discovery;
 mod guard;
 mod playout;
 mod server;

@@ -96,6 +96,12 @@ pub struct Args {
     /// Server without a password: serve clients from public addresses too (else only from loopback, private, link-local, CGNAT and unique-local ones)
     #[arg(long = "allow-anonymous", alias = "allow_anonymous")]
     pub allow_anonymous: bool,
+    /// Server: do not announce this server on the local network (mDNS)
+    #[arg(long = "no-discovery")]
+    pub no_discovery: bool,
+    /// List the EchoWarp servers that announce themselves on the local network and exit
+    #[arg(long = "discover")]
+    pub discover: bool,
     /// Server: do not encrypt audio
     #[arg(
         long = "no-encryption",
@@ -222,6 +228,7 @@ impl Args {
                 },
                 integrity: self.integrity,
                 allow_anonymous: self.allow_anonymous,
+                no_discovery: self.no_discovery,
                 audio_host: self.audio_host,
                 reconnect_attempts: self.reconnect,
                 max_clients: self.workers,

@@ -182,6 +182,9 @@ pub fn run_doctor(args: &Args) -> Result<bool, CliError> {
         .map_err(|e| CliError::runtime(format!("writing the report: {e}")))
 }
 
+/// How long `--discover` listens for servers' answers.
+const DISCOVER_FOR: Duration = Duration::from_secs(3);
+
 /// The environment variable a password can come from (after `-p`, before the profile).
 pub const PASSWORD_ENV: &str = "ECHOWARP_PASSWORD";
 
@@ -252,6 +255,34 @@ pub fn run_admin(args: &Args) -> Result<bool, CliError> {
             }
         }
         println!("\nalso: default, wav:PATH, tone:HZ (server), null");
+        return Ok(true);
+    }
+    if args.discover {
+        eprintln!(
+            "looking for EchoWarp servers on the local network for {} s ...",
+            DISCOVER_FOR.as_secs()
+        );
+        let found = crate::engine::discovery::discover(DISCOVER_FOR)
+            .map_err(|e| CliError::runtime(format!("LAN discovery (mDNS): {e}")))?;
+        if found.is_empty() {
+            println!("no EchoWarp server answered (a server announces itself unless run with --no-discovery)");
+        }
+        for f in found {
+            let addrs: Vec<String> = f.addrs.iter().map(ToString::to_string).collect();
+            println!(
+                "{}\t{} port {}\tprotocol {}, {}, {}",
+                f.name,
+                addrs.join(", "),
+                f.port,
+                f.version,
+                f.direction,
+                if f.password {
+                    "password"
+                } else {
+                    "no password"
+                }
+            );
+        }
         return Ok(true);
     }
     if args.bans || args.unban.is_some() || args.clear_bans {

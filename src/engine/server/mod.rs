@@ -261,6 +261,29 @@ pub(crate) fn run(
         let _ = events.send(Event::NoPassword { anyone });
     }
     let _ = events.send(Event::Listening(local));
+    // Held until the server ends: dropping it says goodbye to the network's browsers.
+    let _announced = shared
+        .listen
+        .discovery
+        .then(|| {
+            let version = shared.ident.version();
+            match super::discovery::Announcement::start(
+                local.port(),
+                &version,
+                "send",
+                !shared.password.is_empty(),
+            ) {
+                Ok(a) => {
+                    tracing::info!("announced on the local network as \"{}\"", a.name());
+                    Some(a)
+                }
+                Err(e) => {
+                    tracing::info!("not announced on the local network (mDNS): {e}");
+                    None
+                }
+            }
+        })
+        .flatten();
 
     let media_shared = shared.clone();
     let media = thread::Builder::new()

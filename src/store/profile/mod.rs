@@ -123,6 +123,8 @@ pub struct Profile {
     /// Server without a password: serve clients from public addresses too (else only from
     /// loopback, private, link-local, CGNAT and unique-local addresses).
     pub allow_anonymous: bool,
+    /// Server: announce itself on the local network (mDNS) for clients to find.
+    pub discovery: bool,
     /// The sound API devices are reached through (Linux: PipeWire, PulseAudio, ALSA or JACK;
     /// `auto` elsewhere).
     pub audio_host: AudioHost,
@@ -149,6 +151,7 @@ impl Default for Profile {
             autostart: false,
             start_streaming: true,
             allow_anonymous: false,
+            discovery: true,
             audio_host: AudioHost::Auto,
             audio: AudioSettings::default(),
         }

@@ -27,6 +27,8 @@ pub struct Overrides {
     pub integrity: bool,
     /// `allow_anonymous` on.
     pub allow_anonymous: bool,
+    /// `discovery` off.
+    pub no_discovery: bool,
     /// `audio_host`.
     pub audio_host: Option<AudioHost>,
     /// `reconnect_attempts`.
@@ -61,6 +63,7 @@ impl Overrides {
         set(&mut p.encryption, self.encryption);
         p.integrity |= self.integrity;
         p.allow_anonymous |= self.allow_anonymous;
+        p.discovery &= !self.no_discovery;
         set(&mut p.audio_host, self.audio_host);
         set(&mut p.reconnect_attempts, self.reconnect_attempts);
         set(&mut p.max_clients, self.max_clients);
