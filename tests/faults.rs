@@ -224,12 +224,7 @@ fn run_fault(route: Route, fault: &Fault) -> Verdict {
         ("server", &server, server_hit),
         ("client", &client, client_hit),
     ] {
-        let states: Vec<String> = p
-            .stdout()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v["device"].as_str().map(str::to_owned))
-            .collect();
+        let states = device_states(p);
         assert!(
             states.iter().any(|s| s != "ok") == hit && states.last().is_some_and(|s| s == "ok"),
             "the {side}'s device states: {states:?}"

@@ -508,3 +508,12 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     // In clock ticks of the kernel's USER_HZ, 100 on every Linux this runs on.
     (get(11) + get(12)) as f64 / 100.0
 }
+
+/// The `device` field of each `--stats-json` line a process printed, in order.
+pub fn device_states(p: &Proc) -> Vec<String> {
+    p.stdout()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["device"].as_str().map(str::to_owned))
+        .collect()
+}
