@@ -377,10 +377,10 @@ fn the_tray_menu_starts_and_stops_the_server() {
     let peak = samples.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
     assert!(peak > 15_000, "the tone arrived (peak {peak})");
 
-    // Rows: status | Start/Stop, Role, Device, Banned clients | Start at login, Edit profile,
-    // Open logs | Quit.
+    // Rows: status | Start/Stop, Role, Servers on this network, Device, Banned clients | Start
+    // at login, Edit profile, Open logs | Quit.
     let menu = desk.open_menu();
-    desk.click_row(menu, 8, 3);
+    desk.click_row(menu, 9, 3);
     let status = tray.wait_timeout(SECS(10));
     assert!(status.success(), "Quit: {status}\n{}", tray.stderr());
 }
@@ -427,9 +427,9 @@ fn failed_logins_notify_and_the_ban_menu_unbans() {
         "127.0.0.1\n"
     );
 
-    // Banned clients (row 4, after one separator) opens a submenu whose first row unbans.
+    // Banned clients (row 5, after one separator) opens a submenu whose first row unbans.
     let menu = desk.open_menu();
-    desk.click_row(menu, 4, 1);
+    desk.click_row(menu, 5, 1);
     let sub = desk.wait_window(
         |n, g| n == "echowarp" && g != menu && g.2 > 50 && g.1 >= 0 && g.3 > 20,
         "the Banned clients submenu",
@@ -578,7 +578,7 @@ fn start_at_login_survives_a_path_with_a_space() {
     assert!(!entry.exists());
 
     let menu = desk.open_menu();
-    desk.click_row(menu, 5, 2); // Start at login
+    desk.click_row(menu, 6, 2); // Start at login
     desk.wait_menu_closed();
     wait_until(
         "no autostart entry",
@@ -608,7 +608,7 @@ fn start_at_login_survives_a_path_with_a_space() {
 
     // Off from the menu: the entry goes, the profile follows.
     let menu = desk.open_menu();
-    desk.click_row(menu, 5, 2);
+    desk.click_row(menu, 6, 2);
     desk.wait_menu_closed();
     wait_until(
         "the entry stayed",
@@ -753,4 +753,69 @@ fn a_lost_device_and_its_return_are_each_told_once() {
     );
     assert!(all.contains("Capture device"), "{all}");
     client.stop();
+}
+
+/// A server announced on the local network shows in "Servers on this network"; a click makes
+/// the tray its client, connects, and writes the choice to the profile (issue 20).
+#[test]
+fn a_server_on_the_network_is_listed_and_a_click_joins_it() {
+    let _one = ONE_DESKTOP.lock().unwrap_or_else(|p| p.into_inner());
+    let sb = Sandbox::new();
+    let desk = Desktop::start(&sb);
+    // The tray: a server, not streaming (so not announcing itself), on a port of its own.
+    write_profile(
+        &sb,
+        &format!(
+            "# mine\nport = {}\ndevice = \"null\"\npassword = \"secret\"\nstart_streaming = false\n",
+            free_port()
+        ),
+    );
+    let port = free_port().to_string();
+    std::fs::write(sb.path("server.toml"), "").expect("server profile");
+    let mut server = sb.spawn(&[
+        "-f",
+        "server.toml",
+        "-u",
+        &port,
+        "-d",
+        "tone:440",
+        "-r",
+        "0",
+        // With a password: the client may come through any address the server announces,
+        // this machine's LAN one too.
+        "-p",
+        "secret",
+    ]);
+    server.wait_for("announced on the local network as", SECS(10));
+    let name = server
+        .stderr()
+        .lines()
+        .find_map(|l| l.split('"').nth(1).map(str::to_owned))
+        .expect("the announced name");
+    let mut tray = desk.tray(&sb, std::path::Path::new(BIN));
+    tray.wait_for("tray ready", SECS(20));
+    // The first answers come within a second or two of the browse.
+    std::thread::sleep(SECS(3));
+
+    // Rows: status | Start, Role, Servers on this network ...
+    let menu = desk.open_menu();
+    desk.click_row(menu, 3, 1);
+    let sub = desk.wait_window(
+        |n, g| n == "echowarp" && g != menu && g.2 > 50 && g.1 >= 0 && g.3 > 20,
+        "the Servers on this network submenu",
+    );
+    desk.screenshot("tray-servers.png");
+    desk.click(sub.0 + 40, sub.1 + 16);
+    tray.wait_for(&format!("menu: JoinServer({name:?})"), SECS(10));
+    tray.wait_for("connected to", SECS(20));
+    server.wait_for(" joined (session", SECS(10));
+    let saved = std::fs::read_to_string(sb.path("config/echowarp/profile.toml")).expect("profile");
+    assert!(
+        saved.starts_with("# mine\n")
+            && saved.contains("role = \"client\"")
+            && saved.contains(&format!("server_address = {name:?}")),
+        "the choice is written back, keeping the comment:\n{saved}"
+    );
+    tray.signal("TERM");
+    server.signal("TERM");
 }

@@ -508,12 +508,7 @@ fn a_restart_of_pipewire_pulse_under_windows_server_and_client_is_survived() {
         "the client kept its session:\n{said}"
     );
     for (side, p) in [("server", &server), ("client", &client)] {
-        let states: Vec<String> = p
-            .stdout()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v["device"].as_str().map(str::to_owned))
-            .collect();
+        let states = device_states(p);
         assert!(
             states.iter().any(|s| s != "ok") && states.last().is_some_and(|s| s == "ok"),
             "the Windows {side}'s device states: {states:?}\n{said}"

@@ -72,7 +72,7 @@ fn machine_name() -> String {
 
 /// The name a server on `port` announces: `EchoWarp on HOST`, with the port when it is not
 /// the default one (two servers on one machine).
-pub(crate) fn instance_name(port: u16) -> String {
+pub fn instance_name(port: u16) -> String {
     let host = machine_name();
     if port == crate::store::profile::DEFAULT_PORT {
         format!("EchoWarp on {host}")
@@ -157,46 +157,13 @@ pub fn discover_until(
     let mut found: BTreeMap<String, Found> = BTreeMap::new();
     let until = Instant::now() + listen;
     while let Some(left) = until.checked_duration_since(Instant::now()) {
-        match events.recv_timeout(left) {
-            Ok(ServiceEvent::ServiceResolved(s)) => {
-                let name = unescape(
-                    s.fullname
-                        .strip_suffix(&format!(".{SERVICE_TYPE}"))
-                        .unwrap_or(&s.fullname),
-                );
-                let mut addrs: Vec<IpAddr> = s.addresses.iter().map(|a| a.to_ip_addr()).collect();
-                addrs.sort_by_key(|a| (a.is_ipv6(), *a));
-                let txt = |k: &str| {
-                    s.txt_properties
-                        .get_property_val_str(k)
-                        .unwrap_or_default()
-                        .to_owned()
-                };
-                found.insert(
-                    name.clone(),
-                    Found {
-                        name,
-                        addrs,
-                        port: s.port,
-                        version: txt("v"),
-                        direction: txt("dir"),
-                        password: txt("pw") == "1",
-                    },
-                );
-                if enough(&found.values().cloned().collect::<Vec<_>>()) {
-                    break;
-                }
-            }
-            Ok(ServiceEvent::ServiceRemoved(_, fullname)) => {
-                let gone = unescape(
-                    fullname
-                        .strip_suffix(&format!(".{SERVICE_TYPE}"))
-                        .unwrap_or(&fullname),
-                );
-                found.remove(&gone);
-            }
-            Ok(_) => {}
-            Err(_) => break,
+        let Ok(event) = events.recv_timeout(left) else {
+            break;
+        };
+        let resolved = matches!(event, ServiceEvent::ServiceResolved(_));
+        fold(event, &mut found);
+        if resolved && enough(&found.values().cloned().collect::<Vec<_>>()) {
+            break;
         }
     }
     let _ = daemon.stop_browse(SERVICE_TYPE);
@@ -204,6 +171,84 @@ pub fn discover_until(
         let _ = done.recv_timeout(Duration::from_millis(500));
     }
     Ok(found.into_values().collect())
+}
+
+/// Folds a browser's event into the servers known; true when they changed.
+fn fold(event: ServiceEvent, found: &mut BTreeMap<String, Found>) -> bool {
+    let name_of = |fullname: &str| {
+        unescape(
+            fullname
+                .strip_suffix(&format!(".{SERVICE_TYPE}"))
+                .unwrap_or(fullname),
+        )
+    };
+    match event {
+        ServiceEvent::ServiceResolved(s) => {
+            let name = name_of(&s.fullname);
+            let mut addrs: Vec<IpAddr> = s.addresses.iter().map(|a| a.to_ip_addr()).collect();
+            addrs.sort_by_key(|a| (a.is_ipv6(), *a));
+            let txt = |k: &str| {
+                s.txt_properties
+                    .get_property_val_str(k)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let server = Found {
+                name: name.clone(),
+                addrs,
+                port: s.port,
+                version: txt("v"),
+                direction: txt("dir"),
+                password: txt("pw") == "1",
+            };
+            found.insert(name, server.clone()) != Some(server)
+        }
+        ServiceEvent::ServiceRemoved(_, fullname) => found.remove(&name_of(&fullname)).is_some(),
+        _ => false,
+    }
+}
+
+/// Servers on the network, watched for as long as this lives: `on_change` hears the whole
+/// list (by name) each time a server comes, changes or goes.
+pub struct Watch {
+    daemon: ServiceDaemon,
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Watch")
+    }
+}
+
+impl Watch {
+    /// Starts watching.
+    ///
+    /// # Errors
+    /// Why mDNS cannot run here.
+    pub fn start(mut on_change: impl FnMut(Vec<Found>) + Send + 'static) -> Result<Self, String> {
+        let daemon = ServiceDaemon::new().map_err(|e| e.to_string())?;
+        let events = daemon.browse(SERVICE_TYPE).map_err(|e| e.to_string())?;
+        std::thread::Builder::new()
+            .name("discovery".into())
+            .spawn(move || {
+                let mut found = BTreeMap::new();
+                // Ends when the daemon shuts down (the watch dropped) and the channel closes.
+                while let Ok(event) = events.recv() {
+                    if fold(event, &mut found) {
+                        on_change(found.values().cloned().collect());
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Self { daemon })
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.daemon.stop_browse(SERVICE_TYPE);
+        let _ = self.daemon.shutdown();
+    }
 }
 
 /// The server announced as `name` (exact, any case; else the one whose name holds it), looked

@@ -41,6 +41,8 @@ pub enum Action {
     SetRole(Role),
     /// Use this device spec.
     SelectDevice(String),
+    /// Become a client of the server announced under this name, and connect.
+    JoinServer(String),
     /// List the devices again.
     RefreshDevices,
     /// Lift one ban.
@@ -113,6 +115,10 @@ pub struct TrayView {
     /// The server runs without a password: `Some(true)` serving any address, `Some(false)`
     /// local networks only.
     pub no_password: Option<bool>,
+    /// Servers announced on the local network: (name, whether it asks for a password).
+    pub servers: Vec<(String, bool)>,
+    /// The profile's server address (a client's).
+    pub server_address: String,
 }
 
 impl TrayView {
@@ -128,6 +134,8 @@ impl TrayView {
             detail: String::new(),
             autostart: false,
             no_password: None,
+            servers: Vec::new(),
+            server_address: String::new(),
         }
     }
 
@@ -284,6 +292,26 @@ impl TrayView {
                 },
             ],
         });
+        let mut servers: Vec<Item> = self
+            .servers
+            .iter()
+            .map(|(name, password)| Item::Check {
+                text: if *password {
+                    format!("{name} (password)")
+                } else {
+                    name.clone()
+                },
+                action: Action::JoinServer(name.clone()),
+                checked: self.role == Role::Client && self.server_address == *name,
+            })
+            .collect();
+        if servers.is_empty() {
+            servers.push(Item::Label("None found".into()));
+        }
+        items.push(Item::Submenu {
+            text: "Servers on this network".into(),
+            items: servers,
+        });
         let mut devices: Vec<Item> =
             std::iter::once(("default".to_owned(), "Default device".to_owned()))
                 .chain(self.devices.iter().cloned())
@@ -393,6 +421,7 @@ mod tests {
                 "---",
                 "Start",
                 "Role",
+                "Servers on this network",
                 "Device",
                 "Banned clients",
                 "---",
@@ -404,6 +433,29 @@ mod tests {
             ]
         );
         assert_eq!(submenu(&m, "Banned clients"), [Item::Label("None".into())]);
+        assert_eq!(
+            submenu(&m, "Servers on this network"),
+            [Item::Label("None found".into())]
+        );
+        // A client of the second of two servers found: it is ticked, and a password shows.
+        let mut c = TrayView::new(Role::Client, "default");
+        c.servers = vec![
+            ("EchoWarp on a".into(), false),
+            ("EchoWarp on b".into(), true),
+        ];
+        c.server_address = "EchoWarp on b".into();
+        let join = |name: &str, text: &str, checked| Item::Check {
+            text: text.into(),
+            action: Action::JoinServer(name.into()),
+            checked,
+        };
+        assert_eq!(
+            submenu(&c.menu(), "Servers on this network"),
+            [
+                join("EchoWarp on a", "EchoWarp on a", false),
+                join("EchoWarp on b", "EchoWarp on b (password)", true)
+            ]
+        );
         let login = |v: &TrayView| {
             v.menu().into_iter().find_map(|i| match i {
                 Item::Check {

@@ -59,6 +59,8 @@ enum UserEvent {
     EngineReleased,
     /// The profile file changed on disk (after the writes settled).
     ProfileChanged,
+    /// The servers announced on the local network changed.
+    Servers(Vec<crate::engine::discovery::Found>),
 }
 
 struct App {
@@ -221,6 +223,9 @@ impl App {
         let old = std::mem::replace(&mut self.profile, fresh);
         self.view.role = self.profile.role;
         self.view.device.clone_from(&self.profile.device);
+        self.view
+            .server_address
+            .clone_from(&self.profile.server_address);
         if old.autostart != self.profile.autostart || self.waiting_for_profile {
             self.apply_autostart();
         }
@@ -283,6 +288,23 @@ impl App {
                 self.view.role = role;
                 self.refresh_devices();
                 self.restart_if_running();
+            }
+            Action::JoinServer(name) => {
+                let role_changes = self.profile.role != Role::Client;
+                self.edit_profile(|p| {
+                    p.role = Role::Client;
+                    p.server_address.clone_from(&name);
+                });
+                self.view.role = Role::Client;
+                self.view.server_address = name;
+                if role_changes {
+                    self.refresh_devices();
+                }
+                if self.engine.is_some() {
+                    self.restart_if_running();
+                } else {
+                    self.start();
+                }
             }
             Action::SelectDevice(spec) => {
                 self.edit_profile(|p| p.device.clone_from(&spec));
@@ -416,6 +438,14 @@ pub fn run(profile: Result<Profile, ConfigError>, settings: Settings) -> Result<
     }));
     let mut view = TrayView::new(profile.role, &profile.device);
     view.detail.clear();
+    view.server_address.clone_from(&profile.server_address);
+    // Servers on the network, for the menu; where mDNS cannot run the menu says none.
+    let servers_proxy = proxy.clone();
+    let _servers = crate::engine::discovery::Watch::start(move |found| {
+        let _ = servers_proxy.send_event(UserEvent::Servers(found));
+    })
+    .map_err(|e| tracing::info!("no LAN discovery (mDNS): {e}"))
+    .ok();
     let _watcher = match watch_profile(&profile_path, proxy.clone()) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -503,6 +533,17 @@ pub fn run(profile: Result<Profile, ConfigError>, settings: Settings) -> Result<
             TaoEvent::UserEvent(UserEvent::EngineReleased) if app.restart_pending => {
                 app.restart_pending = false;
                 app.start();
+                app.redraw();
+            }
+            TaoEvent::UserEvent(UserEvent::Servers(found)) => {
+                // Not the tray's own server.
+                let own = (app.profile.role == Role::Server)
+                    .then(|| crate::engine::discovery::instance_name(app.profile.port));
+                app.view.servers = found
+                    .into_iter()
+                    .filter(|f| Some(&f.name) != own.as_ref())
+                    .map(|f| (f.name, f.password))
+                    .collect();
                 app.redraw();
             }
             TaoEvent::UserEvent(UserEvent::ProfileChanged) => {
