@@ -226,6 +226,21 @@ impl Desktop {
         self.click(x + 60, y + 16 + 25 * row + separators_before);
     }
 
+    /// Clicks menu row `row`, a submenu, and waits for that submenu (`what`) to open.
+    fn open_submenu(
+        &self,
+        menu: Geometry,
+        row: i32,
+        separators_before: i32,
+        what: &str,
+    ) -> Geometry {
+        self.click_row(menu, row, separators_before);
+        self.wait_window(
+            |n, g| n == "echowarp" && g != menu && g.2 > 50 && g.1 >= 0 && g.3 > 20,
+            what,
+        )
+    }
+
     /// Waits until the menu has closed (after a click).
     fn wait_menu_closed(&self) {
         let deadline = Instant::now() + SECS(5);
@@ -429,11 +444,7 @@ fn failed_logins_notify_and_the_ban_menu_unbans() {
 
     // Banned clients (row 5, after one separator) opens a submenu whose first row unbans.
     let menu = desk.open_menu();
-    desk.click_row(menu, 5, 1);
-    let sub = desk.wait_window(
-        |n, g| n == "echowarp" && g != menu && g.2 > 50 && g.1 >= 0 && g.3 > 20,
-        "the Banned clients submenu",
-    );
+    let sub = desk.open_submenu(menu, 5, 1, "the Banned clients submenu");
     desk.screenshot("tray-banned.png");
     desk.click(sub.0 + 40, sub.1 + 16);
     let deadline = Instant::now() + SECS(10);
@@ -533,11 +544,7 @@ fn profile_edits_move_the_server_and_a_bad_edit_is_told() {
         tray.stderr()
     );
     let menu = desk.open_menu();
-    desk.click_row(menu, 2, 1); // Role
-    let sub = desk.wait_window(
-        |n, g| n == "echowarp" && g != menu && g.2 > 50 && g.1 >= 0 && g.3 > 20,
-        "the Role submenu",
-    );
+    let sub = desk.open_submenu(menu, 2, 1, "the Role submenu");
     desk.click(sub.0 + 40, sub.1 + 16 + 25); // Client
     wait_until(
         "the tray's server did not stop",
@@ -799,11 +806,7 @@ fn a_server_on_the_network_is_listed_and_a_click_joins_it() {
 
     // Rows: status | Start, Role, Servers on this network ...
     let menu = desk.open_menu();
-    desk.click_row(menu, 3, 1);
-    let sub = desk.wait_window(
-        |n, g| n == "echowarp" && g != menu && g.2 > 50 && g.1 >= 0 && g.3 > 20,
-        "the Servers on this network submenu",
-    );
+    let sub = desk.open_submenu(menu, 3, 1, "the Servers on this network submenu");
     desk.screenshot("tray-servers.png");
     desk.click(sub.0 + 40, sub.1 + 16);
     tray.wait_for(&format!("menu: JoinServer({name:?})"), SECS(10));

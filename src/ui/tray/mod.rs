@@ -82,6 +82,9 @@ struct App {
     generation: u64,
     tray: Option<TrayIcon>,
     actions: HashMap<MenuId, Action>,
+    /// What the tray shows now (menu, icon, tooltip): a redraw that would change nothing leaves
+    /// the menu alone, so that a menu the user has open is not swapped under the pointer.
+    shown: Option<(Vec<Item>, &'static str, String)>,
     icons: HashMap<&'static str, Icon>,
     proxy: EventLoopProxy<UserEvent>,
 }
@@ -346,10 +349,18 @@ impl App {
 
     fn redraw(&mut self) {
         let Some(tray) = &self.tray else { return };
+        let now = (
+            self.view.menu(),
+            self.view.state.icon_name(),
+            self.view.status_line(),
+        );
+        if self.shown.as_ref() == Some(&now) {
+            return;
+        }
         self.actions.clear();
         let menu = Menu::new();
-        for item in self.view.menu() {
-            let built = build_item(&item, &mut self.actions);
+        for item in &now.0 {
+            let built = build_item(item, &mut self.actions);
             if let Err(e) = menu.append(built.as_ref()) {
                 tracing::warn!("tray menu: {e}");
             }
@@ -358,10 +369,11 @@ impl App {
         click::set_menu(tray, menu);
         #[cfg(not(windows))]
         tray.set_menu(Some(Box::new(menu)));
-        if let Some(icon) = self.icons.get(self.view.state.icon_name()) {
+        if let Some(icon) = self.icons.get(now.1) {
             let _ = tray.set_icon(Some(icon.clone()));
         }
-        let _ = tray.set_tooltip(Some(self.view.status_line()));
+        let _ = tray.set_tooltip(Some(&now.2));
+        self.shown = Some(now);
     }
 }
 
@@ -467,6 +479,7 @@ pub fn run(profile: Result<Profile, ConfigError>, settings: Settings) -> Result<
         generation: 0,
         tray: None,
         actions: HashMap::new(),
+        shown: None,
         icons: ICONS
             .iter()
             .filter_map(|(name, bytes)| decode_icon(bytes).map(|i| (*name, i)))
@@ -528,6 +541,8 @@ pub fn run(profile: Result<Profile, ConfigError>, settings: Settings) -> Result<
                     *control_flow = ControlFlow::Exit;
                     return;
                 }
+                // A click may have ticked an entry the view then refuses: build it all again.
+                app.shown = None;
                 app.redraw();
             }
             TaoEvent::UserEvent(UserEvent::EngineReleased) if app.restart_pending => {
