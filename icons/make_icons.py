@@ -3,7 +3,8 @@
 white sound waves leaving a source. Run it again after a change:
     python3 icons/make_icons.py
 Writes
-  - the tray icons, one 64x64 RGBA PNG per state (idle, connecting, streaming, error);
+  - the tray icons, one 64x64 RGBA PNG per state (idle, connecting, streaming, error), and each
+    again muted (`<state>-muted.png`: the source with a cross where the waves were);
   - the application icon (the streaming colour) as PNGs for the freedesktop icon theme
     (echowarp-48.png, echowarp-128.png, echowarp-256.png), echowarp.ico for the Windows installer
     (16, 32, 48, 256; PNG entries) and echowarp.icns for the macOS bundle (16 to 512).
@@ -45,14 +46,22 @@ def waves(px, py):
     return any(abs(d - r) <= 3 for r in (14, 24))
 
 
-def draw(size, colour):
+def crossed(px, py):
+    # The source's dot, and a cross where the waves would be: nothing leaves it.
+    if math.hypot(px - 20, py - 32) <= 5:
+        return True
+    u, v = px - 39, py - 32
+    return max(abs(u), abs(v)) <= 11 and min(abs(u - v), abs(u + v)) <= 3 * math.sqrt(2)
+
+
+def draw(size, colour, mark=waves):
     scale = 64 / size
     rows = []
     for y in range(size):
         row = []
         for x in range(size):
             a = coverage(x, y, disc, scale)
-            w = coverage(x, y, lambda px, py: disc(px, py) and waves(px, py), scale)
+            w = coverage(x, y, lambda px, py: disc(px, py) and mark(px, py), scale)
             # White waves over the coloured disc.
             f = w / max(a, 1e-9)
             row += [round(c * (1 - f) + 255 * f) if a else 0 for c in colour] + [round(255 * a)]
@@ -103,6 +112,7 @@ def write(name, data):
 
 for name, colour in STATES.items():
     write(f"{name}.png", png_bytes(64, draw(64, colour)))
+    write(f"{name}-muted.png", png_bytes(64, draw(64, colour, crossed)))
 app = {s: png_bytes(s, draw(s, APP_COLOUR)) for s in (16, 32, 48, 128, 256, 512)}
 for s in (48, 128, 256):
     write(f"echowarp-{s}.png", app[s])

@@ -84,11 +84,13 @@ fn the_icns_holds_16_to_512_pixel_pngs() {
 #[test]
 fn tray_and_theme_icons_have_their_sizes() {
     for state in ["idle", "connecting", "streaming", "error"] {
-        assert_eq!(
-            png_size(&read(&format!("{state}.png"))),
-            (64, 64, png::ColorType::Rgba),
-            "{state}"
-        );
+        for name in [format!("{state}.png"), format!("{state}-muted.png")] {
+            assert_eq!(
+                png_size(&read(&name)),
+                (64, 64, png::ColorType::Rgba),
+                "{name}"
+            );
+        }
     }
     for size in [48, 128, 256] {
         let (w, h, _) = png_size(&read(&format!("echowarp-{size}.png")));

@@ -165,3 +165,36 @@ fn bad_usage_exits_2() {
     let (code, _, err) = sb.run(&["-d", "tone:abc"], SECS(10));
     assert_eq!(code, 2, "{err}");
 }
+
+/// `mute = true`: the server streams silence on the stream's clock (the client connects and
+/// records it), and `--stats-json` says it is muted.
+#[test]
+fn a_muted_profile_serves_silence_and_says_so() {
+    let sb = Sandbox::new();
+    let port = free_port().to_string();
+    std::fs::write(sb.path("muted.toml"), "mute = true\n").expect("write");
+    let mut server = sb.spawn(&[
+        "-f",
+        "muted.toml",
+        "-u",
+        &port,
+        "-d",
+        "tone:1000",
+        "--stats-json",
+    ]);
+    server.wait_for("server on", SECS(10));
+    let mut client = sb.spawn(&["-c", "-a", "127.0.0.1", "-u", &port, "-d", "wav:rec.wav"]);
+    client.wait_for("connected to", SECS(10));
+    let deadline = std::time::Instant::now() + SECS(10);
+    while !server.stdout().contains("\"muted\":true") {
+        assert!(std::time::Instant::now() < deadline, "{}", server.stdout());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    client.signal("TERM");
+    assert!(client.wait_timeout(SECS(10)).success());
+    let (_, samples) = read_wav(&sb.path("rec.wav"));
+    assert!(samples.len() > 48_000, "{} samples", samples.len());
+    let peak = samples.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+    assert_eq!(peak, 0, "a muted server sent sound");
+    server.stop();
+}

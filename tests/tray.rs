@@ -241,6 +241,28 @@ impl Desktop {
         )
     }
 
+    /// The icon's pixels (the right end of the panel, where `open_menu` clicks), as RGB, from a
+    /// screenshot saved as `name`.
+    fn icon_pixels(&self, name: &str) -> Vec<u8> {
+        let (px, py, pw, ph) = self.wait_window(|n, g| n == "panel" && g.2 >= 30, "the icon");
+        let path = self.screenshot(name);
+        let file = std::fs::File::open(&path).expect("the screenshot");
+        let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+        let mut reader = decoder.read_info().expect("a PNG");
+        let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+        let info = reader.next_frame(&mut buf).expect("PNG data");
+        let bpp = info.color_type.samples();
+        let mut out = Vec::new();
+        for y in py.max(0)..py + ph {
+            for x in (px + pw - 32).max(0)..px + pw {
+                let at = (y as usize * info.width as usize + x as usize) * bpp;
+                out.extend_from_slice(&buf[at..at + 3]);
+            }
+        }
+        out
+    }
+
     /// Waits until the menu has closed (after a click).
     fn wait_menu_closed(&self) {
         let deadline = Instant::now() + SECS(5);
@@ -392,12 +414,94 @@ fn the_tray_menu_starts_and_stops_the_server() {
     let peak = samples.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
     assert!(peak > 15_000, "the tone arrived (peak {peak})");
 
-    // Rows: status | Start/Stop, Role, Servers on this network, Device, Banned clients | Start
-    // at login, Edit profile, Open logs | Quit.
+    // Rows: status | Start/Stop, Mute, Role, Servers on this network, Device, Banned clients |
+    // Start at login, Edit profile, Open logs | Quit.
     let menu = desk.open_menu();
-    desk.click_row(menu, 9, 3);
+    desk.click_row(menu, 10, 3);
     let status = tray.wait_timeout(SECS(10));
     assert!(status.success(), "Quit: {status}\n{}", tray.stderr());
+}
+
+/// Mute from the menu: a muted server sends silence and its icon is crossed out; unmuted, the
+/// tone comes back with no restart, and the profile says which (its own lines kept).
+#[test]
+fn mute_sends_silence_and_crosses_the_icon_out_until_unmuted() {
+    let _one = ONE_DESKTOP.lock().unwrap_or_else(|p| p.into_inner());
+    let sb = Sandbox::new();
+    let desk = Desktop::start(&sb);
+    let port = free_port();
+    write_profile(
+        &sb,
+        &format!("# mine\nport = {port}\ndevice = \"tone:1000\"\nmute = true\n"),
+    );
+    let mut tray = desk.tray(&sb, std::path::Path::new(BIN));
+    tray.wait_for("server on", SECS(20));
+    // What a client hears for half a second, then its peak.
+    let listen = |wav: &str| {
+        let p = port.to_string();
+        let mut client = sb.spawn(&[
+            "-c",
+            "-a",
+            "127.0.0.1",
+            "-u",
+            &p,
+            "-d",
+            &format!("wav:{wav}"),
+        ]);
+        client.wait_for("connected to", SECS(10));
+        let deadline = Instant::now() + SECS(10);
+        while std::fs::metadata(sb.path(wav))
+            .map(|m| m.len())
+            .unwrap_or(0)
+            < 96_000
+        {
+            assert!(Instant::now() < deadline, "no audio:\n{}", client.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        client.signal("TERM");
+        assert!(client.wait_timeout(SECS(10)).success());
+        let (_, samples) = read_wav(&sb.path(wav));
+        assert!(samples.len() >= 48_000, "{} samples", samples.len());
+        samples.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0)
+    };
+    // A client's visit leaves the server streaming-coloured for a moment: the icons compared
+    // are both taken while one listens, so only the mark can differ.
+    let muted_peak = listen("muted.wav");
+    assert_eq!(muted_peak, 0, "a muted server sent sound");
+    let p = port.to_string();
+    let mut client = sb.spawn(&["-c", "-a", "127.0.0.1", "-u", &p, "-d", "null"]);
+    client.wait_for("connected to", SECS(10));
+    std::thread::sleep(SECS(2)); // the next Stats: "1 client"
+    let crossed = desk.icon_pixels("tray-muted.png");
+
+    let menu = desk.open_menu();
+    desk.click_row(menu, 2, 1); // Mute
+    desk.wait_menu_closed();
+    tray.wait_for("menu: ToggleMute", SECS(10));
+    std::thread::sleep(Duration::from_millis(500));
+    let plain = desk.icon_pixels("tray-unmuted.png");
+    let differ = crossed
+        .chunks(3)
+        .zip(plain.chunks(3))
+        .filter(|(a, b)| a.iter().zip(*b).any(|(x, y)| x.abs_diff(*y) > 60))
+        .count();
+    assert!(differ > 20, "the icon did not change ({differ} pixels)");
+    client.signal("TERM");
+    assert!(client.wait_timeout(SECS(10)).success());
+
+    let peak = listen("unmuted.wav");
+    assert!(peak > 15_000, "the tone did not come back (peak {peak})");
+    assert_eq!(
+        tray.stderr().matches("server on").count(),
+        1,
+        "mute restarted the stream:\n{}",
+        tray.stderr()
+    );
+    let saved = std::fs::read_to_string(sb.path("config/echowarp/profile.toml")).expect("profile");
+    assert!(
+        saved.starts_with("# mine\n") && saved.contains("mute = false"),
+        "{saved}"
+    );
 }
 
 #[test]
@@ -442,9 +546,9 @@ fn failed_logins_notify_and_the_ban_menu_unbans() {
         "127.0.0.1\n"
     );
 
-    // Banned clients (row 5, after one separator) opens a submenu whose first row unbans.
+    // Banned clients (row 6, after one separator) opens a submenu whose first row unbans.
     let menu = desk.open_menu();
-    let sub = desk.open_submenu(menu, 5, 1, "the Banned clients submenu");
+    let sub = desk.open_submenu(menu, 6, 1, "the Banned clients submenu");
     desk.screenshot("tray-banned.png");
     desk.click(sub.0 + 40, sub.1 + 16);
     let deadline = Instant::now() + SECS(10);
@@ -544,7 +648,7 @@ fn profile_edits_move_the_server_and_a_bad_edit_is_told() {
         tray.stderr()
     );
     let menu = desk.open_menu();
-    let sub = desk.open_submenu(menu, 2, 1, "the Role submenu");
+    let sub = desk.open_submenu(menu, 3, 1, "the Role submenu");
     desk.click(sub.0 + 40, sub.1 + 16 + 25); // Client
     wait_until(
         "the tray's server did not stop",
@@ -585,7 +689,7 @@ fn start_at_login_survives_a_path_with_a_space() {
     assert!(!entry.exists());
 
     let menu = desk.open_menu();
-    desk.click_row(menu, 6, 2); // Start at login
+    desk.click_row(menu, 7, 2); // Start at login
     desk.wait_menu_closed();
     wait_until(
         "no autostart entry",
@@ -615,7 +719,7 @@ fn start_at_login_survives_a_path_with_a_space() {
 
     // Off from the menu: the entry goes, the profile follows.
     let menu = desk.open_menu();
-    desk.click_row(menu, 6, 2);
+    desk.click_row(menu, 7, 2);
     desk.wait_menu_closed();
     wait_until(
         "the entry stayed",
@@ -804,9 +908,9 @@ fn a_server_on_the_network_is_listed_and_a_click_joins_it() {
     // The first answers come within a second or two of the browse.
     std::thread::sleep(SECS(3));
 
-    // Rows: status | Start, Role, Servers on this network ...
+    // Rows: status | Start, Mute, Role, Servers on this network ...
     let menu = desk.open_menu();
-    let sub = desk.open_submenu(menu, 3, 1, "the Servers on this network submenu");
+    let sub = desk.open_submenu(menu, 4, 1, "the Servers on this network submenu");
     desk.screenshot("tray-servers.png");
     desk.click(sub.0 + 40, sub.1 + 16);
     tray.wait_for(&format!("menu: JoinServer({name:?})"), SECS(10));

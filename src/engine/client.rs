@@ -381,5 +381,7 @@ fn stats(
             .and_then(HeartbeatClock::offset_us)
             .map(|o| o as f64 / 1e3),
         device: st.device.get(),
+        // A client sends no audio yet.
+        muted: false,
     }
 }

@@ -10,6 +10,8 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audio::{AudioHost, DeviceKind, DeviceSpec};
@@ -122,6 +124,30 @@ pub struct CaptureConfig {
     pub sample_rate: Option<u32>,
     /// Capture this many channels if the device allows (`None`: stereo if possible).
     pub channels: Option<u16>,
+    /// Send silence in place of what is captured; switched while running.
+    pub mute: Mute,
+}
+
+/// Whether the sending side sends silence: one switch that the engine reads for every packet
+/// and its owner (the tray) flips while the stream runs, with no restart.
+#[derive(Debug, Clone, Default)]
+pub struct Mute(Arc<AtomicBool>);
+
+impl Mute {
+    /// A switch, on or off.
+    pub fn new(on: bool) -> Self {
+        Self(Arc::new(AtomicBool::new(on)))
+    }
+
+    /// Turns it on or off; the next packet hears it.
+    pub fn set(&self, on: bool) {
+        self.0.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether it is on.
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// The playing side: the device and its buffering.
@@ -258,6 +284,7 @@ impl Config {
                         (rate, _) => Some(rate),
                     },
                     channels: (p.audio.channels != 0).then_some(p.audio.channels),
+                    mute: Mute::new(p.mute),
                 };
                 (Link::Listen(listen), Media::Capture(capture))
             }
@@ -293,6 +320,14 @@ impl Config {
         };
         config.direction()?;
         Ok(config)
+    }
+
+    /// The switch that mutes what this side sends (`None`: this side does not send).
+    pub fn mute(&self) -> Option<Mute> {
+        match &self.media {
+            Media::Capture(c) => Some(c.mute.clone()),
+            Media::Play(_) => None,
+        }
     }
 
     /// Which way the audio flows, from who listens and who captures.

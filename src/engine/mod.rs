@@ -35,7 +35,7 @@ use crate::store::StoreError;
 
 pub use config::{
     CaptureConfig, Claim, Codec, Config, ConfigError, ConnectConfig, Extras, Link, ListenConfig,
-    Media, PlaybackConfig,
+    Media, Mute, PlaybackConfig,
 };
 use config::{Common, Plan};
 
@@ -109,6 +109,8 @@ pub struct Stats {
     pub clock_offset_ms: Option<f64>,
     /// This side's audio device: working, lost, or being opened again.
     pub device: DeviceState,
+    /// What this side sends is muted: silence goes out (server).
+    pub muted: bool,
 }
 
 /// What a side knows of its audio device.

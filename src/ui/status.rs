@@ -43,6 +43,9 @@ pub(super) fn print_stats_json(s: &Stats, client: bool, t: Duration) {
 /// The status line: the figures a person glances at, and a lost device's state after them.
 pub(super) fn status_text(s: &Stats, client: bool) -> String {
     let mut line = figures(s, client);
+    if s.muted {
+        line.push_str(" | muted: sending silence");
+    }
     if s.device != DeviceState::Ok {
         let what = if client { "playback" } else { "capture" };
         line.push_str(&format!(

@@ -148,6 +148,9 @@ pub(crate) fn run(
                     Frame::Full => {
                         last_audio = Instant::now();
                         heard = true;
+                        if shared.capture.mute.is_on() {
+                            frame.fill(0);
+                        }
                         if let Some(d) = cap.device_delay.get() {
                             shared.counters.device_delay.set(d);
                         }
@@ -172,6 +175,9 @@ pub(crate) fn run(
                         position += frame_frames as u64;
                     }
                     Frame::Last(n) => {
+                        if shared.capture.mute.is_on() {
+                            frame.fill(0);
+                        }
                         // The last, partial frame goes out at its own length.
                         if n > 0 {
                             // Opus codes whole frames: the tail is padded with silence (the

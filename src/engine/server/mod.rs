@@ -353,6 +353,7 @@ pub(crate) fn run(
                     .get()
                     .map(|d| d.as_secs_f64() * 1e3),
                 device: shared.counters.device.get(),
+                muted: shared.capture.mute.is_on(),
                 ..Stats::default()
             }));
         }

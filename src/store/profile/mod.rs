@@ -125,6 +125,8 @@ pub struct Profile {
     pub allow_anonymous: bool,
     /// Server: announce itself on the local network (mDNS) for clients to find.
     pub discovery: bool,
+    /// The sending side sends silence (the tray's Mute; changed while running).
+    pub mute: bool,
     /// The sound API devices are reached through (Linux: PipeWire, PulseAudio, ALSA or JACK;
     /// `auto` elsewhere).
     pub audio_host: AudioHost,
@@ -152,6 +154,7 @@ impl Default for Profile {
             start_streaming: true,
             allow_anonymous: false,
             discovery: true,
+            mute: false,
             audio_host: AudioHost::Auto,
             audio: AudioSettings::default(),
         }

@@ -29,6 +29,7 @@ pub(super) const KEYS: &[(&str, &str)] = &[
     ("start_streaming", "the tray streams as soon as it starts"),
     ("allow_anonymous", "server without a password: serve public addresses too (else local networks only)"),
     ("discovery", "server: announce itself on the local network (mDNS) for clients to find"),
+    ("mute", "the sending side sends silence (the tray's Mute)"),
     ("audio_host", "Linux: \"auto\" (PipeWire, else ALSA), \"pipewire\", \"pulse\", \"alsa\" or \"jack\""),
     ("audio.sample_rate", "0 = the device's own rate"),
     ("audio.channels", "0 = the device's own, at most 2"),

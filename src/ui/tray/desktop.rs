@@ -8,7 +8,9 @@ use tray_icon::Icon;
 
 use crate::ui::notice::Notice;
 
-pub(super) const ICONS: [(&str, &[u8]); 4] = [
+/// The tray's icons by name (`TrayView::icon_name`): one per state, and each crossed out for
+/// mute.
+pub(super) const ICONS: [(&str, &[u8]); 8] = [
     ("idle", include_bytes!("../../../icons/idle.png")),
     (
         "connecting",
@@ -16,6 +18,22 @@ pub(super) const ICONS: [(&str, &[u8]); 4] = [
     ),
     ("streaming", include_bytes!("../../../icons/streaming.png")),
     ("error", include_bytes!("../../../icons/error.png")),
+    (
+        "idle-muted",
+        include_bytes!("../../../icons/idle-muted.png"),
+    ),
+    (
+        "connecting-muted",
+        include_bytes!("../../../icons/connecting-muted.png"),
+    ),
+    (
+        "streaming-muted",
+        include_bytes!("../../../icons/streaming-muted.png"),
+    ),
+    (
+        "error-muted",
+        include_bytes!("../../../icons/error-muted.png"),
+    ),
 ];
 
 pub(super) fn decode_icon(bytes: &[u8]) -> Option<Icon> {

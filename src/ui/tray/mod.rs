@@ -12,14 +12,13 @@ use std::time::Instant;
 
 use tao::event::{Event as TaoEvent, StartCause};
 use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy};
-use tray_icon::menu::{
-    CheckMenuItem, IsMenuItem, Menu, MenuEvent, MenuId, MenuItem, PredefinedMenuItem, Submenu,
-};
+use tray_icon::menu::{MenuEvent, MenuId};
 use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
 
 #[cfg(windows)]
 mod click;
 mod desktop;
+mod items;
 mod watch;
 
 use desktop::{decode_icon, open_with_desktop, spawn_notifier, ICONS};
@@ -31,7 +30,7 @@ use super::notice::{Notice, Notifier};
 use super::settings::Settings;
 use super::tray_menu::{Action, Item, TrayState, TrayView};
 use crate::audio::DeviceKind;
-use crate::engine::{ConfigError, EngineHandle, Event};
+use crate::engine::{ConfigError, EngineHandle, Event, Mute};
 use crate::store::bans::BanList;
 use crate::store::paths;
 use crate::store::profile::{Profile, Role};
@@ -79,6 +78,8 @@ struct App {
     settings: Settings,
     view: TrayView,
     engine: Option<EngineHandle>,
+    /// The running engine's mute switch, flipped from the menu or the profile.
+    mute: Option<Mute>,
     generation: u64,
     tray: Option<TrayIcon>,
     actions: HashMap<MenuId, Action>,
@@ -96,6 +97,7 @@ impl App {
             Ok(c) => c,
             Err(e) => return self.fail(super::display_chain(&e)),
         };
+        self.mute = config.mute();
         match EngineHandle::start(config) {
             Ok(handle) => {
                 let (events, proxy, generation) =
@@ -187,6 +189,14 @@ impl App {
         }
     }
 
+    /// Makes the menu, the icon and the running stream follow the profile's `mute`.
+    fn apply_mute(&mut self) {
+        self.view.muted = self.profile.mute;
+        if let Some(m) = &self.mute {
+            m.set(self.profile.mute);
+        }
+    }
+
     /// Makes the login entry match the profile's `autostart` (re-registering the current path
     /// when on, so a moved install keeps working).
     fn apply_autostart(&mut self) {
@@ -232,6 +242,7 @@ impl App {
         if old.autostart != self.profile.autostart || self.waiting_for_profile {
             self.apply_autostart();
         }
+        self.apply_mute();
         if (old.role, old.device_kind) != (self.profile.role, self.profile.device_kind) {
             self.refresh_devices();
         }
@@ -314,6 +325,11 @@ impl App {
                 self.view.device = spec;
                 self.restart_if_running();
             }
+            Action::ToggleMute => {
+                let on = !self.view.muted;
+                self.edit_profile(|p| p.mute = on);
+                self.apply_mute();
+            }
             Action::ToggleAutostart => {
                 let on = !self.view.autostart;
                 self.edit_profile(|p| p.autostart = on);
@@ -351,20 +367,14 @@ impl App {
         let Some(tray) = &self.tray else { return };
         let now = (
             self.view.menu(),
-            self.view.state.icon_name(),
+            self.view.icon_name(),
             self.view.status_line(),
         );
         if self.shown.as_ref() == Some(&now) {
             return;
         }
         self.actions.clear();
-        let menu = Menu::new();
-        for item in &now.0 {
-            let built = build_item(item, &mut self.actions);
-            if let Err(e) = menu.append(built.as_ref()) {
-                tracing::warn!("tray menu: {e}");
-            }
-        }
+        let menu = items::build_menu(&now.0, &mut self.actions);
         #[cfg(windows)]
         click::set_menu(tray, menu);
         #[cfg(not(windows))]
@@ -384,44 +394,10 @@ fn stream_settings_differ(a: &Profile, b: &Profile) -> bool {
         autostart: false,
         start_streaming: false,
         error_log: false,
+        mute: false,
         ..p.clone()
     };
     tray_only(a) != tray_only(b)
-}
-
-fn build_item(item: &Item, actions: &mut HashMap<MenuId, Action>) -> Box<dyn IsMenuItem> {
-    match item {
-        Item::Label(text) => Box::new(MenuItem::new(text, false, None)),
-        Item::Button {
-            text,
-            action,
-            enabled,
-        } => {
-            let mi = MenuItem::new(text, *enabled, None);
-            actions.insert(mi.id().clone(), action.clone());
-            Box::new(mi)
-        }
-        Item::Check {
-            text,
-            action,
-            checked,
-        } => {
-            let mi = CheckMenuItem::new(text, true, *checked, None);
-            actions.insert(mi.id().clone(), action.clone());
-            Box::new(mi)
-        }
-        Item::Submenu { text, items } => {
-            let sm = Submenu::new(text, true);
-            for i in items {
-                let built = build_item(i, actions);
-                if let Err(e) = sm.append(built.as_ref()) {
-                    tracing::warn!("tray menu: {e}");
-                }
-            }
-            Box::new(sm)
-        }
-        Item::Separator => Box::new(PredefinedMenuItem::separator()),
-    }
 }
 
 /// Runs the tray until Quit. Streams at once when the profile says `start_streaming`.
@@ -451,6 +427,7 @@ pub fn run(profile: Result<Profile, ConfigError>, settings: Settings) -> Result<
     let mut view = TrayView::new(profile.role, &profile.device);
     view.detail.clear();
     view.server_address.clone_from(&profile.server_address);
+    view.muted = profile.mute;
     // Servers on the network, for the menu; where mDNS cannot run the menu says none.
     let servers_proxy = proxy.clone();
     let _servers = crate::engine::discovery::Watch::start(move |found| {
@@ -476,6 +453,7 @@ pub fn run(profile: Result<Profile, ConfigError>, settings: Settings) -> Result<
         restart_pending: false,
         settings,
         engine: None,
+        mute: None,
         generation: 0,
         tray: None,
         actions: HashMap::new(),

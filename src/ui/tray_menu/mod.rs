@@ -37,6 +37,8 @@ pub enum Action {
     Start,
     /// Stop streaming.
     Stop,
+    /// Send silence, or the sound again (no restart).
+    ToggleMute,
     /// Switch role (restarts a running stream).
     SetRole(Role),
     /// Use this device spec.
@@ -119,6 +121,8 @@ pub struct TrayView {
     pub servers: Vec<(String, bool)>,
     /// The profile's server address (a client's).
     pub server_address: String,
+    /// What this side sends is muted (the profile's `mute`).
+    pub muted: bool,
 }
 
 impl TrayView {
@@ -136,6 +140,18 @@ impl TrayView {
             no_password: None,
             servers: Vec::new(),
             server_address: String::new(),
+            muted: false,
+        }
+    }
+
+    /// The icon file's stem under `icons/`: the state's, crossed out while muted.
+    pub fn icon_name(&self) -> &'static str {
+        match (self.state, self.muted) {
+            (TrayState::Idle, true) => "idle-muted",
+            (TrayState::Connecting, true) => "connecting-muted",
+            (TrayState::Streaming, true) => "streaming-muted",
+            (TrayState::Error, true) => "error-muted",
+            (state, false) => state.icon_name(),
         }
     }
 
@@ -156,10 +172,11 @@ impl TrayView {
             Some(false) => " · no password: local networks only",
             None => "",
         };
+        let muted = if self.muted { " · muted" } else { "" };
         if self.detail.is_empty() {
-            format!("EchoWarp {role}: {state}{warning}")
+            format!("EchoWarp {role}: {state}{muted}{warning}")
         } else {
-            format!("EchoWarp {role}: {state}{warning} · {}", self.detail)
+            format!("EchoWarp {role}: {state}{muted}{warning} · {}", self.detail)
         }
     }
 
@@ -276,6 +293,13 @@ impl TrayView {
                 action: Action::Start,
                 enabled: true,
             }
+        });
+        // Always there, so that the rows below keep their places whatever the role; a client
+        // sends nothing yet, and its mute waits in the profile for when it does.
+        items.push(Item::Check {
+            text: "Mute (send silence)".into(),
+            action: Action::ToggleMute,
+            checked: self.muted,
         });
         items.push(Item::Submenu {
             text: "Role".into(),

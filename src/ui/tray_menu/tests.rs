@@ -36,6 +36,7 @@ fn a_stopped_server_offers_start_and_shows_no_bans() {
             "EchoWarp Server: stopped",
             "---",
             "Start",
+            "Mute (send silence)",
             "Role",
             "Servers on this network",
             "Device",
@@ -212,4 +213,51 @@ fn a_client_shows_reconnecting_and_loss() {
     assert_eq!(v.detail, "48000 Hz · 1.0% loss · ~18 ms");
     v.apply(&Event::ConnectionLost("the server stopped".into()));
     assert_eq!(v.state, TrayState::Connecting);
+}
+
+#[test]
+fn mute_is_ticked_crosses_the_icon_out_and_shows_in_the_status_line() {
+    let mut v = TrayView::new(Role::Server, "default");
+    let mute = |v: &TrayView| {
+        v.menu().into_iter().find(|i| {
+            matches!(
+                i,
+                Item::Check {
+                    action: Action::ToggleMute,
+                    ..
+                }
+            )
+        })
+    };
+    assert_eq!(
+        mute(&v),
+        Some(Item::Check {
+            text: "Mute (send silence)".into(),
+            action: Action::ToggleMute,
+            checked: false
+        })
+    );
+    assert_eq!(v.icon_name(), "idle");
+    v.muted = true;
+    assert!(matches!(mute(&v), Some(Item::Check { checked: true, .. })));
+    assert_eq!(v.icon_name(), "idle-muted");
+    assert_eq!(v.status_line(), "EchoWarp Server: stopped · muted");
+    v.apply(&Event::ClientJoined(
+        "192.0.2.7:5000".parse().expect("addr"),
+    ));
+    assert_eq!(v.icon_name(), "streaming-muted");
+    // Its row stays the same for a client (rows below keep their places).
+    let c = TrayView::new(Role::Client, "default");
+    let row = |v: &TrayView| {
+        v.menu().iter().position(|i| {
+            matches!(
+                i,
+                Item::Check {
+                    action: Action::ToggleMute,
+                    ..
+                }
+            )
+        })
+    };
+    assert_eq!(row(&c), row(&v));
 }
