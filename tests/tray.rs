@@ -263,6 +263,34 @@ impl Desktop {
         out
     }
 
+    /// Types `texts` into the window titled `title` (focused first: there is no window manager).
+    fn type_into(&self, title: &str, texts: &[&str]) {
+        let ok = self
+            .x(&[
+                "xdotool",
+                "search",
+                "--name",
+                title,
+                "windowfocus",
+                "--sync",
+            ])
+            .expect("xdotool");
+        assert!(ok.status.success(), "no window {title:?} to type into");
+        for t in texts {
+            let ok = self
+                .x(&["xdotool", "type", "--delay", "30", t])
+                .expect("xdotool");
+            assert!(ok.status.success());
+        }
+    }
+
+    /// Presses a key (xdotool's names: Return, Tab, ctrl+a).
+    fn key(&self, key: &str) {
+        let ok = self.x(&["xdotool", "key", key]).expect("xdotool");
+        assert!(ok.status.success());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     /// Waits until the menu has closed (after a click).
     fn wait_menu_closed(&self) {
         let deadline = Instant::now() + SECS(5);
@@ -414,10 +442,10 @@ fn the_tray_menu_starts_and_stops_the_server() {
     let peak = samples.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
     assert!(peak > 15_000, "the tone arrived (peak {peak})");
 
-    // Rows: status | Start/Stop, Mute, Role, Servers on this network, Device, Banned clients |
-    // Start at login, Edit profile, Open logs | Quit.
+    // Rows: status | Start/Stop, Mute, Role, Servers on this network, Connect to a server,
+    // Password, Device, Latency, Banned clients | Start at login, Edit profile, Open logs | Quit.
     let menu = desk.open_menu();
-    desk.click_row(menu, 10, 3);
+    desk.click_row(menu, 13, 3);
     let status = tray.wait_timeout(SECS(10));
     assert!(status.success(), "Quit: {status}\n{}", tray.stderr());
 }
@@ -504,6 +532,94 @@ fn mute_sends_silence_and_crosses_the_icon_out_until_unmuted() {
     );
 }
 
+/// The connect dialog: an address typed in and a password that shows as dots; the tray becomes
+/// that server's client and streams, and the profile keeps its lines. Then the password dialog.
+#[test]
+fn the_connect_dialog_takes_an_address_and_a_password_and_the_client_streams() {
+    let _one = ONE_DESKTOP.lock().unwrap_or_else(|p| p.into_inner());
+    let sb = Sandbox::new();
+    let desk = Desktop::start(&sb);
+    let port = free_port();
+    let p = port.to_string();
+    // The server reads an empty profile of its own; the tray's is the sandbox's.
+    std::fs::write(sb.path("server.toml"), "").expect("server profile");
+    let mut server = sb.spawn(&[
+        "-f",
+        "server.toml",
+        "-u",
+        &p,
+        "-d",
+        "tone:1000",
+        "-p",
+        "s3cret w0rd",
+    ]);
+    server.wait_for("server on", SECS(10));
+    write_profile(
+        &sb,
+        &format!("# mine\nport = {port}\ndevice = \"wav:rec.wav\"\nstart_streaming = false\n"),
+    );
+    let mut tray = desk.tray(&sb, std::path::Path::new(BIN));
+    tray.wait_for("tray ready", SECS(20));
+
+    let menu = desk.open_menu();
+    desk.click_row(menu, 5, 1); // Connect to a server…
+    let title = "EchoWarp: connect to a server";
+    desk.wait_window(|n, g| n == title && g.2 > 100, "the connect dialog");
+    desk.type_into(title, &["127.0.0.1"]);
+    desk.key("Return"); // on to the password
+    desk.type_into(title, &["s3cret w0rd"]);
+    desk.screenshot("tray-connect-dialog.png");
+    desk.key("Return"); // Connect
+    tray.wait_for("connected to", SECS(20));
+    server.wait_for(" joined (session", SECS(10));
+    let deadline = Instant::now() + SECS(10);
+    while std::fs::metadata(sb.path("rec.wav"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+        < 96_000
+    {
+        assert!(Instant::now() < deadline, "no audio:\n{}", tray.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let saved = std::fs::read_to_string(sb.path("config/echowarp/profile.toml")).expect("profile");
+    for line in [
+        "role = \"client\"",
+        "server_address = \"127.0.0.1\"",
+        "password = \"s3cret w0rd\"",
+    ] {
+        assert!(
+            saved.starts_with("# mine\n") && saved.contains(line),
+            "{line}:\n{saved}"
+        );
+    }
+    assert!(
+        !tray.stderr().contains("s3cret"),
+        "the password reached the log:\n{}",
+        tray.stderr()
+    );
+
+    // The password dialog: a new one is written (the client restarts with it).
+    let menu = desk.open_menu();
+    desk.click_row(menu, 6, 1); // Password…
+    let title = "EchoWarp: password";
+    desk.wait_window(|n, g| n == title && g.2 > 100, "the password dialog");
+    desk.key("ctrl+a");
+    desk.type_into(title, &["n3w"]);
+    desk.screenshot("tray-password-dialog.png");
+    desk.key("Return");
+    wait_until(
+        "the new password was not written",
+        SECS(10),
+        || {
+            std::fs::read_to_string(sb.path("config/echowarp/profile.toml"))
+                .unwrap_or_default()
+                .contains("password = \"n3w\"")
+        },
+        || tray.stderr(),
+    );
+    server.stop();
+}
+
 #[test]
 fn failed_logins_notify_and_the_ban_menu_unbans() {
     let _one = ONE_DESKTOP.lock().unwrap_or_else(|p| p.into_inner());
@@ -546,9 +662,9 @@ fn failed_logins_notify_and_the_ban_menu_unbans() {
         "127.0.0.1\n"
     );
 
-    // Banned clients (row 6, after one separator) opens a submenu whose first row unbans.
+    // Banned clients (row 9, after one separator) opens a submenu whose first row unbans.
     let menu = desk.open_menu();
-    let sub = desk.open_submenu(menu, 6, 1, "the Banned clients submenu");
+    let sub = desk.open_submenu(menu, 9, 1, "the Banned clients submenu");
     desk.screenshot("tray-banned.png");
     desk.click(sub.0 + 40, sub.1 + 16);
     let deadline = Instant::now() + SECS(10);
@@ -689,7 +805,7 @@ fn start_at_login_survives_a_path_with_a_space() {
     assert!(!entry.exists());
 
     let menu = desk.open_menu();
-    desk.click_row(menu, 7, 2); // Start at login
+    desk.click_row(menu, 10, 2); // Start at login
     desk.wait_menu_closed();
     wait_until(
         "no autostart entry",
@@ -719,7 +835,7 @@ fn start_at_login_survives_a_path_with_a_space() {
 
     // Off from the menu: the entry goes, the profile follows.
     let menu = desk.open_menu();
-    desk.click_row(menu, 7, 2);
+    desk.click_row(menu, 10, 2);
     desk.wait_menu_closed();
     wait_until(
         "the entry stayed",

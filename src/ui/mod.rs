@@ -6,6 +6,7 @@ pub mod cli;
 pub mod doctor;
 pub mod interactive;
 pub mod notice;
+pub mod preset;
 pub mod settings;
 mod status;
 pub mod stop;

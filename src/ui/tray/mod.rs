@@ -15,18 +15,21 @@ use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy};
 use tray_icon::menu::{MenuEvent, MenuId};
 use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
 
+mod act;
 #[cfg(windows)]
 mod click;
 mod desktop;
+mod dialog;
 mod items;
 mod watch;
 
-use desktop::{decode_icon, open_with_desktop, spawn_notifier, ICONS};
+use desktop::{decode_icon, spawn_notifier, ICONS};
 pub use desktop::{desktop_present, APP_USER_MODEL_ID};
 use watch::watch_profile;
 
 use super::autostart;
 use super::notice::{Notice, Notifier};
+use super::preset::Preset;
 use super::settings::Settings;
 use super::tray_menu::{Action, Item, TrayState, TrayView};
 use crate::audio::DeviceKind;
@@ -60,6 +63,8 @@ enum UserEvent {
     ProfileChanged,
     /// The servers announced on the local network changed.
     Servers(Vec<crate::engine::discovery::Found>),
+    /// A dialog was answered.
+    Answer(dialog::Answer),
 }
 
 struct App {
@@ -243,6 +248,7 @@ impl App {
             self.apply_autostart();
         }
         self.apply_mute();
+        self.view.preset = Preset::of(&self.profile.audio);
         if (old.role, old.device_kind) != (self.profile.role, self.profile.device_kind) {
             self.refresh_devices();
         }
@@ -290,77 +296,6 @@ impl App {
             self.fail(format!("ban list: {e}"));
         }
         self.refresh_bans();
-    }
-
-    /// Returns false to quit.
-    fn act(&mut self, action: Action) -> bool {
-        match action {
-            Action::Start => self.start(),
-            Action::Stop => self.stop(),
-            Action::SetRole(role) => {
-                self.edit_profile(|p| p.role = role);
-                self.view.role = role;
-                self.refresh_devices();
-                self.restart_if_running();
-            }
-            Action::JoinServer(name) => {
-                let role_changes = self.profile.role != Role::Client;
-                self.edit_profile(|p| {
-                    p.role = Role::Client;
-                    p.server_address.clone_from(&name);
-                });
-                self.view.role = Role::Client;
-                self.view.server_address = name;
-                if role_changes {
-                    self.refresh_devices();
-                }
-                if self.engine.is_some() {
-                    self.restart_if_running();
-                } else {
-                    self.start();
-                }
-            }
-            Action::SelectDevice(spec) => {
-                self.edit_profile(|p| p.device.clone_from(&spec));
-                self.view.device = spec;
-                self.restart_if_running();
-            }
-            Action::ToggleMute => {
-                let on = !self.view.muted;
-                self.edit_profile(|p| p.mute = on);
-                self.apply_mute();
-            }
-            Action::ToggleAutostart => {
-                let on = !self.view.autostart;
-                self.edit_profile(|p| p.autostart = on);
-                self.apply_autostart();
-            }
-            Action::RefreshDevices => self.refresh_devices(),
-            Action::Unban(net) => self.edit_bans(|l| l.remove_entry(&net).map(|_| ())),
-            Action::ClearBans => self.edit_bans(|l| l.clear().map(|_| ())),
-            Action::EditProfile => {
-                let path = self.profile_path.clone();
-                if !path.exists() {
-                    // A commented file to edit, holding the settings in use.
-                    if let Err(e) = self.profile.save(&path) {
-                        self.fail(format!("cannot write the profile: {e}"));
-                    }
-                }
-                open_with_desktop(path);
-            }
-            Action::OpenLogs => {
-                if let Ok(dir) = paths::log_dir() {
-                    let _ = std::fs::create_dir_all(&dir);
-                    open_with_desktop(dir);
-                }
-            }
-            Action::Quit => {
-                self.generation += 1;
-                drop(self.engine.take());
-                return false;
-            }
-        }
-        true
     }
 
     fn redraw(&mut self) {
@@ -428,6 +363,7 @@ pub fn run(profile: Result<Profile, ConfigError>, settings: Settings) -> Result<
     view.detail.clear();
     view.server_address.clone_from(&profile.server_address);
     view.muted = profile.mute;
+    view.preset = Preset::of(&profile.audio);
     // Servers on the network, for the menu; where mDNS cannot run the menu says none.
     let servers_proxy = proxy.clone();
     let _servers = crate::engine::discovery::Watch::start(move |found| {
@@ -537,6 +473,10 @@ pub fn run(profile: Result<Profile, ConfigError>, settings: Settings) -> Result<
                     .filter(|f| Some(&f.name) != own.as_ref())
                     .map(|f| (f.name, f.password))
                     .collect();
+                app.redraw();
+            }
+            TaoEvent::UserEvent(UserEvent::Answer(answer)) => {
+                app.answered(answer);
                 app.redraw();
             }
             TaoEvent::UserEvent(UserEvent::ProfileChanged) => {

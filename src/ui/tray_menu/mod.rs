@@ -2,6 +2,7 @@
 //! checked, and what each does. Computed without a display, so it is tested without one; the
 //! tray (feature `tray`) only turns it into muda items (testing.md, STYLE.md habit 14).
 
+use super::preset::Preset;
 use crate::engine::{DeviceState, Event};
 use crate::store::profile::Role;
 
@@ -45,6 +46,12 @@ pub enum Action {
     SelectDevice(String),
     /// Become a client of the server announced under this name, and connect.
     JoinServer(String),
+    /// Ask for a server's address and its password, then connect to it.
+    AskServer,
+    /// Ask for the password (both sides use the same).
+    AskPassword,
+    /// Use this latency preset.
+    SetPreset(Preset),
     /// List the devices again.
     RefreshDevices,
     /// Lift one ban.
@@ -123,6 +130,8 @@ pub struct TrayView {
     pub server_address: String,
     /// What this side sends is muted (the profile's `mute`).
     pub muted: bool,
+    /// The latency preset the profile's `[audio]` is, if any.
+    pub preset: Option<Preset>,
 }
 
 impl TrayView {
@@ -141,6 +150,7 @@ impl TrayView {
             servers: Vec::new(),
             server_address: String::new(),
             muted: false,
+            preset: Some(Preset::Everyday),
         }
     }
 
@@ -336,6 +346,16 @@ impl TrayView {
             text: "Servers on this network".into(),
             items: servers,
         });
+        items.push(Item::Button {
+            text: "Connect to a server…".into(),
+            action: Action::AskServer,
+            enabled: true,
+        });
+        items.push(Item::Button {
+            text: "Password…".into(),
+            action: Action::AskPassword,
+            enabled: true,
+        });
         let mut devices: Vec<Item> =
             std::iter::once(("default".to_owned(), "Default device".to_owned()))
                 .chain(self.devices.iter().cloned())
@@ -354,6 +374,21 @@ impl TrayView {
         items.push(Item::Submenu {
             text: "Device".into(),
             items: devices,
+        });
+        let mut presets: Vec<Item> = Preset::ALL
+            .into_iter()
+            .map(|p| Item::Check {
+                text: p.label().into(),
+                action: Action::SetPreset(p),
+                checked: self.preset == Some(p),
+            })
+            .collect();
+        if self.preset.is_none() {
+            presets.push(Item::Label("(the profile's own [audio] settings)".into()));
+        }
+        items.push(Item::Submenu {
+            text: "Latency".into(),
+            items: presets,
         });
         if self.role == Role::Server {
             let mut bans: Vec<Item> = self
