@@ -90,8 +90,10 @@ impl Retry {
     /// The first pause.
     pub const FIRST: Duration = Duration::from_millis(200);
     /// The longest pause: a device that returns is heard again within about this long (an
-    /// attempt to open one costs a few milliseconds of CPU).
-    pub const MOST: Duration = Duration::from_secs(2);
+    /// attempt to open one costs a few milliseconds of CPU). One second, so that an attempt
+    /// that comes while a sound server is still starting (it answers, its devices are not
+    /// there yet) is followed within a second by one that finds them: back within 3 s.
+    pub const MOST: Duration = Duration::from_secs(1);
     /// How long a device opened again must run before it counts as back: a stream may open
     /// and fail at its first callbacks while a sound server settles after a restart.
     pub const PROBATION: Duration = Duration::from_millis(500);
@@ -124,9 +126,9 @@ mod tests {
     }
 
     #[test]
-    fn retries_double_from_a_fifth_of_a_second_to_two_seconds() {
+    fn retries_double_from_a_fifth_of_a_second_to_one_second() {
         let mut r = Retry::default();
         let got: Vec<u64> = (0..6).map(|_| r.next_delay().as_millis() as u64).collect();
-        assert_eq!(got, [200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(got, [200, 400, 800, 1000, 1000, 1000]);
     }
 }

@@ -142,12 +142,12 @@ impl PipeWire {
         }
     }
 
-    /// Starts the whole session again (without its sinks) and waits until it answers.
-    pub fn start_all(&mut self) {
-        for (i, prog) in ["pipewire", "wireplumber", "pipewire-pulse"]
-            .iter()
-            .enumerate()
-        {
+    /// Starts the whole session again with `sinks` made in PipeWire before pipewire-pulse
+    /// starts, as a desktop's configured devices come back with the session itself; waits
+    /// until pipewire-pulse answers and lists them. (Made after it, a client of the pulse
+    /// protocol that reopens in between is placed on whichever sink exists, and stays there.)
+    pub fn start_all_with_sinks(&mut self, sinks: &[&str]) {
+        for (i, prog) in ["pipewire", "wireplumber"].iter().enumerate() {
             let child = self
                 .cmd(prog)
                 .stdout(Stdio::null())
@@ -155,9 +155,35 @@ impl PipeWire {
                 .spawn()
                 .expect(prog);
             self.children[i] = child;
-            std::thread::sleep(Duration::from_millis(200));
         }
-        self.wait_for_pulse();
+        let deadline = Instant::now() + SECS(15);
+        while !self
+            .cmd("pw-cli")
+            .args(["info", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert!(Instant::now() < deadline, "pipewire did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for name in sinks {
+            let props = format!(
+                "{{ factory.name=support.null-audio-sink node.name={name} media.class=Audio/Sink object.linger=true audio.position=[FL FR] audio.rate=48000 }}"
+            );
+            let ok = self
+                .cmd("pw-cli")
+                .args(["create-node", "adapter", &props])
+                .stdout(Stdio::null())
+                .status()
+                .expect("pw-cli");
+            assert!(ok.success(), "could not create {name}");
+        }
+        self.start_pulse();
+        for name in sinks {
+            self.wait_for_sink(name);
+        }
     }
 
     /// Starts pipewire-pulse again and waits until it answers.
