@@ -798,6 +798,88 @@ fn the_windows_tray_docks_opens_its_menu_writes_start_at_login_and_survives_with
     tray.wait_for("menu: Quit", SECS(10));
 }
 
+/// The connect dialog under Wine: picked from the tray's menu, an address and a password typed
+/// in (Return moves on, Return connects), and the Windows tray becomes a Linux server's client
+/// and streams; the profile keeps its lines.
+#[test]
+fn the_windows_tray_connect_dialog_takes_an_address_and_a_password_and_connects() {
+    let sb = Sandbox::new();
+    let port = free_port().to_string();
+    let mut server = sb.spawn(&["-u", &port, "-p", "s3cret w0rd", "-d", "tone:440"]);
+    server.wait_for("server on", SECS(10));
+    let display = Display::start();
+    let w = Wine::new().with_env(&[("DISPLAY".to_owned(), display.name.clone())]);
+    let config = w.appdata().join("echowarp/config");
+    std::fs::create_dir_all(&config).expect("mkdir");
+    let profile = config.join("profile.toml");
+    std::fs::write(
+        &profile,
+        format!("# mine\nport = {port}\ndevice = \"null\"\nstart_streaming = false\n"),
+    )
+    .expect("profile");
+    let installed = w.prefix.join("drive_c/EchoWarp");
+    std::fs::create_dir_all(&installed).expect("mkdir");
+    for f in ["echowarp.exe", "bcryptprimitives.dll"] {
+        std::fs::copy(w.bin_dir().join(f), installed.join(f)).expect("install");
+    }
+    let mut c = w.cmd("wine");
+    c.args([
+        "explorer",
+        "/desktop=EchoWarp,800x600",
+        r"C:\EchoWarp\echowarp.exe",
+        "--tray",
+    ]);
+    let mut tray = Proc::spawn(c, &["--tray"]);
+    tray.wait_for("tray ready", SECS(60));
+    let xdotool = |args: &[&str]| {
+        let ok = std::process::Command::new("xdotool")
+            .args(args)
+            .env("DISPLAY", &display.name)
+            .status()
+            .expect("xdotool");
+        assert!(ok.success(), "xdotool {args:?}");
+    };
+    xdotool(&["mousemove", "400", "300"]);
+    std::thread::sleep(SECS(3));
+    let before = display.screenshot("windows-tray-before-dialog.png");
+    xdotool(&["mousemove", "789", "590", "click", "1"]);
+    std::thread::sleep(SECS(2));
+    let menu = display.screenshot("windows-tray-menu-for-dialog.png");
+    // Rows are 17 px and separators 8: "Connect to a server…" is 8 rows and 2 separators
+    // above Quit, the bottom row of what changed.
+    let (left, bottom) = changed_corner(&before, &menu, 500..800, 200..595);
+    let (x, y) = (
+        (left + 20).to_string(),
+        (bottom - 8 - 8 * 17 - 2 * 8).to_string(),
+    );
+    xdotool(&["mousemove", &x, &y, "click", "1"]);
+    tray.wait_for("menu: AskServer", SECS(10));
+    std::thread::sleep(SECS(2));
+    // Without a window manager keys go where the pointer is: over the dialog, in the middle.
+    xdotool(&["mousemove", "400", "300"]);
+    xdotool(&["type", "--delay", "60", "127.0.0.1"]);
+    xdotool(&["key", "Return"]);
+    xdotool(&["type", "--delay", "60", "s3cret w0rd"]);
+    std::thread::sleep(SECS(1));
+    display.screenshot("windows-connect-dialog.png");
+    xdotool(&["key", "Return"]);
+    tray.wait_for("connected to", SECS(30));
+    server.wait_for(" joined (session", SECS(10));
+    let saved = std::fs::read_to_string(&profile).expect("profile");
+    for line in [
+        "role = \"client\"",
+        "server_address = \"127.0.0.1\"",
+        "password = \"s3cret w0rd\"",
+    ] {
+        assert!(
+            saved.starts_with("# mine\n") && saved.contains(line),
+            "{line}:\n{saved}"
+        );
+    }
+    assert!(!tray.stderr().contains("s3cret"), "{}", tray.stderr());
+    server.stop();
+}
+
 /// DLLs every Windows 10 and 11 has: the exe may import these and nothing else (no mingw
 /// runtime such as libgcc_s, libwinpthread or libssp).
 const SYSTEM_DLLS: &[&str] = &[

@@ -1,7 +1,7 @@
 //! The tray's two small dialogs: where to connect (a server found on the network or an address
 //! typed in, and the password), and the password alone (a server's, or a client's). GTK 3 on
-//! Linux, the toolkit the tray already runs on; elsewhere there is none yet and the caller opens
-//! the profile instead.
+//! Linux, the toolkit the tray already runs on; a Win32 window on Windows (`dialog_win.rs`); on
+//! macOS there is none yet and the caller opens the profile instead.
 //!
 //! Non-modal: the dialog answers through `done` on the loop's own thread, and the tray's event
 //! loop runs on meanwhile (a dialog left open does not stop the stream or the menu).
@@ -9,8 +9,8 @@
 use crate::protocol::Password;
 
 /// What a dialog was told.
-// Only the GTK dialogs answer yet: Windows and macOS open the profile instead.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+// macOS has no dialog yet (it opens the profile instead).
+#[cfg_attr(target_os = "macos", allow(dead_code))]
 pub(super) enum Answer {
     /// Connect to this server with this password.
     Server {
@@ -26,8 +26,68 @@ pub(super) enum Answer {
 #[cfg(target_os = "linux")]
 pub(super) use gtk_dialogs::{ask_password, ask_server};
 
+/// Asks where to connect (a server found on the network fills the field when the profile
+/// names none) and the password.
+#[cfg(windows)]
+pub(super) fn ask_server(
+    servers: &[String],
+    address: &str,
+    password: &Password,
+    done: impl Fn(Answer) + 'static,
+) -> bool {
+    use super::dialog_win::{ask, Field};
+    let address = if address.trim().is_empty() {
+        servers.first().map_or("", String::as_str)
+    } else {
+        address
+    };
+    let fields = [
+        Field {
+            label: "Server",
+            text: address,
+            secret: false,
+        },
+        Field {
+            label: "Password",
+            text: password.expose(),
+            secret: true,
+        },
+    ];
+    ask(
+        "EchoWarp: connect to a server",
+        &fields,
+        "Connect",
+        move |t| {
+            let mut t = t.into_iter();
+            let address = t.next().unwrap_or_default().trim().to_owned();
+            if !address.is_empty() {
+                done(Answer::Server {
+                    address,
+                    password: Password::new(t.next().unwrap_or_default()),
+                });
+            }
+        },
+    )
+}
+
+/// Asks for the password (both sides use the same one).
+#[cfg(windows)]
+pub(super) fn ask_password(password: &Password, done: impl Fn(Answer) + 'static) -> bool {
+    use super::dialog_win::{ask, Field};
+    let fields = [Field {
+        label: "Password",
+        text: password.expose(),
+        secret: true,
+    }];
+    ask("EchoWarp: password", &fields, "Save", move |t| {
+        done(Answer::Password(Password::new(
+            t.into_iter().next().unwrap_or_default(),
+        )))
+    })
+}
+
 /// No dialog on this platform: returns false, and the caller opens the profile.
-#[cfg(not(target_os = "linux"))]
+#[cfg(target_os = "macos")]
 pub(super) fn ask_server(
     _servers: &[String],
     _address: &str,
@@ -38,7 +98,7 @@ pub(super) fn ask_server(
 }
 
 /// No dialog on this platform: returns false, and the caller opens the profile.
-#[cfg(not(target_os = "linux"))]
+#[cfg(target_os = "macos")]
 pub(super) fn ask_password(_password: &Password, _done: impl Fn(Answer) + 'static) -> bool {
     false
 }

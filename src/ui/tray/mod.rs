@@ -20,6 +20,8 @@ mod act;
 mod click;
 mod desktop;
 mod dialog;
+#[cfg(windows)]
+mod dialog_win;
 mod items;
 mod watch;
 
