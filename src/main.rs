@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use echowarp::audio::virtual_mic::VirtualMic;
 use echowarp::engine::Outcome;
 use echowarp::store::paths;
+use echowarp::store::profile::Role;
 use echowarp::ui::cli::{self, Args, CliError};
 use echowarp::ui::interactive;
 
@@ -131,6 +133,18 @@ fn run(mut args: Args, no_args: bool) -> Result<Outcome, CliError> {
         print!("{}", profile.to_toml());
         return Ok(Outcome::Stopped);
     }
+    // The playing side's virtual microphone: made for this run, removed when it ends.
+    let _mic = if profile.virtual_mic && profile.role == Role::Client {
+        let mic = VirtualMic::create().map_err(|e| CliError {
+            code: 1,
+            message: format!("virtual microphone: {e}"),
+            hints: Vec::new(),
+        })?;
+        profile.device.clone_from(&mic.device);
+        Some(mic)
+    } else {
+        None
+    };
     let config = settings.config(&profile)?;
     cli::run_engine(config, args.quiet, args.stats_json)
 }

@@ -38,6 +38,14 @@ fn version_help_and_bad_usage() {
     let (code, _, err) = w.run(&["-c", "-d", "null"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("a client needs the server's address"), "{err}");
+
+    // No virtual cable installed: --virtual-mic says which to get, and exits 1.
+    let (code, _, err) = w.run(&["-c", "-a", "127.0.0.1", "--virtual-mic"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no virtual cable to play into: install VB-CABLE"),
+        "{err}"
+    );
 }
 
 /// The server's flags for each security mode, with the word its log line uses.

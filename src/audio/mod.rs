@@ -18,6 +18,7 @@ pub mod paced;
 pub mod playout;
 pub mod resample;
 pub mod stamp;
+pub mod virtual_mic;
 pub mod wake;
 pub mod wav;
 

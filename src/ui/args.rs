@@ -99,6 +99,9 @@ pub struct Args {
     /// Server: do not announce this server on the local network (mDNS)
     #[arg(long = "no-discovery")]
     pub no_discovery: bool,
+    /// Client: play into a recording device named "EchoWarp Microphone" that other programs can pick (Linux: made for the run; Windows, macOS: a virtual cable's)
+    #[arg(long = "virtual-mic")]
+    pub virtual_mic: bool,
     /// List the EchoWarp servers that announce themselves on the local network and exit
     #[arg(long = "discover")]
     pub discover: bool,
@@ -229,6 +232,7 @@ impl Args {
                 integrity: self.integrity,
                 allow_anonymous: self.allow_anonymous,
                 no_discovery: self.no_discovery,
+                virtual_mic: self.virtual_mic,
                 audio_host: self.audio_host,
                 reconnect_attempts: self.reconnect,
                 max_clients: self.workers,

@@ -127,6 +127,8 @@ pub struct Profile {
     pub discovery: bool,
     /// The sending side sends silence (the tray's Mute; changed while running).
     pub mute: bool,
+    /// The playing side offers "EchoWarp Microphone" to other programs.
+    pub virtual_mic: bool,
     /// The sound API devices are reached through (Linux: PipeWire, PulseAudio, ALSA or JACK;
     /// `auto` elsewhere).
     pub audio_host: AudioHost,
@@ -155,6 +157,7 @@ impl Default for Profile {
             allow_anonymous: false,
             discovery: true,
             mute: false,
+            virtual_mic: false,
             audio_host: AudioHost::Auto,
             audio: AudioSettings::default(),
         }

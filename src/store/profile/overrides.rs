@@ -29,6 +29,8 @@ pub struct Overrides {
     pub allow_anonymous: bool,
     /// `discovery` off.
     pub no_discovery: bool,
+    /// `virtual_mic` on.
+    pub virtual_mic: bool,
     /// `audio_host`.
     pub audio_host: Option<AudioHost>,
     /// `reconnect_attempts`.
@@ -64,6 +66,7 @@ impl Overrides {
         p.integrity |= self.integrity;
         p.allow_anonymous |= self.allow_anonymous;
         p.discovery &= !self.no_discovery;
+        p.virtual_mic |= self.virtual_mic;
         set(&mut p.audio_host, self.audio_host);
         set(&mut p.reconnect_attempts, self.reconnect_attempts);
         set(&mut p.max_clients, self.max_clients);

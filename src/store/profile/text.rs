@@ -30,6 +30,7 @@ pub(super) const KEYS: &[(&str, &str)] = &[
     ("allow_anonymous", "server without a password: serve public addresses too (else local networks only)"),
     ("discovery", "server: announce itself on the local network (mDNS) for clients to find"),
     ("mute", "the sending side sends silence (the tray's Mute)"),
+    ("virtual_mic", "client: play into \"EchoWarp Microphone\", a recording device other programs pick"),
     ("audio_host", "Linux: \"auto\" (PipeWire, else ALSA), \"pipewire\", \"pulse\", \"alsa\" or \"jack\""),
     ("audio.sample_rate", "0 = the device's own rate"),
     ("audio.channels", "0 = the device's own, at most 2"),

@@ -80,6 +80,8 @@ impl App {
             Action::Quit => {
                 self.generation += 1;
                 drop(self.engine.take());
+                // The event loop ends the process without dropping its state: removed here.
+                self.mic = None;
                 return false;
             }
         }

@@ -34,6 +34,7 @@ use super::notice::{Notice, Notifier};
 use super::preset::Preset;
 use super::settings::Settings;
 use super::tray_menu::{Action, Item, TrayState, TrayView};
+use crate::audio::virtual_mic::VirtualMic;
 use crate::audio::DeviceKind;
 use crate::engine::{ConfigError, EngineHandle, Event, Mute};
 use crate::store::bans::BanList;
@@ -87,6 +88,8 @@ struct App {
     engine: Option<EngineHandle>,
     /// The running engine's mute switch, flipped from the menu or the profile.
     mute: Option<Mute>,
+    /// The virtual microphone a client plays into (profile `virtual_mic`).
+    mic: Option<VirtualMic>,
     generation: u64,
     tray: Option<TrayIcon>,
     actions: HashMap<MenuId, Action>,
@@ -100,7 +103,23 @@ struct App {
 impl App {
     fn start(&mut self) {
         self.generation += 1;
-        let config = match self.settings.config(&self.profile) {
+        // A client's virtual microphone, made once and kept while the tray runs (a stopped
+        // stream leaves it silent, not gone).
+        let mut profile = self.profile.clone();
+        if profile.virtual_mic && profile.role == Role::Client {
+            if self.mic.is_none() {
+                match VirtualMic::create() {
+                    Ok(m) => self.mic = Some(m),
+                    Err(e) => return self.fail(format!("virtual microphone: {e}")),
+                }
+            }
+            if let Some(m) = &self.mic {
+                profile.device.clone_from(&m.device);
+            }
+        } else {
+            self.mic = None;
+        }
+        let config = match self.settings.config(&profile) {
             Ok(c) => c,
             Err(e) => return self.fail(super::display_chain(&e)),
         };
@@ -392,6 +411,7 @@ pub fn run(profile: Result<Profile, ConfigError>, settings: Settings) -> Result<
         settings,
         engine: None,
         mute: None,
+        mic: None,
         generation: 0,
         tray: None,
         actions: HashMap::new(),
