@@ -162,6 +162,11 @@ fn the_doctor_passes_a_working_machine_and_names_each_broken_thing() {
     for check in ["virtual cable", "firewall"] {
         line(&report, check);
     }
+    let (v, said) = line(&report, "virtual microphone");
+    assert!(
+        v == "ok" && said.contains("\"EchoWarp Microphone\""),
+        "{report}"
+    );
     assert!(report.ends_with("\nnothing blocks streaming\n"), "{report}");
 
     // A client: its sink plays, and the server it names is out of reach.

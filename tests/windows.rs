@@ -515,10 +515,14 @@ fn a_restart_of_pipewire_pulse_under_windows_server_and_client_is_survived() {
         1,
         "the client kept its session:\n{said}"
     );
-    for (side, p) in [("server", &server), ("client", &client)] {
+    // The client's playback fails with an error and is reported lost; winepulse's capture
+    // stops without one, and is only found lost when it stays silent for 2 s (on a busy
+    // machine it can resume before that): the server must end `ok` either way.
+    for (side, p, must_see_loss) in [("server", &server, false), ("client", &client, true)] {
         let states = device_states(p);
         assert!(
-            states.iter().any(|s| s != "ok") && states.last().is_some_and(|s| s == "ok"),
+            (!must_see_loss || states.iter().any(|s| s != "ok"))
+                && states.last().is_some_and(|s| s == "ok"),
             "the Windows {side}'s device states: {states:?}\n{said}"
         );
     }
@@ -549,26 +553,43 @@ struct Display {
 
 impl Display {
     fn start() -> Self {
-        // Numbers apart from tests/tray.rs's (100 and up).
-        let name = format!(":{}", 20 + std::process::id() % 60);
-        let xvfb = std::process::Command::new("Xvfb")
-            .args([&name, "-screen", "0", "800x600x24", "-nolisten", "tcp"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("Xvfb is installed by the test command");
-        let deadline = std::time::Instant::now() + SECS(10);
-        while !std::process::Command::new("xdpyinfo")
-            .env("DISPLAY", &name)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            assert!(std::time::Instant::now() < deadline, "Xvfb did not start");
-            std::thread::sleep(std::time::Duration::from_millis(100));
+        // Numbers apart from tests/tray.rs's (100 and up); each test of this process its own
+        // (two tests sharing one display click into each other's menus), and one whose lock
+        // file shows it taken is passed over.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        loop {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            assert!(n < 60, "no free X display between :20 and :79");
+            let number = 20 + (std::process::id() + n) % 60;
+            if std::path::Path::new(&format!("/tmp/.X{number}-lock")).exists() {
+                continue;
+            }
+            let name = format!(":{number}");
+            let mut xvfb = std::process::Command::new("Xvfb")
+                .args([&name, "-screen", "0", "800x600x24", "-nolisten", "tcp"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("Xvfb is installed by the test command");
+            let deadline = std::time::Instant::now() + SECS(10);
+            loop {
+                // Ours, not another's: it must still run once the display answers.
+                if let Ok(Some(_)) = xvfb.try_wait() {
+                    break;
+                }
+                let answers = std::process::Command::new("xdpyinfo")
+                    .env("DISPLAY", &name)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if answers && xvfb.try_wait().is_ok_and(|s| s.is_none()) {
+                    return Self { name, xvfb };
+                }
+                assert!(std::time::Instant::now() < deadline, "Xvfb did not start");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
-        Self { name, xvfb }
     }
 
     /// A screenshot under cargo's temporary folder for tests (docs/ takes its copies from there).
@@ -632,6 +653,26 @@ fn coloured_pixels(
         }
     }
     n
+}
+
+/// Pixels of the notification area (the taskbar's right end) unlike the taskbar itself (its
+/// colour taken left of it, where nothing is drawn).
+fn notification_area_pixels(png_path: &std::path::Path) -> usize {
+    let (width, px) = rgb(png_path);
+    let at = |col: u32, row: u32| {
+        let i = (row * width + col) as usize * 3;
+        [px[i], px[i + 1], px[i + 2]]
+    };
+    let taskbar = at(700, 590);
+    (582..600)
+        .flat_map(|row| (740..800).map(move |col| (col, row)))
+        .filter(|&(col, row)| {
+            at(col, row)
+                .iter()
+                .zip(taskbar)
+                .any(|(a, b)| a.abs_diff(b) > 40)
+        })
+        .count()
 }
 
 /// Pixels of a region that differ between two screenshots of one screen.
@@ -848,14 +889,45 @@ fn the_windows_tray_connect_dialog_takes_an_address_and_a_password_and_connects(
         assert!(ok.success(), "xdotool {args:?}");
     };
     xdotool(&["mousemove", "400", "300"]);
-    std::thread::sleep(SECS(3));
+    // The icon docked in the notification area (the idle icon is grey: pixels unlike the
+    // taskbar's), however busy the machine: then a click on it opens the menu, drawn once two
+    // pictures of it agree.
+    let deadline = std::time::Instant::now() + SECS(30);
+    loop {
+        let shot = display.screenshot("windows-tray-before-dialog.png");
+        if notification_area_pixels(&shot) > 40 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no icon:\n{}",
+            tray.stderr()
+        );
+        std::thread::sleep(SECS(1));
+    }
+    std::thread::sleep(SECS(1));
     let before = display.screenshot("windows-tray-before-dialog.png");
     xdotool(&["mousemove", "789", "590", "click", "1"]);
-    std::thread::sleep(SECS(2));
-    let menu = display.screenshot("windows-tray-menu-for-dialog.png");
+    let deadline = std::time::Instant::now() + SECS(20);
+    let mut last = None;
+    let (left, bottom) = loop {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let menu = display.screenshot("windows-tray-menu-for-dialog.png");
+        if changed_pixels(&before, &menu, 500..800, 200..575) > 15000 {
+            let corner = changed_corner(&before, &menu, 500..800, 200..595);
+            if last == Some(corner) {
+                break corner;
+            }
+            last = Some(corner);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no menu:\n{}",
+            tray.stderr()
+        );
+    };
     // Rows are 17 px and separators 8: "Connect to a server…" is 8 rows and 2 separators
     // above Quit, the bottom row of what changed.
-    let (left, bottom) = changed_corner(&before, &menu, 500..800, 200..595);
     let (x, y) = (
         (left + 20).to_string(),
         (bottom - 8 - 8 * 17 - 2 * 8).to_string(),

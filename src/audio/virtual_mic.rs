@@ -62,6 +62,14 @@ mod imp {
             .collect()
     }
 
+    /// Whether one can be made here: the sound server's PulseAudio interface answers `pactl`.
+    ///
+    /// # Errors
+    /// Why not, in words.
+    pub fn can_make() -> Result<(), String> {
+        pactl(&["info"]).map(|_| ())
+    }
+
     impl VirtualMic {
         /// Makes the virtual microphone, removing any left behind first.
         ///
@@ -123,6 +131,9 @@ mod imp {
         }
     }
 }
+
+#[cfg(target_os = "linux")]
+pub use imp::can_make;
 
 #[cfg(not(target_os = "linux"))]
 impl VirtualMic {

@@ -141,6 +141,8 @@ fn audio(profile: &Profile) -> Vec<Finding> {
     )];
     found.push(device(profile, inputs, outputs));
     found.push(cable(&devices));
+    #[cfg(target_os = "linux")]
+    found.push(virtual_mic());
     found
 }
 
@@ -295,6 +297,26 @@ fn cable(devices: &[cpal_backend::DeviceInfo]) -> Finding {
         "for other programs to record what a client plays, make a null sink and play into it: pactl load-module module-null-sink sink_name=echowarp_cable (they record from echowarp_cable's monitor)"
     };
     Finding::new("virtual cable", Verdict::Note, "none found").fix(hint)
+}
+
+/// Whether `--virtual-mic` can make "EchoWarp Microphone" here.
+#[cfg(target_os = "linux")]
+fn virtual_mic() -> Finding {
+    match crate::audio::virtual_mic::can_make() {
+        Ok(()) => Finding::new(
+            "virtual microphone",
+            Verdict::Ok,
+            "--virtual-mic can make \"EchoWarp Microphone\" (the sound server's PulseAudio interface answers)",
+        ),
+        Err(e) => {
+            let fix = if e.contains("cannot run pactl") {
+                "sudo apt-get install pulseaudio-utils"
+            } else {
+                "start the PulseAudio interface: systemctl --user start pipewire-pulse (or pulseaudio --start)"
+            };
+            Finding::new("virtual microphone", Verdict::Note, format!("--virtual-mic cannot make one: {e}")).fix(fix)
+        }
+    }
 }
 
 /// Prints the findings; true when something blocks streaming.

@@ -9,16 +9,28 @@ use tray_icon::menu::{
 
 use crate::ui::tray_menu::{Action, Item};
 
-/// The menu of `items`; `actions` learns each clickable entry's id.
-pub(super) fn build_menu(items: &[Item], actions: &mut HashMap<MenuId, Action>) -> Menu {
+/// The menu of `items`, and its first entry when that is a line of text (the status line, whose
+/// text changes in place); `actions` learns each clickable entry's id.
+pub(super) fn build_menu(
+    items: &[Item],
+    actions: &mut HashMap<MenuId, Action>,
+) -> (Menu, Option<MenuItem>) {
     let menu = Menu::new();
-    for item in items {
-        let built = build_item(item, actions);
+    let mut status = None;
+    for (i, item) in items.iter().enumerate() {
+        let built: Box<dyn IsMenuItem> = match item {
+            Item::Label(text) if i == 0 => {
+                let line = MenuItem::new(text, false, None);
+                status = Some(line.clone());
+                Box::new(line)
+            }
+            _ => build_item(item, actions),
+        };
         if let Err(e) = menu.append(built.as_ref()) {
             tracing::warn!("tray menu: {e}");
         }
     }
-    menu
+    (menu, status)
 }
 
 fn build_item(item: &Item, actions: &mut HashMap<MenuId, Action>) -> Box<dyn IsMenuItem> {

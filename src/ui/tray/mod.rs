@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use tao::event::{Event as TaoEvent, StartCause};
 use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy};
-use tray_icon::menu::{MenuEvent, MenuId};
+use tray_icon::menu::{MenuEvent, MenuId, MenuItem};
 use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
 
 mod act;
@@ -96,6 +96,8 @@ struct App {
     /// What the tray shows now (menu, icon, tooltip): a redraw that would change nothing leaves
     /// the menu alone, so that a menu the user has open is not swapped under the pointer.
     shown: Option<(Vec<Item>, &'static str, String)>,
+    /// The menu's status line, whose text changes in place.
+    status_item: Option<MenuItem>,
     icons: HashMap<&'static str, Icon>,
     proxy: EventLoopProxy<UserEvent>,
 }
@@ -329,8 +331,21 @@ impl App {
         if self.shown.as_ref() == Some(&now) {
             return;
         }
+        // Only the status line's text changed (a client's live figures, every second): it
+        // changes in place, so that a menu open meanwhile keeps working.
+        if let (Some((items, icon, _)), Some(status), Some(Item::Label(text))) =
+            (&self.shown, &self.status_item, now.0.first())
+        {
+            if *icon == now.1 && items.len() == now.0.len() && items[1..] == now.0[1..] {
+                status.set_text(text);
+                let _ = tray.set_tooltip(Some(&now.2));
+                self.shown = Some(now);
+                return;
+            }
+        }
         self.actions.clear();
-        let menu = items::build_menu(&now.0, &mut self.actions);
+        let (menu, status) = items::build_menu(&now.0, &mut self.actions);
+        self.status_item = status;
         #[cfg(windows)]
         click::set_menu(tray, menu);
         #[cfg(not(windows))]
@@ -416,6 +431,7 @@ pub fn run(profile: Result<Profile, ConfigError>, settings: Settings) -> Result<
         tray: None,
         actions: HashMap::new(),
         shown: None,
+        status_item: None,
         icons: ICONS
             .iter()
             .filter_map(|(name, bytes)| decode_icon(bytes).map(|i| (*name, i)))
