@@ -592,6 +592,16 @@ impl Display {
         }
     }
 
+    /// Runs xdotool on this display (the pointer, clicks, keys), asserting it worked.
+    fn xdotool(&self, args: &[&str]) {
+        let ok = std::process::Command::new("xdotool")
+            .args(args)
+            .env("DISPLAY", &self.name)
+            .status()
+            .expect("xdotool");
+        assert!(ok.success(), "xdotool {args:?}");
+    }
+
     /// A screenshot under cargo's temporary folder for tests (docs/ takes its copies from there).
     fn screenshot(&self, name: &str) -> std::path::PathBuf {
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tray-screenshots");
@@ -815,19 +825,11 @@ fn the_windows_tray_docks_opens_its_menu_writes_start_at_login_and_survives_with
 
     // A click on the icon: the menu opens above it (the screen changes over the desktop, where
     // nothing else moves), and Up then Return picks its last item, Quit.
-    let xdotool = |args: &[&str]| {
-        let ok = std::process::Command::new("xdotool")
-            .args(args)
-            .env("DISPLAY", &display.name)
-            .status()
-            .expect("xdotool");
-        assert!(ok.success(), "xdotool {args:?}");
-    };
     // The pointer away first, so that no tooltip is in either picture.
-    xdotool(&["mousemove", "400", "300"]);
+    display.xdotool(&["mousemove", "400", "300"]);
     std::thread::sleep(SECS(2));
     let before = display.screenshot("windows-tray-before-click.png");
-    xdotool(&["mousemove", "789", "590", "click", "1"]);
+    display.xdotool(&["mousemove", "789", "590", "click", "1"]);
     std::thread::sleep(SECS(2));
     let menu = display.screenshot("windows-tray-menu.png");
     let opened = changed_pixels(&before, &menu, 500..800, 200..575);
@@ -840,10 +842,10 @@ fn the_windows_tray_docks_opens_its_menu_writes_start_at_login_and_survives_with
     // pointer). Keys do not reach a Wine menu here, the pointer does.
     let (left, bottom) = changed_corner(&before, &menu, 500..800, 200..595);
     let (x, y) = ((left + 20).to_string(), (bottom - 8).to_string());
-    xdotool(&["mousemove", &x, &y]);
+    display.xdotool(&["mousemove", &x, &y]);
     std::thread::sleep(SECS(1));
     display.screenshot("windows-tray-quit.png");
-    xdotool(&["click", "1"]);
+    display.xdotool(&["click", "1"]);
     tray.wait_for("menu: Quit", SECS(10));
 }
 
@@ -880,15 +882,7 @@ fn the_windows_tray_connect_dialog_takes_an_address_and_a_password_and_connects(
     ]);
     let mut tray = Proc::spawn(c, &["--tray"]);
     tray.wait_for("tray ready", SECS(60));
-    let xdotool = |args: &[&str]| {
-        let ok = std::process::Command::new("xdotool")
-            .args(args)
-            .env("DISPLAY", &display.name)
-            .status()
-            .expect("xdotool");
-        assert!(ok.success(), "xdotool {args:?}");
-    };
-    xdotool(&["mousemove", "400", "300"]);
+    display.xdotool(&["mousemove", "400", "300"]);
     // The icon docked in the notification area (the idle icon is grey: pixels unlike the
     // taskbar's), however busy the machine: then a click on it opens the menu, drawn once two
     // pictures of it agree.
@@ -907,7 +901,7 @@ fn the_windows_tray_connect_dialog_takes_an_address_and_a_password_and_connects(
     }
     std::thread::sleep(SECS(1));
     let before = display.screenshot("windows-tray-before-dialog.png");
-    xdotool(&["mousemove", "789", "590", "click", "1"]);
+    display.xdotool(&["mousemove", "789", "590", "click", "1"]);
     let deadline = std::time::Instant::now() + SECS(20);
     let mut last = None;
     let (left, bottom) = loop {
@@ -932,30 +926,28 @@ fn the_windows_tray_connect_dialog_takes_an_address_and_a_password_and_connects(
         (left + 20).to_string(),
         (bottom - 8 - 8 * 17 - 2 * 8).to_string(),
     );
-    xdotool(&["mousemove", &x, &y, "click", "1"]);
+    display.xdotool(&["mousemove", &x, &y, "click", "1"]);
     tray.wait_for("menu: AskServer", SECS(10));
     std::thread::sleep(SECS(2));
     // Without a window manager keys go where the pointer is: over the dialog, in the middle.
-    xdotool(&["mousemove", "400", "300"]);
-    xdotool(&["type", "--delay", "60", "127.0.0.1"]);
-    xdotool(&["key", "Return"]);
-    xdotool(&["type", "--delay", "60", "s3cret w0rd"]);
+    display.xdotool(&["mousemove", "400", "300"]);
+    display.xdotool(&["type", "--delay", "60", "127.0.0.1"]);
+    display.xdotool(&["key", "Return"]);
+    display.xdotool(&["type", "--delay", "60", "s3cret w0rd"]);
     std::thread::sleep(SECS(1));
     display.screenshot("windows-connect-dialog.png");
-    xdotool(&["key", "Return"]);
+    display.xdotool(&["key", "Return"]);
     tray.wait_for("connected to", SECS(30));
     server.wait_for(" joined (session", SECS(10));
     let saved = std::fs::read_to_string(&profile).expect("profile");
-    for line in [
-        "role = \"client\"",
-        "server_address = \"127.0.0.1\"",
-        "password = \"s3cret w0rd\"",
-    ] {
-        assert!(
-            saved.starts_with("# mine\n") && saved.contains(line),
-            "{line}:\n{saved}"
-        );
-    }
+    assert_profile_kept_with(
+        &saved,
+        &[
+            "role = \"client\"",
+            "server_address = \"127.0.0.1\"",
+            "password = \"s3cret w0rd\"",
+        ],
+    );
     assert!(!tray.stderr().contains("s3cret"), "{}", tray.stderr());
     server.stop();
 }

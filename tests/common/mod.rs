@@ -517,3 +517,14 @@ pub fn device_states(p: &Proc) -> Vec<String> {
         .filter_map(|v| v["device"].as_str().map(str::to_owned))
         .collect()
 }
+
+/// A profile the program wrote back: the user's first line (`# mine`) is kept, and each of
+/// `lines` is in it.
+pub fn assert_profile_kept_with(saved: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(
+            saved.starts_with("# mine\n") && saved.contains(line),
+            "{line}:\n{saved}"
+        );
+    }
+}

@@ -58,6 +58,12 @@ impl PipeWire {
 
     /// Makes a null sink in PipeWire (48 kHz stereo) and waits until pulse clients see it.
     pub fn make_sink(&self, name: &str) {
+        self.create_sink_node(name);
+        self.wait_for_sink(name);
+    }
+
+    /// Makes a null sink in PipeWire (48 kHz stereo; it outlives pw-cli and pipewire-pulse).
+    fn create_sink_node(&self, name: &str) {
         let props = format!(
             "{{ factory.name=support.null-audio-sink node.name={name} media.class=Audio/Sink object.linger=true audio.position=[FL FR] audio.rate=48000 }}"
         );
@@ -68,7 +74,6 @@ impl PipeWire {
             .status()
             .expect("pw-cli");
         assert!(ok.success(), "could not create {name}");
-        self.wait_for_sink(name);
     }
 
     /// Waits until pipewire-pulse lists the sink.
@@ -169,16 +174,7 @@ impl PipeWire {
             std::thread::sleep(Duration::from_millis(50));
         }
         for name in sinks {
-            let props = format!(
-                "{{ factory.name=support.null-audio-sink node.name={name} media.class=Audio/Sink object.linger=true audio.position=[FL FR] audio.rate=48000 }}"
-            );
-            let ok = self
-                .cmd("pw-cli")
-                .args(["create-node", "adapter", &props])
-                .stdout(Stdio::null())
-                .status()
-                .expect("pw-cli");
-            assert!(ok.success(), "could not create {name}");
+            self.create_sink_node(name);
         }
         self.start_pulse();
         for name in sinks {
